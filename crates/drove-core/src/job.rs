@@ -1,0 +1,326 @@
+//! The job model of API.md: states, errors, progress, and the job document itself.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Millis, RawJson};
+
+/// A job's id: time-ordered (assigned in increasing order by the store) and opaque to clients,
+/// who see it as a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        // Only canonical decimal text: "007" or "+7" are not ids we ever handed out.
+        if s.is_empty()
+            || s.len() > 19
+            || s.starts_with('0')
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(());
+        }
+        s.parse::<i64>().map(JobId).map_err(|_| ())
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom("not a job id"))
+    }
+}
+
+/// The fencing token of one run of a job. Tokens only grow: a later run of a job always holds a
+/// larger token than an earlier one, so downstream systems can fence their own writes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseToken(pub i64);
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl LeaseToken {
+    /// Parses a token as a client sent it back. Text that is not a token we could have issued
+    /// maps to a token no job holds, so it is refused like any other stale lease.
+    pub fn parse_lenient(text: &str) -> LeaseToken {
+        text.parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(LeaseToken)
+            .unwrap_or(LeaseToken(-1))
+    }
+}
+
+impl Serialize for LeaseToken {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A job's state (API.md "Job model").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Scheduled,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Scheduled,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// The small integer stores keep in their `state` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> Option<JobState> {
+        JobState::ALL.get(usize::try_from(code).ok()?).copied()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Scheduled, queued or running: the states that hold a key.
+    pub fn is_active(self) -> bool {
+        !self.is_terminal()
+    }
+}
+
+impl FromStr for JobState {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a job's last error (API.md `error.kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Retryable,
+    Permanent,
+    Throttled,
+    Timeout,
+    Lost,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Retryable,
+        ErrorKind::Permanent,
+        ErrorKind::Throttled,
+        ErrorKind::Timeout,
+        ErrorKind::Lost,
+    ];
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> Option<ErrorKind> {
+        ErrorKind::ALL.get(usize::try_from(code).ok()?).copied()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Lost => "lost",
+        }
+    }
+}
+
+/// How a worker ends a run it did not complete (`POST /fail`'s `kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKind {
+    /// Backoff, then retry while attempts remain.
+    #[default]
+    Retryable,
+    /// Fail now, whatever attempts remain.
+    Permanent,
+    /// The downstream pushed back: requeue after `retry_after_ms`, no attempt used.
+    Throttled,
+    /// Not an error: run again after `retry_after_ms`, no attempt used.
+    Snooze,
+}
+
+/// A job's last error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub at: Millis,
+}
+
+/// Progress a worker reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: i64,
+    #[serde(default)]
+    pub total: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// What a submit does when its key is held by an active job (API.md "Keys").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// Return the existing job; create nothing.
+    #[default]
+    Join,
+    /// A scheduled or queued job takes the new payload, run_at and priority; a running one is
+    /// joined unchanged.
+    Replace,
+    /// Refuse (409) while a job with the key is active.
+    Reject,
+}
+
+/// A job as clients see it (API.md "Job model"), plus a few additions (`timeout_ms`,
+/// `lease_expires_at`, `worker`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: Option<String>,
+    pub payload: RawJson,
+    pub key: Option<String>,
+    pub group: Option<String>,
+    pub priority: i64,
+    pub state: JobState,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub run_at: Millis,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub progress: Option<Progress>,
+    pub checkpoint: Option<RawJson>,
+    pub result: Option<RawJson>,
+    pub error: Option<JobError>,
+    pub cancel_requested: bool,
+    pub partial: bool,
+    pub timeout_ms: Option<i64>,
+    /// The worker holding the current run (`running` only).
+    pub worker: Option<String>,
+    /// When the current run's lease ends unless extended (`running` only).
+    pub lease_expires_at: Option<Millis>,
+}
+
+impl PartialEq for Job {
+    fn eq(&self, other: &Self) -> bool {
+        fn raw(v: &Option<RawJson>) -> Option<&str> {
+            v.as_ref().map(|r| r.get())
+        }
+        self.id == other.id
+            && self.queue == other.queue
+            && self.kind == other.kind
+            && self.payload.get() == other.payload.get()
+            && self.key == other.key
+            && self.group == other.group
+            && self.priority == other.priority
+            && self.state == other.state
+            && self.attempt == other.attempt
+            && self.max_attempts == other.max_attempts
+            && self.run_at == other.run_at
+            && self.created_at == other.created_at
+            && self.started_at == other.started_at
+            && self.finished_at == other.finished_at
+            && self.progress == other.progress
+            && raw(&self.checkpoint) == raw(&other.checkpoint)
+            && raw(&self.result) == raw(&other.result)
+            && self.error == other.error
+            && self.cancel_requested == other.cancel_requested
+            && self.partial == other.partial
+            && self.timeout_ms == other.timeout_ms
+            && self.worker == other.worker
+            && self.lease_expires_at == other.lease_expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_parse_only_canonical_text() {
+        assert_eq!("42".parse::<JobId>(), Ok(JobId(42)));
+        for bad in ["", "0", "042", "+4", "-4", "4x", "99999999999999999999"] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_codes_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::from_code(st.code()), Some(st));
+            assert_eq!(st.as_str().parse::<JobState>(), Ok(st));
+        }
+        assert_eq!(JobState::from_code(6), None);
+        assert_eq!(JobState::from_code(-1), None);
+    }
+
+    #[test]
+    fn lease_tokens_that_we_never_issued_parse_to_an_unheld_token() {
+        assert_eq!(LeaseToken::parse_lenient("17"), LeaseToken(17));
+        assert_eq!(LeaseToken::parse_lenient("abc"), LeaseToken(-1));
+        assert_eq!(LeaseToken::parse_lenient("0"), LeaseToken(-1));
+    }
+}

@@ -1,0 +1,312 @@
+//! Queue and pool settings (API.md "Queues and flow control", `PUT /v1/queues/NAME`).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::name::check_queue_name;
+use crate::validation::{ValidationError, at_least, within};
+
+/// Attempts a job gets when neither the submit nor its queue says.
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 20;
+/// Lease length when neither the claim nor the queue says: a dead worker's job is back in ~10 s.
+pub const DEFAULT_LEASE_MS: i64 = 10_000;
+/// Retry backoff when the queue sets none: full jitter over `1 s * 2^(attempt-1)`, capped at 1 h.
+pub const DEFAULT_BACKOFF: Backoff = Backoff {
+    base_ms: 1_000,
+    max_ms: 3_600_000,
+};
+/// Bounds on a lease (API.md "Remote workers").
+pub const MIN_LEASE_MS: i64 = 1_000;
+pub const MAX_LEASE_MS: i64 = 86_400_000;
+
+/// A rate limit: `limit` starts per `period_ms`, with up to `burst` at once after a quiet spell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub limit: i64,
+    pub period_ms: i64,
+    #[serde(default)]
+    pub burst: Option<i64>,
+}
+
+impl RateLimit {
+    pub fn burst_or_default(&self) -> i64 {
+        self.burst.unwrap_or(1)
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        at_least(&format!("{field}.limit"), self.limit, 1)?;
+        at_least(&format!("{field}.period_ms"), self.period_ms, 1)?;
+        if let Some(b) = self.burst {
+            at_least(&format!("{field}.burst"), b, 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bounds of an adaptive concurrency limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Adaptive {
+    fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        at_least(&format!("{field}.min"), self.min, 1)?;
+        at_least(&format!("{field}.max"), self.max, self.min)?;
+        Ok(())
+    }
+}
+
+/// Retry backoff: full jitter over `base_ms * 2^(attempt-1)`, capped at `max_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    pub base_ms: i64,
+    pub max_ms: i64,
+}
+
+/// Online work gets permits first within a pool; offline work gets the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    #[default]
+    Online,
+    Offline,
+}
+
+/// A queue's settings as set (`null` = not set, the default applies).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct QueueConfig {
+    pub concurrency: Option<i64>,
+    pub group_concurrency: Option<i64>,
+    pub rate: Option<RateLimit>,
+    pub group_rate: Option<RateLimit>,
+    pub adaptive: Option<Adaptive>,
+    pub pool: Option<String>,
+    pub lane: Option<Lane>,
+    pub paused: Option<bool>,
+    pub max_attempts: Option<i64>,
+    pub backoff: Option<Backoff>,
+    pub timeout_ms: Option<i64>,
+    pub lease_ms: Option<i64>,
+    pub reuse_for_ms: Option<i64>,
+}
+
+impl QueueConfig {
+    pub fn max_attempts(&self) -> i64 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_ms.unwrap_or(DEFAULT_LEASE_MS)
+    }
+    pub fn backoff(&self) -> Backoff {
+        self.backoff.unwrap_or(DEFAULT_BACKOFF)
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.unwrap_or(false)
+    }
+    pub fn lane(&self) -> Lane {
+        self.lane.unwrap_or_default()
+    }
+    pub fn reuse_for_ms(&self) -> i64 {
+        self.reuse_for_ms.unwrap_or(0)
+    }
+
+    /// Applies a patch: absent fields stay, `null` clears, values replace.
+    pub fn apply(&mut self, patch: QueuePatch) {
+        fn set<T>(slot: &mut Option<T>, change: Option<Option<T>>) {
+            if let Some(v) = change {
+                *slot = v;
+            }
+        }
+        set(&mut self.concurrency, patch.concurrency);
+        set(&mut self.group_concurrency, patch.group_concurrency);
+        set(&mut self.rate, patch.rate);
+        set(&mut self.group_rate, patch.group_rate);
+        set(&mut self.adaptive, patch.adaptive);
+        set(&mut self.pool, patch.pool);
+        set(&mut self.lane, patch.lane);
+        set(&mut self.paused, patch.paused);
+        set(&mut self.max_attempts, patch.max_attempts);
+        set(&mut self.backoff, patch.backoff);
+        set(&mut self.timeout_ms, patch.timeout_ms);
+        set(&mut self.lease_ms, patch.lease_ms);
+        set(&mut self.reuse_for_ms, patch.reuse_for_ms);
+    }
+}
+
+/// Distinguishes a field that is absent (`None`) from one set to `null` (`Some(None)`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The body of `PUT /v1/queues/NAME`: every field optional, `null` clears a setting.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePatch {
+    #[serde(default, deserialize_with = "present")]
+    pub concurrency: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub group_concurrency: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    pub group_rate: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    pub adaptive: Option<Option<Adaptive>>,
+    #[serde(default, deserialize_with = "present")]
+    pub pool: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub lane: Option<Option<Lane>>,
+    #[serde(default, deserialize_with = "present")]
+    pub paused: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_attempts: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub backoff: Option<Option<Backoff>>,
+    #[serde(default, deserialize_with = "present")]
+    pub timeout_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub lease_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub reuse_for_ms: Option<Option<i64>>,
+}
+
+impl QueuePatch {
+    /// Checks every value the patch sets (API.md "Numbers").
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(Some(v)) = self.concurrency {
+            at_least("concurrency", v, 1)?;
+        }
+        if let Some(Some(v)) = self.group_concurrency {
+            at_least("group_concurrency", v, 1)?;
+        }
+        if let Some(Some(r)) = &self.rate {
+            r.validate("rate")?;
+        }
+        if let Some(Some(r)) = &self.group_rate {
+            r.validate("group_rate")?;
+        }
+        if let Some(Some(a)) = &self.adaptive {
+            a.validate("adaptive")?;
+        }
+        if let Some(Some(p)) = &self.pool {
+            check_queue_name("pool", p)?;
+        }
+        if let Some(Some(v)) = self.max_attempts {
+            at_least("max_attempts", v, 1)?;
+        }
+        if let Some(Some(b)) = &self.backoff {
+            at_least("backoff.base_ms", b.base_ms, 0)?;
+            at_least("backoff.max_ms", b.max_ms, b.base_ms)?;
+        }
+        if let Some(Some(v)) = self.timeout_ms {
+            at_least("timeout_ms", v, 1)?;
+        }
+        if let Some(Some(v)) = self.lease_ms {
+            within("lease_ms", v, MIN_LEASE_MS, MAX_LEASE_MS)?;
+        }
+        if let Some(Some(v)) = self.reuse_for_ms {
+            at_least("reuse_for_ms", v, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// A pool's settings (`PUT /v1/pools/NAME`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct PoolConfig {
+    pub concurrency: Option<i64>,
+    pub adaptive: Option<Adaptive>,
+    pub offline_min_share: Option<f64>,
+}
+
+impl PoolConfig {
+    /// The least share of the pool's limit offline queues keep (default 0.1).
+    pub fn offline_min_share(&self) -> f64 {
+        self.offline_min_share.unwrap_or(0.1)
+    }
+
+    pub fn apply(&mut self, patch: PoolPatch) {
+        if let Some(v) = patch.concurrency {
+            self.concurrency = v;
+        }
+        if let Some(v) = patch.adaptive {
+            self.adaptive = v;
+        }
+        if let Some(v) = patch.offline_min_share {
+            self.offline_min_share = v;
+        }
+    }
+}
+
+/// The body of `PUT /v1/pools/NAME`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PoolPatch {
+    #[serde(default, deserialize_with = "present")]
+    pub concurrency: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub adaptive: Option<Option<Adaptive>>,
+    #[serde(default, deserialize_with = "present")]
+    pub offline_min_share: Option<Option<f64>>,
+}
+
+impl PoolPatch {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(Some(v)) = self.concurrency {
+            at_least("concurrency", v, 1)?;
+        }
+        if let Some(Some(a)) = &self.adaptive {
+            a.validate("adaptive")?;
+        }
+        if let Some(Some(s)) = self.offline_min_share
+            && !(0.0..=1.0).contains(&s)
+        {
+            return Err(ValidationError::new(
+                "offline_min_share",
+                "must be between 0 and 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_tells_absent_from_null() {
+        let p: QueuePatch =
+            serde_json::from_str(r#"{"concurrency": null, "paused": true}"#).unwrap();
+        assert_eq!(p.concurrency, Some(None));
+        assert_eq!(p.paused, Some(Some(true)));
+        assert_eq!(p.rate, None);
+        let mut c = QueueConfig {
+            concurrency: Some(4),
+            max_attempts: Some(3),
+            ..Default::default()
+        };
+        c.apply(p);
+        assert_eq!(c.concurrency, None);
+        assert_eq!(c.max_attempts, Some(3));
+        assert!(c.is_paused());
+    }
+
+    #[test]
+    fn patch_validation_names_the_field() {
+        let p: QueuePatch =
+            serde_json::from_str(r#"{"rate": {"limit": 0, "period_ms": 1000}}"#).unwrap();
+        assert_eq!(p.validate().unwrap_err().field, "rate.limit");
+        let p: QueuePatch = serde_json::from_str(r#"{"lease_ms": 10}"#).unwrap();
+        assert_eq!(p.validate().unwrap_err().field, "lease_ms");
+        let p: QueuePatch = serde_json::from_str(r#"{"adaptive": {"min": 5, "max": 2}}"#).unwrap();
+        assert_eq!(p.validate().unwrap_err().field, "adaptive.max");
+        assert!(serde_json::from_str::<QueuePatch>(r#"{"concurency": 3}"#).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! `SqliteStore`: Drove's embedded store, one SQLite file in WAL mode.
+//!
+//! Key decision: a single writer thread owns the only write connection and commits every write
+//! that arrived while it was busy in one transaction (group commit), each write in its own
+//! savepoint; reads run on separate read-only connections and never wait for it. With
+//! `synchronous=FULL` (the default) an acknowledged write has been fsynced.
+//!
+//! One process owns a database file at a time: `open` takes an exclusive lock on `PATH-lock`
+//! and fails if another Drove process holds it. This crate must not depend on tokio beyond
+//! channels and `spawn_blocking`, nor on any other SQLite binding.
+
+mod ops;
+mod read;
+mod row;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use drove_core::queue::{PoolPatch, QueuePatch};
+use drove_core::{Job, JobId, Millis};
+use drove_store::{
+    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage,
+    LimitScope, NewJob, PoolInfo, QueueInfo, Store, StoreError, Submitted,
+};
+use rusqlite::Connection;
+
+use crate::read::Readers;
+use crate::row::db_err;
+use crate::writer::Writer;
+
+/// What an acknowledgement promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every acknowledged write has been fsynced; it survives a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: acknowledged writes survive a crash of any process, but the last
+    /// transactions before a power loss or kernel crash may be lost. Much faster one-by-one.
+    Relaxed,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub max_payload: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.into(),
+            durability: Durability::Full,
+            max_payload: drove_store::request::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    hub: Arc<Hub>,
+    writer: Writer,
+    readers: Arc<Readers>,
+    max_payload: usize,
+    /// Held for the store's life: the exclusive claim on the database file.
+    _lock: File,
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-lock");
+    PathBuf::from(p)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `opts.path` and starts its writer.
+    pub fn open(opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path(&opts.path))
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", opts.path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is in use by another Drove process",
+                opts.path.display()
+            ))
+        })?;
+        let mut conn = Connection::open(&opts.path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        let sync = match opts.durability {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(128);
+        schema::migrate(&mut conn).map_err(db_err)?;
+        // Statistics for the planner, refreshed only where they are missing or stale.
+        conn.execute_batch("PRAGMA optimize = 0x10002")
+            .map_err(db_err)?;
+        let hub = Hub::new();
+        let writer = Writer::start(conn, Arc::clone(&hub), opts.max_payload)?;
+        Ok(SqliteStore {
+            hub,
+            writer,
+            readers: Readers::new(opts.path.clone(), 4),
+            max_payload: opts.max_payload,
+            _lock: lock,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    async fn submit(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError> {
+        self.writer
+            .write(move |tx| ops::submit::submit(tx, jobs, now))
+            .await
+    }
+
+    async fn claim(&self, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError> {
+        self.writer
+            .write(move |tx| ops::claim::claim(tx, req, now))
+            .await
+    }
+
+    async fn heartbeat(&self, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
+        self.writer
+            .write(move |tx| ops::finish::heartbeat(tx, hb, now))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        items: Vec<Finish>,
+        now: Millis,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        self.writer
+            .write(move |tx| {
+                Ok(items
+                    .into_iter()
+                    .map(|f| tx.atomic(|tx| ops::finish::finish_one(tx, f, now)))
+                    .collect())
+            })
+            .await
+    }
+
+    async fn cancel(&self, id: JobId, now: Millis) -> Result<Job, StoreError> {
+        self.writer
+            .write(move |tx| ops::finish::cancel(tx, id, now))
+            .await
+    }
+
+    async fn retry(&self, id: JobId, now: Millis) -> Result<Job, StoreError> {
+        self.writer
+            .write(move |tx| ops::finish::retry(tx, id, now))
+            .await
+    }
+
+    async fn promote(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.writer
+            .write(move |tx| ops::maintain::promote(tx, now, limit))
+            .await
+    }
+
+    async fn reap(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.writer
+            .write(move |tx| ops::maintain::reap(tx, now, limit))
+            .await
+    }
+
+    async fn prune(
+        &self,
+        now: Millis,
+        retention_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.writer
+            .write(move |tx| ops::maintain::prune(tx, now, retention_ms, limit))
+            .await
+    }
+
+    async fn next_due(&self) -> Result<(Option<Millis>, Option<Millis>), StoreError> {
+        self.readers.with(read::next_due).await
+    }
+
+    async fn put_queue(
+        &self,
+        name: &str,
+        patch: QueuePatch,
+        now: Millis,
+    ) -> Result<QueueInfo, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |tx| ops::admin::put_queue(tx, &name, patch, now))
+            .await
+    }
+
+    async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .with(move |c| read::get_queue(c, &name, Millis::now()))
+            .await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.readers
+            .with(|c| read::list_queues(c, Millis::now()))
+            .await
+    }
+
+    async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |tx| ops::admin::put_pool(tx, &name, patch))
+            .await
+    }
+
+    async fn get_pool(&self, name: &str) -> Result<Option<PoolInfo>, StoreError> {
+        let name = name.to_owned();
+        self.readers.with(move |c| read::get_pool(c, &name)).await
+    }
+
+    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |tx| ops::admin::set_limit(tx, scope, limit, Millis::now()))
+            .await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.readers.with(move |c| read::get_job(c, id)).await
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        limit: usize,
+        before: Option<JobId>,
+    ) -> Result<JobPage, StoreError> {
+        self.readers
+            .with(move |c| read::list_jobs(c, &filter, limit, before))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers.with(read::ping).await
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+    }
+}

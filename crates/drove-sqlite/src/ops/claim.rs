@@ -1,0 +1,333 @@
+//! Claiming: lease the best ready jobs of a queue within all of its limits.
+//!
+//! Order is priority then FIFO (id) across the whole queue. Jobs without a group come from the
+//! `jobs_ready` index; grouped jobs come through the `groups` table, which lists each group
+//! with a ready head and room under `group_concurrency` in head order. The two sources are
+//! merged, so a busy group is skipped in one step instead of holding back other groups, and
+//! the cost is bounded by the jobs handed out plus the groups skipped, never by the backlog.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use drove_core::{JobState, LeaseToken, Millis, QueueConfig, gcra};
+use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
+use rusqlite::params;
+
+use super::group::refresh_group;
+use super::update_returning;
+use crate::row::{JOB_COLS, db_err};
+use crate::writer::{QueueRow, Tx};
+
+/// One open group as the claim sees it.
+struct GroupRow {
+    grp: String,
+    head_priority: i64,
+    head_id: i64,
+    running: i64,
+    tat: Option<i64>,
+    held_until: Option<i64>,
+}
+
+/// What a claim took from one group, to settle its rate state and derived row.
+struct Taken {
+    grp: String,
+    tat: Option<i64>,
+    n: i64,
+}
+
+/// The queue's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
+pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
+    let adaptive = q.config.adaptive.and(q.limit_now);
+    match (q.config.concurrency, adaptive) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn count_running(tx: &Tx<'_>, queue: &str, cap: i64) -> Result<i64, StoreError> {
+    tx.conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 2 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.query_row(params![queue, cap], |r| r.get(0)))
+        .map_err(db_err)
+}
+
+fn earliest(a: Option<Millis>, b: Millis) -> Option<Millis> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Microseconds to the millisecond at or after them.
+fn us_to_ms_ceil(us: i64) -> Millis {
+    Millis(us.div_euclid(1_000) + i64::from(us.rem_euclid(1_000) != 0))
+}
+
+pub(crate) fn claim(
+    tx: &mut Tx<'_>,
+    req: ClaimRequest,
+    now: Millis,
+) -> Result<ClaimOutcome, StoreError> {
+    req.validate()?;
+    let q = tx.queue(&req.queue, now)?;
+    let cfg = &q.config;
+    if cfg.is_paused() {
+        return Ok(ClaimOutcome::default());
+    }
+    if let Some(h) = q.held_until.filter(|h| *h > now.0) {
+        return Ok(ClaimOutcome {
+            jobs: Vec::new(),
+            retry_at: Some(Millis(h)),
+        });
+    }
+    let mut want = req.max;
+    if let Some(cap) = queue_cap(&q) {
+        want = want.min(cap - count_running(tx, &req.queue, cap)?);
+        if want <= 0 {
+            return Ok(ClaimOutcome::default());
+        }
+    }
+    let now_us = now.0.saturating_mul(1_000);
+    let mut retry_at = None;
+    if let Some(rate) = &cfg.rate {
+        let g = gcra::take(rate, q.tat, now_us, want);
+        if g.granted < want
+            && let Some(next) = g.next_at_us
+        {
+            retry_at = earliest(retry_at, us_to_ms_ceil(next));
+        }
+        want = g.granted;
+        if want == 0 {
+            return Ok(ClaimOutcome {
+                jobs: Vec::new(),
+                retry_at,
+            });
+        }
+    }
+
+    let (ids, taken) = pick(tx, &req.queue, cfg, want, now, &mut retry_at)?;
+
+    let lease_ms = req.lease_ms.unwrap_or_else(|| cfg.lease_ms());
+    let token = tx.alloc_lease();
+    let expires = now.plus_ms(lease_ms);
+    let sql = format!(
+        "UPDATE jobs SET state = 2, attempt = attempt + 1 - free_run, free_run = 0, \
+         started_at = ?2, finished_at = NULL, lease = ?3, lease_ms = ?4, lease_expires_at = ?5, \
+         deadline = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?2 + timeout_ms END, \
+         reap_at = CASE WHEN timeout_ms IS NULL THEN ?5 ELSE min(?5, ?2 + timeout_ms) END, \
+         worker = ?6 WHERE id = ?1 AND state = 1 RETURNING {JOB_COLS}"
+    );
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let job = update_returning(
+            tx,
+            &sql,
+            params![id, now.0, token, lease_ms, expires.0, req.worker],
+        )?;
+        tx.changed(&job);
+        jobs.push(Claimed {
+            job,
+            lease: LeaseToken(token),
+            lease_expires_at: expires,
+        });
+    }
+    let n = jobs.len() as i64;
+    tx.moved_n(&req.queue, JobState::Queued, JobState::Running, n);
+
+    if n > 0
+        && let Some(rate) = &cfg.rate
+    {
+        let tat = gcra::take(rate, q.tat, now_us, n).tat_us;
+        tx.conn
+            .prepare_cached("UPDATE queues SET tat = ?2 WHERE name = ?1")
+            .and_then(|mut s| s.execute(params![req.queue, tat]))
+            .map_err(db_err)?;
+        let mut row = (*q).clone();
+        row.tat = Some(tat);
+        tx.cache_queue(&req.queue, row);
+    }
+    for t in taken {
+        if let Some(rate) = &cfg.group_rate {
+            let tat = gcra::take(rate, t.tat, now_us, t.n).tat_us;
+            tx.conn
+                .prepare_cached("UPDATE groups SET tat = ?3 WHERE queue = ?1 AND grp = ?2")
+                .and_then(|mut s| s.execute(params![req.queue, t.grp, tat]))
+                .map_err(db_err)?;
+        }
+        refresh_group(tx, &req.queue, &t.grp, now)?;
+    }
+    Ok(ClaimOutcome { jobs, retry_at })
+}
+
+/// A candidate job: ordered best-first as (priority, then lower id).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Cand {
+    priority: i64,
+    id: Reverse<i64>,
+    /// Index into the opened groups, `None` for a job without a group.
+    group: Option<usize>,
+}
+
+/// Chooses up to `want` job ids in priority-then-FIFO order within group limits.
+fn pick(
+    tx: &Tx<'_>,
+    queue: &str,
+    cfg: &QueueConfig,
+    want: i64,
+    now: Millis,
+    retry_at: &mut Option<Millis>,
+) -> Result<(Vec<i64>, Vec<Taken>), StoreError> {
+    let mut heap: BinaryHeap<Cand> = BinaryHeap::new();
+    tx.conn
+        .prepare_cached(
+            "SELECT priority, id FROM jobs WHERE queue = ?1 AND state = 1 AND grp IS NULL \
+             ORDER BY priority DESC, id LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            for row in s.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (priority, id): (i64, i64) = row?;
+                heap.push(Cand {
+                    priority,
+                    id: Reverse(id),
+                    group: None,
+                });
+            }
+            Ok(())
+        })
+        .map_err(db_err)?;
+
+    let mut groups = OpenGroups {
+        queue,
+        page: Vec::new(),
+        after: None,
+        done: false,
+        page_size: want,
+    };
+    let mut opened: Vec<Taken> = Vec::new();
+    let mut ids = Vec::with_capacity(want as usize);
+    let now_us = now.0.saturating_mul(1_000);
+    while (ids.len() as i64) < want {
+        let next_group = groups.peek(tx)?;
+        let best_job = heap.peek().map(|c| (c.priority, c.id));
+        let group_first = match (&next_group, best_job) {
+            (Some(g), Some(j)) => (g.head_priority, Reverse(g.head_id)) > j,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if !group_first {
+            let c = heap.pop().expect("peeked");
+            ids.push(c.id.0);
+            if let Some(g) = c.group {
+                opened[g].n += 1;
+            }
+            continue;
+        }
+        // Open the group whose head is the best remaining candidate.
+        let g = groups.pop().expect("peeked");
+        let mut allowance = want - ids.len() as i64;
+        if let Some(cap) = cfg.group_concurrency {
+            allowance = allowance.min(cap - g.running);
+        }
+        if let Some(h) = g.held_until.filter(|h| *h > now.0) {
+            *retry_at = earliest(*retry_at, Millis(h));
+            continue;
+        }
+        if let Some(rate) = &cfg.group_rate {
+            let grant = gcra::take(rate, g.tat, now_us, allowance);
+            if grant.granted < allowance
+                && let Some(next) = grant.next_at_us
+            {
+                *retry_at = earliest(*retry_at, us_to_ms_ceil(next));
+            }
+            allowance = grant.granted;
+        }
+        if allowance <= 0 {
+            continue;
+        }
+        let index = opened.len();
+        tx.conn
+            .prepare_cached(
+                "SELECT priority, id FROM jobs WHERE queue = ?1 AND grp = ?2 AND state = 1 \
+                 ORDER BY priority DESC, id LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                for row in s.query_map(params![queue, g.grp, allowance], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })? {
+                    let (priority, id): (i64, i64) = row?;
+                    heap.push(Cand {
+                        priority,
+                        id: Reverse(id),
+                        group: Some(index),
+                    });
+                }
+                Ok(())
+            })
+            .map_err(db_err)?;
+        opened.push(Taken {
+            grp: g.grp,
+            tat: g.tat,
+            n: 0,
+        });
+    }
+    // Groups opened but not taken from still get their row re-derived (cheap, and harmless).
+    opened.retain(|t| t.n > 0);
+    Ok((ids, opened))
+}
+
+/// Open groups of a queue in head order, read a page at a time.
+struct OpenGroups<'q> {
+    queue: &'q str,
+    page: Vec<GroupRow>,
+    after: Option<(i64, i64)>,
+    done: bool,
+    page_size: i64,
+}
+
+impl OpenGroups<'_> {
+    fn peek(&mut self, tx: &Tx<'_>) -> Result<Option<&GroupRow>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            self.fetch(tx)?;
+        }
+        Ok(self.page.last())
+    }
+
+    fn pop(&mut self) -> Option<GroupRow> {
+        self.page.pop()
+    }
+
+    fn fetch(&mut self, tx: &Tx<'_>) -> Result<(), StoreError> {
+        let (p, i) = self.after.unwrap_or((i64::MAX, i64::MIN));
+        let mut rows: Vec<GroupRow> = tx
+            .conn
+            .prepare_cached(
+                "SELECT grp, head_priority, head_id, running, tat, held_until FROM groups \
+                 WHERE queue = ?1 AND open = 1 \
+                 AND (head_priority < ?2 OR (head_priority = ?2 AND head_id > ?3)) \
+                 ORDER BY head_priority DESC, head_id LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![self.queue, p, i, self.page_size.max(16)], |r| {
+                    Ok(GroupRow {
+                        grp: r.get(0)?,
+                        head_priority: r.get(1)?,
+                        head_id: r.get(2)?,
+                        running: r.get(3)?,
+                        tat: r.get(4)?,
+                        held_until: r.get(5)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(db_err)?;
+        if (rows.len() as i64) < self.page_size.max(16) {
+            self.done = true;
+        }
+        if let Some(last) = rows.last() {
+            self.after = Some((last.head_priority, last.head_id));
+        }
+        rows.reverse(); // pop() from the end yields the best first
+        self.page = rows;
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! A run's life after the claim: heartbeats, its end (complete, fail, release), and the
+//! cancellation and redrive of jobs. Every call on a run is fenced by its lease token.
+
+use drove_core::backoff::retry_delay_ms;
+use drove_core::{ErrorKind, FailKind, Job, JobId, JobState, Millis};
+use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
+use rusqlite::{OptionalExtension, params};
+
+use super::group::{hold_group, refresh_group};
+use super::{END_RUN, find_live, load_job, update_returning};
+use crate::row::{JOB_COLS, db_err};
+use crate::writer::Tx;
+
+/// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
+pub(crate) const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
+
+pub(crate) fn heartbeat(
+    tx: &mut Tx<'_>,
+    hb: Heartbeat,
+    now: Millis,
+) -> Result<HeartbeatAck, StoreError> {
+    hb.validate(tx.st.max_payload)?;
+    let progress = hb
+        .progress
+        .as_ref()
+        .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Internal(e.to_string())))
+        .transpose()?;
+    let row: Option<(i64, i64, String, i64)> = tx
+        .conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_ms = coalesce(?4, lease_ms), \
+             lease_expires_at = ?3 + coalesce(?4, lease_ms), \
+             reap_at = CASE WHEN deadline IS NULL THEN ?3 + coalesce(?4, lease_ms) \
+                            ELSE min(deadline, ?3 + coalesce(?4, lease_ms)) END, \
+             progress = coalesce(?5, progress), checkpoint = coalesce(?6, checkpoint) \
+             WHERE id = ?1 AND state = 2 AND lease = ?2 AND (deadline IS NULL OR deadline > ?3) \
+             RETURNING lease_expires_at, cancel_requested, queue, state",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    hb.id.0,
+                    hb.lease.0,
+                    now.0,
+                    hb.lease_ms,
+                    progress,
+                    hb.checkpoint.as_ref().map(|c| c.get())
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })
+        .map_err(db_err)?;
+    match row {
+        Some((expires, cancel, queue, _)) => {
+            tx.changed_light(hb.id, &queue, JobState::Running);
+            Ok(HeartbeatAck {
+                lease_expires_at: Millis(expires),
+                cancel_requested: cancel != 0,
+            })
+        }
+        None => Err(stale_or_missing(tx, hb.id)?),
+    }
+}
+
+fn stale_or_missing(tx: &Tx<'_>, id: JobId) -> Result<StoreError, StoreError> {
+    let exists = tx
+        .conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+        .and_then(|mut s| s.exists([id.0]))
+        .map_err(db_err)?;
+    Ok(if exists {
+        StoreError::StaleLease
+    } else {
+        StoreError::job_not_found(id)
+    })
+}
+
+/// The facts about a job a run's end depends on.
+struct RunRow {
+    state: i64,
+    lease: Option<i64>,
+    deadline: Option<i64>,
+    cancel_requested: bool,
+    attempt: i64,
+    max_attempts: i64,
+    queue: String,
+    grp: Option<String>,
+}
+
+fn run_row(tx: &Tx<'_>, id: JobId) -> Result<Option<RunRow>, StoreError> {
+    tx.conn
+        .prepare_cached(
+            "SELECT state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp \
+             FROM jobs WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id.0], |r| {
+                Ok(RunRow {
+                    state: r.get(0)?,
+                    lease: r.get(1)?,
+                    deadline: r.get(2)?,
+                    cancel_requested: r.get::<_, i64>(3)? != 0,
+                    attempt: r.get(4)?,
+                    max_attempts: r.get(5)?,
+                    queue: r.get(6)?,
+                    grp: r.get(7)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(db_err)
+}
+
+/// Ends one run. The lease must be the job's current one and the job within its deadline.
+pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job, StoreError> {
+    f.validate(tx.st.max_payload)?;
+    let Some(run) = run_row(tx, f.id)? else {
+        return Err(StoreError::job_not_found(f.id));
+    };
+    if run.state != JobState::Running.code()
+        || run.lease != Some(f.lease.0)
+        || run.deadline.is_some_and(|d| d <= now.0)
+    {
+        return Err(StoreError::StaleLease);
+    }
+    let job = match f.outcome {
+        Outcome::Complete { result, partial } => update_returning(
+            tx,
+            &format!(
+                "UPDATE jobs SET state = 3, finished_at = ?2, result = ?3, partial = ?4, {END_RUN} \
+                 WHERE id = ?1 RETURNING {JOB_COLS}"
+            ),
+            params![f.id.0, now.0, result.as_ref().map(|r| r.get()), partial],
+        )?,
+        Outcome::Release if run.cancel_requested => end_cancelled(tx, f.id, now, None)?,
+        Outcome::Release => update_returning(
+            tx,
+            &format!(
+                "UPDATE jobs SET state = 1, run_at = ?2, finished_at = ?2, free_run = 1, {END_RUN} \
+                 WHERE id = ?1 RETURNING {JOB_COLS}"
+            ),
+            params![f.id.0, now.0],
+        )?,
+        Outcome::Fail {
+            kind,
+            message,
+            retry_after_ms,
+        } => {
+            let error_kind = match kind {
+                FailKind::Retryable | FailKind::Snooze => ErrorKind::Retryable,
+                FailKind::Permanent => ErrorKind::Permanent,
+                FailKind::Throttled => ErrorKind::Throttled,
+            };
+            if run.cancel_requested {
+                end_cancelled(tx, f.id, now, Some((error_kind, &message)))?
+            } else {
+                match kind {
+                    FailKind::Permanent => end_failed(tx, f.id, now, error_kind, &message)?,
+                    FailKind::Retryable => {
+                        retry_or_fail(tx, &run, f.id, now, error_kind, &message)?
+                    }
+                    FailKind::Throttled => {
+                        let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
+                        hold_scope(tx, &run, now.plus_ms(delay), now)?;
+                        requeue_free(tx, f.id, now, delay, Some((ErrorKind::Throttled, &message)))?
+                    }
+                    FailKind::Snooze => {
+                        let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
+                        requeue_free(tx, f.id, now, delay, None)?
+                    }
+                }
+            }
+        }
+    };
+    after_run(tx, &job, now)?;
+    Ok(job)
+}
+
+/// Bookkeeping once a run ended (by its worker or the reaper).
+pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job, now: Millis) -> Result<(), StoreError> {
+    tx.moved(&job.queue, Some(JobState::Running), Some(job.state));
+    if let Some(g) = &job.group {
+        refresh_group(tx, &job.queue, g, now)?;
+    }
+    // A freed slot (or a requeued job) may let a waiting claimer through.
+    tx.ready(&job.queue);
+    tx.changed(job);
+    Ok(())
+}
+
+/// Throttled: holds the group (under `group_rate`) or the queue until the retry time.
+fn hold_scope(tx: &mut Tx<'_>, run: &RunRow, until: Millis, now: Millis) -> Result<(), StoreError> {
+    let q = tx.queue(&run.queue, now)?;
+    if let (Some(_), Some(g)) = (q.config.group_rate, &run.grp) {
+        return hold_group(tx, &run.queue, g, until);
+    }
+    let held = q.held_until.unwrap_or(0).max(until.0);
+    tx.conn
+        .prepare_cached("UPDATE queues SET held_until = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![run.queue, held]))
+        .map_err(db_err)?;
+    let mut row = (*q).clone();
+    row.held_until = Some(held);
+    tx.cache_queue(&run.queue, row);
+    Ok(())
+}
+
+/// A run ended and the job goes back to wait `delay_ms` without using an attempt.
+fn requeue_free(
+    tx: &Tx<'_>,
+    id: JobId,
+    now: Millis,
+    delay_ms: i64,
+    error: Option<(ErrorKind, &str)>,
+) -> Result<Job, StoreError> {
+    let state = if delay_ms > 0 {
+        JobState::Scheduled
+    } else {
+        JobState::Queued
+    };
+    update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, free_run = 1, \
+             error_kind = coalesce(?5, error_kind), error_message = coalesce(?6, error_message), \
+             error_at = CASE WHEN ?5 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
+             WHERE id = ?1 RETURNING {JOB_COLS}"
+        ),
+        params![
+            id.0,
+            now.0,
+            state.code(),
+            now.plus_ms(delay_ms).0,
+            error.map(|e| e.0.code()),
+            error.map(|e| e.1)
+        ],
+    )
+}
+
+/// A run that used an attempt failed: back off and retry while attempts remain, else fail.
+pub(crate) fn retry_or_fail_with(
+    tx: &mut Tx<'_>,
+    id: JobId,
+    queue: &str,
+    (attempt, max_attempts): (i64, i64),
+    now: Millis,
+    (kind, message): (ErrorKind, &str),
+) -> Result<Job, StoreError> {
+    if attempt >= max_attempts {
+        return end_failed(tx, id, now, kind, message);
+    }
+    let backoff = tx.queue(queue, now)?.config.backoff();
+    let delay = retry_delay_ms(backoff, attempt, fastrand::f64());
+    let state = if delay > 0 {
+        JobState::Scheduled
+    } else {
+        JobState::Queued
+    };
+    update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, error_kind = ?5, \
+             error_message = ?6, error_at = ?2, {END_RUN} WHERE id = ?1 RETURNING {JOB_COLS}"
+        ),
+        params![
+            id.0,
+            now.0,
+            state.code(),
+            now.plus_ms(delay).0,
+            kind.code(),
+            message
+        ],
+    )
+}
+
+fn retry_or_fail(
+    tx: &mut Tx<'_>,
+    run: &RunRow,
+    id: JobId,
+    now: Millis,
+    kind: ErrorKind,
+    message: &str,
+) -> Result<Job, StoreError> {
+    retry_or_fail_with(
+        tx,
+        id,
+        &run.queue,
+        (run.attempt, run.max_attempts),
+        now,
+        (kind, message),
+    )
+}
+
+pub(crate) fn end_failed(
+    tx: &Tx<'_>,
+    id: JobId,
+    now: Millis,
+    kind: ErrorKind,
+    message: &str,
+) -> Result<Job, StoreError> {
+    update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = 4, finished_at = ?2, error_kind = ?3, error_message = ?4, \
+             error_at = ?2, {END_RUN} WHERE id = ?1 RETURNING {JOB_COLS}"
+        ),
+        params![id.0, now.0, kind.code(), message],
+    )
+}
+
+/// A cancel-requested run ended without completing: the job is cancelled.
+pub(crate) fn end_cancelled(
+    tx: &Tx<'_>,
+    id: JobId,
+    now: Millis,
+    error: Option<(ErrorKind, &str)>,
+) -> Result<Job, StoreError> {
+    update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = 5, finished_at = ?2, \
+             error_kind = coalesce(?3, error_kind), error_message = coalesce(?4, error_message), \
+             error_at = CASE WHEN ?3 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
+             WHERE id = ?1 RETURNING {JOB_COLS}"
+        ),
+        params![id.0, now.0, error.map(|e| e.0.code()), error.map(|e| e.1)],
+    )
+}
+
+pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, StoreError> {
+    let Some(job) = load_job(tx, id)? else {
+        return Err(StoreError::job_not_found(id));
+    };
+    match job.state {
+        JobState::Scheduled | JobState::Queued => {
+            let done = update_returning(
+                tx,
+                &format!(
+                    "UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1 RETURNING {JOB_COLS}"
+                ),
+                params![id.0, now.0],
+            )?;
+            tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
+            if let Some(g) = &done.group {
+                refresh_group(tx, &done.queue, g, now)?;
+            }
+            tx.changed(&done);
+            Ok(done)
+        }
+        JobState::Running if job.cancel_requested => Ok(job),
+        JobState::Running => {
+            let marked = update_returning(
+                tx,
+                &format!("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 RETURNING {JOB_COLS}"),
+                params![id.0],
+            )?;
+            tx.changed(&marked);
+            Ok(marked)
+        }
+        state => Err(StoreError::WrongState {
+            job: id,
+            state,
+            action: "cancel",
+        }),
+    }
+}
+
+pub(crate) fn retry(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, StoreError> {
+    let Some(job) = load_job(tx, id)? else {
+        return Err(StoreError::job_not_found(id));
+    };
+    if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+        return Err(StoreError::WrongState {
+            job: id,
+            state: job.state,
+            action: "retry",
+        });
+    }
+    if let Some(key) = &job.key
+        && let Some(live) = find_live(tx, &job.queue, key)?
+    {
+        return Err(StoreError::KeyConflict {
+            key: key.clone(),
+            job: live.id,
+        });
+    }
+    let queued = update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = 1, attempt = 0, free_run = 0, run_at = ?2, finished_at = NULL, \
+             cancel_requested = 0, result = NULL, partial = 0 WHERE id = ?1 RETURNING {JOB_COLS}"
+        ),
+        params![id.0, now.0],
+    )?;
+    tx.moved(&queued.queue, Some(job.state), Some(JobState::Queued));
+    if let Some(g) = &queued.group {
+        refresh_group(tx, &queued.queue, g, now)?;
+    }
+    tx.ready(&queued.queue);
+    tx.changed(&queued);
+    Ok(queued)
+}

@@ -1,0 +1,49 @@
+//! The state transitions, each run by the writer inside its own savepoint.
+
+pub(crate) mod admin;
+pub(crate) mod claim;
+pub(crate) mod finish;
+pub(crate) mod group;
+pub(crate) mod maintain;
+pub(crate) mod submit;
+
+use drove_core::{Job, JobId};
+use drove_store::StoreError;
+use rusqlite::{OptionalExtension, params};
+
+use crate::row::{JOB_COLS, db_err, job_from_row};
+use crate::writer::Tx;
+
+/// Columns reset when a run ends, whatever its outcome.
+pub(crate) const END_RUN: &str = "lease = NULL, lease_ms = NULL, lease_expires_at = NULL, \
+    deadline = NULL, reap_at = NULL, worker = NULL";
+
+/// Runs an UPDATE ... RETURNING {JOB_COLS} expected to touch exactly one row.
+pub(crate) fn update_returning(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Job, StoreError> {
+    tx.conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params, job_from_row))
+        .map_err(db_err)
+}
+
+pub(crate) fn load_job(tx: &Tx<'_>, id: JobId) -> Result<Option<Job>, StoreError> {
+    tx.conn
+        .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row(params![id.0], job_from_row).optional())
+        .map_err(db_err)
+}
+
+/// The active job holding `key` in `queue` (the unique index guarantees at most one).
+pub(crate) fn find_live(tx: &Tx<'_>, queue: &str, key: &str) -> Result<Option<Job>, StoreError> {
+    tx.conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLS} FROM jobs \
+             WHERE queue = ?1 AND key = ?2 AND state < 3 AND cancel_requested = 0"
+        ))
+        .and_then(|mut s| s.query_row(params![queue, key], job_from_row).optional())
+        .map_err(db_err)
+}

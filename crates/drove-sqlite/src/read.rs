@@ -1,0 +1,285 @@
+//! Reads, on their own connections: WAL lets them run beside the writer without waiting on it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, StoreError};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::ops::admin::pool_cap;
+use crate::ops::claim::queue_cap;
+use crate::row::{JOB_COLS, db_err, job_from_row};
+use crate::writer::{PoolRow, QueueRow};
+
+/// A small pool of read-only connections, used from blocking threads.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Readers {
+    pub fn new(path: PathBuf, max_idle: usize) -> Arc<Readers> {
+        Arc::new(Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        })
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection on a blocking thread.
+    pub async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = match me.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(c) => c,
+                None => me.open()?,
+            };
+            let result = f(&conn);
+            let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < me.max_idle {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+pub(crate) fn get_job(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.0], job_from_row).optional())
+        .map_err(db_err)
+}
+
+pub(crate) fn next_due(conn: &Connection) -> Result<(Option<Millis>, Option<Millis>), StoreError> {
+    let scheduled: Option<i64> = conn
+        .prepare_cached("SELECT min(run_at) FROM jobs WHERE state = 0")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db_err)?;
+    let reap: Option<i64> = conn
+        .prepare_cached("SELECT min(reap_at) FROM jobs WHERE state = 2")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db_err)?;
+    Ok((scheduled.map(Millis), reap.map(Millis)))
+}
+
+fn queue_row(
+    name: &str,
+    config: &str,
+    held_until: Option<i64>,
+    limit_now: Option<i64>,
+) -> Result<QueueRow, StoreError> {
+    Ok(QueueRow {
+        config: serde_json::from_str(config)
+            .map_err(|e| StoreError::Internal(format!("queue {name} config: {e}")))?,
+        tat: None,
+        held_until,
+        limit_now,
+    })
+}
+
+fn counts(conn: &Connection, queue: &str) -> Result<Counts, StoreError> {
+    let mut counts = Counts::default();
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")
+        .and_then(|mut s| {
+            s.query_map([queue], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(db_err)?;
+    for (state, n) in rows {
+        if let Some(st) = JobState::from_code(state) {
+            counts.add(st, n);
+        }
+    }
+    Ok(counts)
+}
+
+fn info(
+    conn: &Connection,
+    name: String,
+    config: String,
+    held: Option<i64>,
+    limit: Option<i64>,
+    now: Millis,
+) -> Result<QueueInfo, StoreError> {
+    let row = queue_row(&name, &config, held, limit)?;
+    Ok(QueueInfo {
+        counts: counts(conn, &name)?,
+        limit_now: queue_cap(&row),
+        held_until: row.held_until.filter(|h| *h > now.0).map(Millis),
+        config: row.config,
+        name,
+    })
+}
+
+pub(crate) fn get_queue(
+    conn: &Connection,
+    name: &str,
+    now: Millis,
+) -> Result<Option<QueueInfo>, StoreError> {
+    let found: Option<(String, Option<i64>, Option<i64>)> = conn
+        .prepare_cached("SELECT config, held_until, limit_now FROM queues WHERE name = ?1")
+        .and_then(|mut s| {
+            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(db_err)?;
+    found
+        .map(|(c, h, l)| info(conn, name.to_owned(), c, h, l, now))
+        .transpose()
+}
+
+pub(crate) fn list_queues(conn: &Connection, now: Millis) -> Result<Vec<QueueInfo>, StoreError> {
+    let rows: Vec<(String, String, Option<i64>, Option<i64>)> = conn
+        .prepare_cached("SELECT name, config, held_until, limit_now FROM queues ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
+        .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(n, c, h, l)| info(conn, n, c, h, l, now))
+        .collect()
+}
+
+pub(crate) fn get_pool(conn: &Connection, name: &str) -> Result<Option<PoolInfo>, StoreError> {
+    let found: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
+        .and_then(|mut s| {
+            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db_err)?;
+    let Some((config, limit_now)) = found else {
+        return Ok(None);
+    };
+    let row = PoolRow {
+        config: serde_json::from_str(&config).map_err(|e| StoreError::Internal(e.to_string()))?,
+        limit_now,
+    };
+    let queues = conn
+        .prepare_cached(
+            "SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name",
+        )
+        .and_then(|mut s| s.query_map([name], |r| r.get(0))?.collect())
+        .map_err(db_err)?;
+    Ok(Some(PoolInfo {
+        name: name.to_owned(),
+        limit_now: pool_cap(&row),
+        config: row.config,
+        queues,
+    }))
+}
+
+/// Jobs matching `filter`, newest first. Each shape of filter is served by an index walked in
+/// id order; filters no index leads with are split per queue (or per state) and merged, so a
+/// page costs about `limit` rows per branch however many finished jobs are kept.
+pub(crate) fn list_jobs(
+    conn: &Connection,
+    filter: &JobFilter,
+    limit: usize,
+    before: Option<JobId>,
+) -> Result<JobPage, StoreError> {
+    let before = before.map_or(i64::MAX, |b| b.0);
+    let fetch = limit + 1; // one more tells whether a next page exists
+    let mut jobs = if filter.key.is_some() {
+        query(conn, filter, before, fetch)?
+    } else if let Some(queue) = &filter.queue {
+        if filter.state.is_none() && filter.group.is_none() {
+            let mut all = Vec::new();
+            for st in JobState::ALL {
+                let f = JobFilter {
+                    state: Some(st),
+                    queue: Some(queue.clone()),
+                    ..Default::default()
+                };
+                all.extend(query(conn, &f, before, fetch)?);
+            }
+            all
+        } else {
+            query(conn, filter, before, fetch)?
+        }
+    } else if filter.state.is_some() || filter.group.is_some() {
+        let queues: Vec<String> = conn
+            .prepare_cached("SELECT name FROM queues")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db_err)?;
+        let mut all = Vec::new();
+        for q in queues {
+            let f = JobFilter {
+                queue: Some(q),
+                ..filter.clone()
+            };
+            all.extend(query(conn, &f, before, fetch)?);
+        }
+        all
+    } else {
+        query(conn, filter, before, fetch)?
+    };
+    jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.id));
+    jobs.truncate(fetch);
+    let next_before = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(JobPage { jobs, next_before })
+}
+
+fn query(
+    conn: &Connection,
+    f: &JobFilter,
+    before: i64,
+    fetch: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let mut sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id < ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![before.into()];
+    let mut add = |clause: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(k) = &f.key {
+        add("key =", k.clone().into());
+    }
+    if let Some(q) = &f.queue {
+        add("queue =", q.clone().into());
+    }
+    if let Some(g) = &f.group {
+        add("grp =", g.clone().into());
+    }
+    if let Some(s) = f.state {
+        add("state =", s.code().into());
+    }
+    args.push((fetch as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(rusqlite::params_from_iter(args), job_from_row)?
+                .collect()
+        })
+        .map_err(db_err)
+}
+
+pub(crate) fn ping(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)
+}

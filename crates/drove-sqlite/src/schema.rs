@@ -1,0 +1,124 @@
+//! The schema, versioned by `PRAGMA user_version`. Each migration runs once, in order, in the
+//! same transaction as the version bump.
+//!
+//! States are small integers (`JobState::code`): 0 scheduled, 1 queued, 2 running,
+//! 3 succeeded, 4 failed, 5 cancelled. Times are milliseconds since the epoch; GCRA times
+//! (`tat`) are microseconds.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    k TEXT PRIMARY KEY,
+    v INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (k, v) VALUES ('next_id', 1), ('next_lease', 1);
+
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY,
+    queue            TEXT NOT NULL,
+    kind             TEXT,
+    payload          TEXT NOT NULL,
+    key              TEXT,
+    grp              TEXT,
+    priority         INTEGER NOT NULL,
+    state            INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    -- 1: the next claim uses no attempt (the last run was throttled, snoozed or released)
+    free_run         INTEGER NOT NULL DEFAULT 0,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    progress         TEXT,
+    checkpoint       TEXT,
+    result           TEXT,
+    error_kind       INTEGER,
+    error_message    TEXT,
+    error_at         INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    partial          INTEGER NOT NULL DEFAULT 0,
+    timeout_ms       INTEGER,
+    -- the current run (running only): fencing token, lease, deadline, and the earlier of the
+    -- two, which is when the reaper ends the run
+    lease            INTEGER,
+    lease_ms         INTEGER,
+    lease_expires_at INTEGER,
+    deadline         INTEGER,
+    reap_at          INTEGER,
+    worker           TEXT
+);
+-- claim: ready jobs without a group, priority then FIFO
+CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id) WHERE state = 1 AND grp IS NULL;
+-- groups: a group's ready head, its running count, listing by group
+CREATE INDEX jobs_group ON jobs (queue, grp, state, priority DESC, id) WHERE grp IS NOT NULL;
+-- promoter and reaper
+CREATE INDEX jobs_scheduled ON jobs (run_at) WHERE state = 0;
+CREATE INDEX jobs_reap ON jobs (reap_at) WHERE state = 2;
+-- one active job per key: the invariant of API.md "Keys", held by the database itself
+CREATE UNIQUE INDEX jobs_key_live ON jobs (queue, key)
+    WHERE key IS NOT NULL AND state < 3 AND cancel_requested = 0;
+-- reuse of a recent success, listing by key
+CREATE INDEX jobs_key ON jobs (key, id) WHERE key IS NOT NULL;
+-- pruner
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state >= 3;
+-- listing by queue and state, running counts
+CREATE INDEX jobs_queue_state ON jobs (queue, state, id);
+
+CREATE TABLE queues (
+    name       TEXT PRIMARY KEY,
+    config     TEXT NOT NULL,
+    reuse_ms   INTEGER NOT NULL DEFAULT 0,
+    tat        INTEGER,
+    held_until INTEGER,
+    limit_now  INTEGER,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE queue_counts (
+    queue TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+
+-- Derived state of each group that has ready or running jobs (or rate state), recomputed from
+-- the jobs table after every transition that touches the group. `open` = has a ready head and
+-- is below group_concurrency, so a claim walks open groups in head order and never scans the
+-- backlog of a busy group.
+CREATE TABLE groups (
+    queue         TEXT NOT NULL,
+    grp           TEXT NOT NULL,
+    head_priority INTEGER,
+    head_id       INTEGER,
+    running       INTEGER NOT NULL DEFAULT 0,
+    open          INTEGER NOT NULL DEFAULT 0,
+    tat           INTEGER,
+    held_until    INTEGER,
+    PRIMARY KEY (queue, grp)
+) WITHOUT ROWID;
+CREATE INDEX groups_open ON groups (queue, head_priority DESC, head_id) WHERE open = 1;
+
+CREATE TABLE pools (
+    name      TEXT PRIMARY KEY,
+    config    TEXT NOT NULL,
+    limit_now INTEGER
+) WITHOUT ROWID;
+"#];
+
+/// Brings the schema up to date. Safe to call on every open.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! The writer: one thread that owns the only write connection and folds every write that
+//! arrives while it is busy into one transaction, so one fsync is shared by the whole batch
+//! (group commit).
+//!
+//! Each write is a closure run inside its own SAVEPOINT: a write that fails (a stale lease, a
+//! rejected key) is rolled back alone and the others in its batch still commit. Replies are sent
+//! only after COMMIT returns: an acknowledgement always means committed (and, in durable mode,
+//! synced). If COMMIT fails, every write of the batch is answered with the error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use drove_core::queue::{PoolConfig, QueueConfig};
+use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::{Event, Hub, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::row::db_err;
+
+/// Called once the batch holding a write has committed (or failed to).
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write: given the open transaction (or the reason there is none), does its work and
+/// returns how to answer once the batch's fate is known.
+pub(crate) type WriteFn = Box<dyn FnOnce(Result<&mut Tx<'_>, StoreError>) -> Reply + Send>;
+
+pub(crate) enum Msg {
+    Write(WriteFn),
+    /// Finish what is queued, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Most writes folded into one transaction.
+const MAX_BATCH_WRITES: usize = 2_048;
+
+/// A queue's row, cached by the writer (the only process-wide writer of these rows, so the
+/// cache is exact; it is dropped whenever a write rolls back).
+#[derive(Debug, Clone)]
+pub(crate) struct QueueRow {
+    pub config: QueueConfig,
+    /// GCRA theoretical arrival time of the queue's `rate`, µs.
+    pub tat: Option<i64>,
+    pub held_until: Option<i64>,
+    /// The adaptive limit in force.
+    pub limit_now: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PoolRow {
+    pub config: PoolConfig,
+    pub limit_now: Option<i64>,
+}
+
+/// What the writer keeps between writes.
+pub(crate) struct WriterState {
+    pub next_id: i64,
+    pub next_lease: i64,
+    persisted_id: i64,
+    persisted_lease: i64,
+    queues: HashMap<String, Arc<QueueRow>>,
+    pools: HashMap<String, Arc<PoolRow>>,
+    /// Count changes of the open batch, written just before COMMIT.
+    counts: HashMap<(String, i64), i64>,
+    pub max_payload: usize,
+}
+
+/// The effects of one write, kept apart until its savepoint is released so that a write
+/// rolled back leaves no trace in the batch.
+#[derive(Default)]
+pub(crate) struct OpCtx {
+    counts: Vec<(String, i64, i64)>,
+    ready: Vec<String>,
+    finished: Vec<Job>,
+    events: Vec<Event>,
+}
+
+impl OpCtx {
+    fn merge(&mut self, other: OpCtx) {
+        self.counts.extend(other.counts);
+        self.ready.extend(other.ready);
+        self.finished.extend(other.finished);
+        self.events.extend(other.events);
+    }
+}
+
+/// The open transaction as a write sees it.
+pub(crate) struct Tx<'a> {
+    pub conn: &'a Connection,
+    pub st: &'a mut WriterState,
+    pub hub: &'a Hub,
+    ctx: OpCtx,
+}
+
+impl Tx<'_> {
+    /// Runs `f` inside a savepoint: on error its writes and effects are undone and the error
+    /// returned; the enclosing transaction carries on.
+    pub fn atomic<T>(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("SAVEPOINT w").map_err(db_err)?;
+        let outer = std::mem::take(&mut self.ctx);
+        let result = f(self);
+        let inner = std::mem::replace(&mut self.ctx, outer);
+        match &result {
+            Ok(_) => {
+                self.conn.execute_batch("RELEASE w").map_err(db_err)?;
+                self.ctx.merge(inner);
+            }
+            Err(_) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO w; RELEASE w")
+                    .map_err(db_err)?;
+                // Cached rows may hold values the rollback just undid.
+                self.st.queues.clear();
+                self.st.pools.clear();
+            }
+        }
+        result
+    }
+
+    /// A job moved between states (`None`: created or deleted), for the per-queue counts.
+    pub fn moved(&mut self, queue: &str, from: Option<JobState>, to: Option<JobState>) {
+        if let Some(f) = from {
+            self.ctx.counts.push((queue.to_owned(), f.code(), -1));
+        }
+        if let Some(t) = to {
+            self.ctx.counts.push((queue.to_owned(), t.code(), 1));
+        }
+    }
+
+    /// Several jobs of one queue moved the same way.
+    pub fn moved_n(&mut self, queue: &str, from: JobState, to: JobState, n: i64) {
+        if n != 0 {
+            self.ctx.counts.push((queue.to_owned(), from.code(), -n));
+            self.ctx.counts.push((queue.to_owned(), to.code(), n));
+        }
+    }
+
+    /// Jobs of `queue` may be claimable (or capacity was freed) once this commits.
+    pub fn ready(&mut self, queue: &str) {
+        if !self.ctx.ready.iter().any(|q| q == queue) {
+            self.ctx.ready.push(queue.to_owned());
+        }
+    }
+
+    /// A job changed; `job` is its new state. Watchers and subscribers hear of it after commit.
+    pub fn changed(&mut self, job: &Job) {
+        if job.state.is_terminal() && self.hub.is_watched(job.id) {
+            self.ctx.finished.push(job.clone());
+        }
+        if self.hub.has_subscribers() {
+            self.ctx.events.push(Event {
+                id: job.id,
+                queue: job.queue.as_str().into(),
+                state: job.state,
+            });
+        }
+    }
+
+    /// A job changed without its document at hand (bulk moves): subscribers only.
+    pub fn changed_light(&mut self, id: JobId, queue: &str, state: JobState) {
+        if self.hub.has_subscribers() {
+            self.ctx.events.push(Event {
+                id,
+                queue: queue.into(),
+                state,
+            });
+        }
+    }
+
+    pub fn alloc_id(&mut self) -> i64 {
+        let id = self.st.next_id;
+        self.st.next_id += 1;
+        id
+    }
+
+    pub fn alloc_lease(&mut self) -> i64 {
+        let t = self.st.next_lease;
+        self.st.next_lease += 1;
+        t
+    }
+
+    /// The queue's row, created (with no settings) when the queue is new.
+    pub fn queue(&mut self, name: &str, now: Millis) -> Result<Arc<QueueRow>, StoreError> {
+        if let Some(q) = self.st.queues.get(name) {
+            return Ok(Arc::clone(q));
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT config, tat, held_until, limit_now FROM queues WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .map_err(db_err)?;
+        let row = match found {
+            Some((config, tat, held_until, limit_now)) => QueueRow {
+                config: serde_json::from_str(&config)
+                    .map_err(|e| StoreError::Internal(format!("queue {name} config: {e}")))?,
+                tat,
+                held_until,
+                limit_now,
+            },
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO queues (name, config, created_at) VALUES (?1, '{}', ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![name, now.0]))
+                    .map_err(db_err)?;
+                QueueRow {
+                    config: QueueConfig::default(),
+                    tat: None,
+                    held_until: None,
+                    limit_now: None,
+                }
+            }
+        };
+        let row = Arc::new(row);
+        self.st.queues.insert(name.to_owned(), Arc::clone(&row));
+        Ok(row)
+    }
+
+    /// Replaces the cached row after writing it.
+    pub fn cache_queue(&mut self, name: &str, row: QueueRow) {
+        self.st.queues.insert(name.to_owned(), Arc::new(row));
+    }
+
+    pub fn pool(&mut self, name: &str) -> Result<Option<Arc<PoolRow>>, StoreError> {
+        if let Some(p) = self.st.pools.get(name) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(db_err)?;
+        let Some((config, limit_now)) = found else {
+            return Ok(None);
+        };
+        let row = Arc::new(PoolRow {
+            config: serde_json::from_str(&config)
+                .map_err(|e| StoreError::Internal(format!("pool {name} config: {e}")))?,
+            limit_now,
+        });
+        self.st.pools.insert(name.to_owned(), Arc::clone(&row));
+        Ok(Some(row))
+    }
+
+    pub fn cache_pool(&mut self, name: &str, row: PoolRow) {
+        self.st.pools.insert(name.to_owned(), Arc::new(row));
+    }
+
+    /// Count changes of this batch not yet written, for one queue (reads inside the writer).
+    pub fn pending_counts(&self, queue: &str) -> Vec<(i64, i64)> {
+        let mut out: Vec<(i64, i64)> = self
+            .st
+            .counts
+            .iter()
+            .filter(|((q, _), _)| q == queue)
+            .map(|((_, s), n)| (*s, *n))
+            .collect();
+        for (q, s, n) in &self.ctx.counts {
+            if q == queue {
+                out.push((*s, *n));
+            }
+        }
+        out
+    }
+}
+
+/// The handle the store keeps: a channel to the writer thread.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Msg>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(
+        conn: Connection,
+        hub: Arc<Hub>,
+        max_payload: usize,
+    ) -> Result<Writer, StoreError> {
+        let (next_id, next_lease) = load_counters(&conn).map_err(db_err)?;
+        let st = WriterState {
+            next_id,
+            next_lease,
+            persisted_id: next_id,
+            persisted_lease: next_lease,
+            queues: HashMap::new(),
+            pools: HashMap::new(),
+            counts: HashMap::new(),
+            max_payload,
+        };
+        let (tx, rx) = mpsc::channel(65_536);
+        let thread = std::thread::Builder::new()
+            .name("drove-sqlite-writer".into())
+            .spawn(move || run(conn, rx, hub, st))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            tx,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `f` in the writer's next batch and returns its result once that batch committed.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let op: WriteFn = Box::new(move |tx| {
+            let result = match tx {
+                Ok(tx) => tx.atomic(f),
+                Err(e) => Err(e),
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply_tx.send(commit.and(result));
+            })
+        });
+        self.tx
+            .send(Msg::Write(op))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the store closed before answering".into()))?
+    }
+
+    pub async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(done_tx)).await.is_ok() {
+            let _ = done_rx.await;
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            // The thread has answered Close, so it is exiting: joining is immediate.
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn load_counters(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let meta = |k: &str| -> rusqlite::Result<i64> {
+        conn.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+    };
+    let max_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM jobs", [], |r| r.get(0))?;
+    let max_lease: i64 =
+        conn.query_row("SELECT coalesce(max(lease), 0) FROM jobs", [], |r| r.get(0))?;
+    Ok((
+        meta("next_id")?.max(max_id + 1),
+        meta("next_lease")?.max(max_lease + 1),
+    ))
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: WriterState) {
+    let mut batch: Vec<WriteFn> = Vec::with_capacity(MAX_BATCH_WRITES);
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut push = |m: Msg, batch: &mut Vec<WriteFn>| match m {
+            Msg::Write(f) => batch.push(f),
+            Msg::Close(done) => closing = Some(done),
+        };
+        push(first, &mut batch);
+        while batch.len() < MAX_BATCH_WRITES {
+            match rx.try_recv() {
+                Ok(m) => push(m, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, &hub, &mut st, &mut batch);
+        }
+    }
+    // Writes that raced the close are answered, not dropped.
+    rx.close();
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Write(f) = m {
+            batch.push(f);
+        }
+    }
+    if !batch.is_empty() {
+        run_batch(&conn, &hub, &mut st, &mut batch);
+    }
+    let _ = conn.execute_batch("PRAGMA optimize");
+    drop(conn);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec<WriteFn>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = db_err(e);
+        for f in batch.drain(..) {
+            f(Err(err.clone()))(Err(err.clone()));
+        }
+        return;
+    }
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut effects = OpCtx::default();
+    for f in batch.drain(..) {
+        let mut tx = Tx {
+            conn,
+            st: &mut *st,
+            hub,
+            ctx: OpCtx::default(),
+        };
+        replies.push(f(Ok(&mut tx)));
+        let mut ctx = tx.ctx;
+        for (q, s, n) in ctx.counts.drain(..) {
+            *st.counts.entry((q, s)).or_insert(0) += n;
+        }
+        effects.merge(ctx);
+    }
+    let commit = flush(conn, st).and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
+    match commit {
+        Ok(()) => {
+            st.persisted_id = st.next_id;
+            st.persisted_lease = st.next_lease;
+            for q in &effects.ready {
+                hub.queue_ready(q);
+            }
+            for job in effects.finished {
+                hub.job_finished(Arc::new(job));
+            }
+            for e in effects.events {
+                hub.publish(e);
+            }
+            for r in replies {
+                r(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = replies.len(), "commit failed; the batch is answered with the error");
+            let _ = conn.execute_batch("ROLLBACK");
+            st.queues.clear();
+            st.pools.clear();
+            st.counts.clear();
+            for r in replies {
+                r(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Writes the batch's count changes and id counters, inside the batch's transaction.
+fn flush(conn: &Connection, st: &mut WriterState) -> Result<(), StoreError> {
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO queue_counts (queue, state, n) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
+        )
+        .map_err(db_err)?;
+    for ((q, s), n) in st.counts.drain() {
+        if n != 0 {
+            upsert.execute(params![q, s, n]).map_err(db_err)?;
+        }
+    }
+    if st.next_id != st.persisted_id {
+        conn.prepare_cached("UPDATE meta SET v = ?1 WHERE k = 'next_id'")
+            .and_then(|mut s| s.execute([st.next_id]))
+            .map_err(db_err)?;
+    }
+    if st.next_lease != st.persisted_lease {
+        conn.prepare_cached("UPDATE meta SET v = ?1 WHERE k = 'next_lease'")
+            .and_then(|mut s| s.execute([st.next_lease]))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! Submitting, claiming, queues, counts, listing and pruning.
+
+use std::sync::Arc;
+
+use drove_core::JobState;
+
+use super::*;
+use crate::{Counts, JobFilter};
+
+pub async fn submit_creates_queued_job_with_defaults(s: Arc<dyn Store>) {
+    let mut j = job_with("emails", r#"{"to":"a@example.com"}"#);
+    j.kind = Some("welcome".into());
+    let sub = submit(&*s, j, T0).await;
+    assert!(sub.created);
+    let job = sub.job;
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.attempt, 0);
+    assert_eq!(job.max_attempts, 20);
+    assert_eq!(job.run_at, T0);
+    assert_eq!(job.created_at, T0);
+    assert_eq!(job.kind.as_deref(), Some("welcome"));
+    assert_eq!(job.payload.get(), r#"{"to":"a@example.com"}"#);
+    assert!(!job.cancel_requested && !job.partial);
+    assert_eq!(get(&*s, job.id).await, job, "stored as returned");
+}
+
+pub async fn submit_with_future_run_at_is_scheduled_until_promoted(s: Arc<dyn Store>) {
+    let mut j = job("q");
+    j.run_at = Some(at(5_000));
+    let id = submit(&*s, j, T0).await.job.id;
+    assert_eq!(get(&*s, id).await.state, JobState::Scheduled);
+    assert_eq!(s.next_due().await.unwrap().0, Some(at(5_000)));
+    assert!(
+        claim(&*s, "q", 10, at(6_000)).await.is_empty(),
+        "not claimable before promotion"
+    );
+    assert_eq!(s.promote(at(4_999), 100).await.unwrap(), 0);
+    assert_eq!(get(&*s, id).await.state, JobState::Scheduled);
+    assert_eq!(s.promote(at(5_000), 100).await.unwrap(), 1);
+    assert_eq!(get(&*s, id).await.state, JobState::Queued);
+    assert_eq!(s.next_due().await.unwrap().0, None);
+    assert_eq!(claim(&*s, "q", 10, at(5_001)).await.len(), 1);
+}
+
+pub async fn invalid_entry_rejects_the_whole_batch_and_writes_nothing(s: Arc<dyn Store>) {
+    let mut bad = job("q");
+    bad.key = Some(String::new());
+    let err = s
+        .submit(vec![job("q"), bad, job("q")], T0)
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::Invalid(v) => assert_eq!(v.field, "jobs[1].key"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let err = s.submit(vec![job("not a queue")], T0).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "queue"),
+        "{err:?}"
+    );
+    let mut neg = job("q");
+    neg.max_attempts = Some(0);
+    assert!(matches!(
+        s.submit(vec![neg], T0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let page = s.list_jobs(JobFilter::default(), 100, None).await.unwrap();
+    assert!(
+        page.jobs.is_empty(),
+        "nothing half-written: {:?}",
+        page.jobs
+    );
+}
+
+pub async fn oversized_payload_is_rejected(s: Arc<dyn Store>) {
+    let big = format!("\"{}\"", "x".repeat(s.max_payload()));
+    let err = s.submit(vec![job_with("q", &big)], T0).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref v) if v.field == "payload"),
+        "{err:?}"
+    );
+}
+
+pub async fn job_ids_increase(s: Arc<dyn Store>) {
+    let mut last = None;
+    for i in 0..20 {
+        let id = submit(&*s, job("q"), at(i)).await.job.id;
+        assert!(last.is_none_or(|l| id > l), "{id} after {last:?}");
+        last = Some(id);
+    }
+    let many = s
+        .submit((0..50).map(|_| job("q")).collect(), at(100))
+        .await
+        .unwrap();
+    for w in many.windows(2) {
+        assert!(w[1].job.id > w[0].job.id);
+    }
+}
+
+pub async fn claim_orders_by_priority_then_fifo(s: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (i, prio) in [0, 5, 0, 5, -3, 10].into_iter().enumerate() {
+        let mut j = job("q");
+        j.priority = prio;
+        ids.push(submit(&*s, j, at(i as i64)).await.job.id);
+    }
+    let order: Vec<_> = claim(&*s, "q", 10, at(10))
+        .await
+        .into_iter()
+        .map(|c| c.job.id)
+        .collect();
+    assert_eq!(order, vec![ids[5], ids[1], ids[3], ids[0], ids[2], ids[4]]);
+}
+
+pub async fn claim_respects_max_and_empty_queue_returns_nothing(s: Arc<dyn Store>) {
+    assert!(claim(&*s, "empty", 5, T0).await.is_empty());
+    s.submit((0..7).map(|_| job("q")).collect(), T0)
+        .await
+        .unwrap();
+    assert_eq!(claim(&*s, "q", 3, at(1)).await.len(), 3);
+    assert_eq!(claim(&*s, "q", 3, at(2)).await.len(), 3);
+    assert_eq!(claim(&*s, "q", 3, at(3)).await.len(), 1);
+    assert!(claim(&*s, "q", 3, at(4)).await.is_empty());
+    let bad = ClaimRequest {
+        queue: "q".into(),
+        worker: "w".into(),
+        max: 0,
+        lease_ms: None,
+    };
+    assert!(matches!(s.claim(bad, T0).await, Err(StoreError::Invalid(ref v)) if v.field == "max"));
+}
+
+pub async fn claim_counts_the_attempt_and_leases(s: Arc<dyn Store>) {
+    let id = submit(&*s, job("q"), T0).await.job.id;
+    let req = ClaimRequest {
+        queue: "q".into(),
+        worker: "worker-7".into(),
+        max: 1,
+        lease_ms: Some(30_000),
+    };
+    let c = s.claim(req, at(10)).await.unwrap().jobs.pop().unwrap();
+    assert_eq!(c.job.id, id);
+    assert_eq!(c.job.state, JobState::Running);
+    assert_eq!(c.job.attempt, 1);
+    assert_eq!(c.job.started_at, Some(at(10)));
+    assert_eq!(c.lease_expires_at, at(30_010));
+    assert_eq!(c.job.lease_expires_at, Some(at(30_010)));
+    assert_eq!(c.job.worker.as_deref(), Some("worker-7"));
+    assert_eq!(get(&*s, id).await, c.job);
+    // Default lease: 10 s.
+    submit(&*s, job("q"), at(20)).await;
+    let c2 = claim(&*s, "q", 1, at(30)).await.pop().unwrap();
+    assert_eq!(c2.lease_expires_at, at(10_030));
+}
+
+pub async fn queue_exists_from_first_submit_claim_or_put(s: Arc<dyn Store>) {
+    assert!(s.get_queue("a").await.unwrap().is_none());
+    submit(&*s, job("a"), T0).await;
+    claim(&*s, "b", 1, T0).await;
+    set_queue(&*s, "c", r#"{"concurrency": 3}"#, T0).await;
+    let names: Vec<_> = s
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+    let c = s.get_queue("c").await.unwrap().unwrap();
+    assert_eq!(c.config.concurrency, Some(3));
+    assert_eq!(c.limit_now, Some(3));
+    let a = s.get_queue("a").await.unwrap().unwrap();
+    assert_eq!(a.counts.queued, 1);
+    assert_eq!(a.limit_now, None);
+}
+
+pub async fn paused_queue_hands_out_nothing_until_resumed(s: Arc<dyn Store>) {
+    submit(&*s, job("q"), T0).await;
+    let info = set_queue(&*s, "q", r#"{"paused": true}"#, T0).await;
+    assert_eq!(info.config.paused, Some(true));
+    assert!(claim(&*s, "q", 5, at(1)).await.is_empty());
+    set_queue(&*s, "q", r#"{"paused": false}"#, at(2)).await;
+    assert_eq!(claim(&*s, "q", 5, at(3)).await.len(), 1);
+}
+
+pub async fn queue_concurrency_caps_running_jobs(s: Arc<dyn Store>) {
+    set_queue(&*s, "q", r#"{"concurrency": 2}"#, T0).await;
+    s.submit((0..5).map(|_| job("q")).collect(), T0)
+        .await
+        .unwrap();
+    let first = claim(&*s, "q", 5, at(1)).await;
+    assert_eq!(first.len(), 2);
+    assert!(claim(&*s, "q", 5, at(2)).await.is_empty());
+    complete(&*s, &first[0], "1", at(3)).await.unwrap();
+    assert_eq!(claim(&*s, "q", 5, at(4)).await.len(), 1);
+    assert!(claim(&*s, "q", 5, at(5)).await.is_empty());
+    // Clearing the setting lifts the cap.
+    set_queue(&*s, "q", r#"{"concurrency": null}"#, at(6)).await;
+    assert_eq!(claim(&*s, "q", 5, at(7)).await.len(), 2);
+}
+
+pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
+    no_backoff(&*s, "q").await;
+    let mut later = job("q");
+    later.run_at = Some(at(1_000_000));
+    let scheduled = submit(&*s, later, T0).await.job.id;
+    s.submit((0..6).map(|_| job("q")).collect(), T0)
+        .await
+        .unwrap();
+    let c = claim(&*s, "q", 4, at(1)).await;
+    complete(&*s, &c[0], "null", at(2)).await.unwrap();
+    fail(&*s, &c[1], FailKind::Permanent, None, at(2))
+        .await
+        .unwrap();
+    s.cancel(scheduled, at(3)).await.unwrap();
+    let queued = s
+        .list_jobs(
+            JobFilter {
+                state: Some(JobState::Queued),
+                ..Default::default()
+            },
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    s.cancel(queued.jobs[0].id, at(3)).await.unwrap();
+    s.retry(c[1].job.id, at(4)).await.unwrap();
+    let info = s.get_queue("q").await.unwrap().unwrap();
+    let mut expect = Counts::default();
+    for st in JobState::ALL {
+        let page = s
+            .list_jobs(
+                JobFilter {
+                    queue: Some("q".into()),
+                    state: Some(st),
+                    ..Default::default()
+                },
+                100,
+                None,
+            )
+            .await
+            .unwrap();
+        expect.add(st, page.jobs.len() as i64);
+    }
+    assert_eq!(info.counts, expect);
+    assert_eq!(
+        expect,
+        Counts {
+            scheduled: 0,
+            queued: 2,
+            running: 2,
+            succeeded: 1,
+            failed: 0,
+            cancelled: 2
+        }
+    );
+    assert_eq!(s.prune(at(1_000_000_000), 0, 100).await.unwrap(), 3);
+    let info = s.get_queue("q").await.unwrap().unwrap();
+    assert_eq!(
+        info.counts,
+        Counts {
+            scheduled: 0,
+            queued: 2,
+            running: 2,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0
+        }
+    );
+}
+
+pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let q = if i % 2 == 0 { "even" } else { "odd" };
+        let mut j = job(q);
+        j.key = Some(format!("k{i}"));
+        j.group = Some(format!("g{}", i % 3));
+        ids.push(submit(&*s, j, at(i)).await.job.id);
+    }
+    // Page through everything, 10 at a time.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.list_jobs(JobFilter::default(), 10, before).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    let mut expect = ids.clone();
+    expect.reverse();
+    assert_eq!(seen, expect);
+    // Each filter alone and combined.
+    let by_queue = s
+        .list_jobs(
+            JobFilter {
+                queue: Some("odd".into()),
+                ..Default::default()
+            },
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_queue.jobs.len(), 12);
+    assert!(by_queue.jobs.iter().all(|j| j.queue == "odd"));
+    assert!(by_queue.jobs.windows(2).all(|w| w[0].id > w[1].id));
+    // A key's history: the finished job and the one that replaced it, newest first.
+    let c = claim(&*s, "odd", 1, at(50)).await.pop().unwrap();
+    assert_eq!(c.job.key.as_deref(), Some("k1"));
+    complete(&*s, &c, "null", at(51)).await.unwrap();
+    let again = submit(&*s, job("odd").with_key("k1"), at(52)).await.job.id;
+    let by_key = s
+        .list_jobs(
+            JobFilter {
+                key: Some("k1".into()),
+                ..Default::default()
+            },
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![again, ids[1]]
+    );
+    let by_group = s
+        .list_jobs(
+            JobFilter {
+                group: Some("g1".into()),
+                ..Default::default()
+            },
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_group.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[22], ids[19], ids[16]]
+    );
+    assert_eq!(by_group.next_before, Some(ids[16]));
+    claim(&*s, "even", 4, at(100)).await;
+    let running = s
+        .list_jobs(
+            JobFilter {
+                state: Some(JobState::Running),
+                ..Default::default()
+            },
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.jobs.len(), 4);
+    let combined = JobFilter {
+        queue: Some("even".into()),
+        state: Some(JobState::Queued),
+        group: Some("g0".into()),
+        key: None,
+    };
+    let page = s.list_jobs(combined, 100, None).await.unwrap();
+    assert!(page.jobs.iter().all(|j| j.queue == "even"
+        && j.state == JobState::Queued
+        && j.group.as_deref() == Some("g0")));
+    assert!(!page.jobs.is_empty());
+}
+
+pub async fn prune_deletes_old_finished_jobs_but_keeps_reusable_successes(s: Arc<dyn Store>) {
+    set_queue(&*s, "cache", r#"{"reuse_for_ms": 100000}"#, T0).await;
+    let mut keyed = job("cache");
+    keyed.key = Some("k".into());
+    submit(&*s, keyed, T0).await;
+    submit(&*s, job("cache"), T0).await;
+    let running = submit(&*s, job("other"), T0).await.job.id;
+    for c in claim(&*s, "cache", 2, at(1)).await {
+        complete(&*s, &c, "1", at(2)).await.unwrap();
+    }
+    claim(&*s, "other", 1, at(3)).await;
+    // Retention 10 s: at +50 s both finished jobs are past it, but the keyed success is still
+    // inside its queue's 100 s reuse window.
+    assert_eq!(s.prune(at(50_000), 10_000, 100).await.unwrap(), 1);
+    let left = s.list_jobs(JobFilter::default(), 100, None).await.unwrap();
+    assert_eq!(left.jobs.len(), 2);
+    assert!(left.jobs.iter().any(|j| j.key.as_deref() == Some("k")));
+    assert!(
+        left.jobs.iter().any(|j| j.id == running),
+        "active jobs are never pruned"
+    );
+    assert_eq!(s.prune(at(200_000), 10_000, 100).await.unwrap(), 1);
+    assert_eq!(
+        s.list_jobs(JobFilter::default(), 100, None)
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+}

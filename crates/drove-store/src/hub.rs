@@ -1,0 +1,196 @@
+//! The hub: how a store tells the rest of the process that something it committed matters.
+//!
+//! Waiters never poll the store. A waiter on a job registers a [`JobWatch`]; when the store
+//! commits that job's terminal state it hands the job to the hub once, and every watcher of
+//! the job wakes with the same `Arc<Job>` (1,000 waiters on one job cost one notification and
+//! no reads). Claimers wait on their queue's [`Notify`]. Dashboards subscribe to [`Event`]s.
+//! A store whose notifications can be lost (a dropped PostgreSQL listener) calls
+//! [`Hub::wake_all`], after which every waiter checks the store once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use drove_core::{Job, JobId, JobState};
+use tokio::sync::{Notify, broadcast, watch};
+
+/// A change worth showing live (dashboards, `/v1/events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: JobId,
+    pub queue: Arc<str>,
+    pub state: JobState,
+}
+
+struct Slot {
+    tx: watch::Sender<Watched>,
+    watchers: usize,
+}
+
+/// What a job watcher sees.
+#[derive(Debug, Clone)]
+enum Watched {
+    Nothing,
+    /// Notifications may have been lost: check the store.
+    Poked,
+    Finished(Arc<Job>),
+}
+
+#[derive(Default)]
+struct Queues {
+    notify: HashMap<String, Arc<Notify>>,
+}
+
+pub struct Hub {
+    // std Mutex: every critical section is a map lookup, never held across an await.
+    jobs: Mutex<HashMap<JobId, Slot>>,
+    queues: Mutex<Queues>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            jobs: Mutex::new(HashMap::new()),
+            queues: Mutex::new(Queues::default()),
+            events: broadcast::channel(4_096).0,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the maps inconsistent (each
+    // critical section is a single insert, lookup or removal), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub fn new() -> Arc<Hub> {
+        Arc::new(Hub::default())
+    }
+
+    /// Starts watching a job. Register before reading the job, so that a terminal state
+    /// committed between the read and the wait is not missed.
+    pub fn watch_job(self: &Arc<Self>, id: JobId) -> JobWatch {
+        let mut jobs = lock(&self.jobs);
+        let slot = jobs.entry(id).or_insert_with(|| Slot {
+            tx: watch::channel(Watched::Nothing).0,
+            watchers: 0,
+        });
+        slot.watchers += 1;
+        let rx = slot.tx.subscribe();
+        JobWatch {
+            hub: Arc::clone(self),
+            id,
+            rx,
+        }
+    }
+
+    /// Whether anyone waits on this job (stores skip building notifications nobody reads).
+    pub fn is_watched(&self, id: JobId) -> bool {
+        lock(&self.jobs).contains_key(&id)
+    }
+
+    /// A job reached a terminal state: wakes its watchers.
+    pub fn job_finished(&self, job: Arc<Job>) {
+        if let Some(slot) = lock(&self.jobs).get(&job.id) {
+            slot.tx.send_replace(Watched::Finished(job));
+        }
+    }
+
+    /// The notifier claimers of `queue` wait on.
+    pub fn queue_notify(&self, queue: &str) -> Arc<Notify> {
+        let mut q = lock(&self.queues);
+        if let Some(n) = q.notify.get(queue) {
+            return Arc::clone(n);
+        }
+        let n = Arc::new(Notify::new());
+        q.notify.insert(queue.to_owned(), Arc::clone(&n));
+        n
+    }
+
+    /// Jobs may be claimable in `queue` (new, due, requeued, or capacity freed).
+    pub fn queue_ready(&self, queue: &str) {
+        if let Some(n) = lock(&self.queues).notify.get(queue) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Notifications may have been lost: every waiter checks the store once.
+    pub fn wake_all(&self) {
+        for n in lock(&self.queues).notify.values() {
+            n.notify_waiters();
+        }
+        for slot in lock(&self.jobs).values() {
+            slot.tx.send_if_modified(|w| match w {
+                Watched::Finished(_) => false,
+                _ => {
+                    *w = Watched::Poked;
+                    true
+                }
+            });
+        }
+    }
+
+    /// Whether anyone listens to [`Event`]s (stores skip building them otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    pub fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// How many jobs have watchers (for metrics and tests).
+    pub fn watched_jobs(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+}
+
+/// A registration to hear of one job's terminal state. Dropping it unregisters.
+pub struct JobWatch {
+    hub: Arc<Hub>,
+    id: JobId,
+    rx: watch::Receiver<Watched>,
+}
+
+impl JobWatch {
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Waits for news: `Some(job)` when the job finished, `None` when the hub was poked (the
+    /// caller should read the job from the store, then wait again).
+    pub async fn changed(&mut self) -> Option<Arc<Job>> {
+        loop {
+            if let Watched::Finished(job) = &*self.rx.borrow() {
+                return Some(Arc::clone(job));
+            }
+            if self.rx.changed().await.is_err() {
+                // The sender lives in the hub as long as we are registered: unreachable, but
+                // asking the caller to re-read is always safe.
+                return None;
+            }
+            match &*self.rx.borrow_and_update() {
+                Watched::Finished(job) => return Some(Arc::clone(job)),
+                Watched::Poked => return None,
+                Watched::Nothing => {}
+            }
+        }
+    }
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        let mut jobs = lock(&self.hub.jobs);
+        if let Some(slot) = jobs.get_mut(&self.id) {
+            slot.watchers -= 1;
+            if slot.watchers == 0 {
+                jobs.remove(&self.id);
+            }
+        }
+    }
+}

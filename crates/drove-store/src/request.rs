@@ -1,0 +1,315 @@
+//! What each store transition takes and returns.
+
+use drove_core::name::{check_label, check_queue_name};
+use drove_core::queue::{MAX_LEASE_MS, MIN_LEASE_MS, PoolConfig, QueueConfig};
+use drove_core::validation::{at_least, within};
+use drove_core::{
+    FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson,
+    ValidationError,
+};
+use serde::Serialize;
+
+/// Default largest payload (API.md: 1 MiB, configurable).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+/// Most jobs in one batch submit, claim or page.
+pub const MAX_BATCH: usize = 1_000;
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub queue: String,
+    pub kind: Option<String>,
+    pub payload: RawJson,
+    pub key: Option<String>,
+    pub group: Option<String>,
+    pub priority: i64,
+    /// When it may start; `None` or a time not after `now`: at once.
+    pub run_at: Option<Millis>,
+    /// `None`: the queue's setting.
+    pub max_attempts: Option<i64>,
+    /// `None`: the queue's setting.
+    pub timeout_ms: Option<i64>,
+    /// `None`: the queue's setting.
+    pub reuse_for_ms: Option<i64>,
+    pub on_conflict: OnConflict,
+}
+
+impl NewJob {
+    /// A job with defaults for everything but its queue and payload.
+    pub fn new(queue: impl Into<String>, payload: RawJson) -> NewJob {
+        NewJob {
+            queue: queue.into(),
+            kind: None,
+            payload,
+            key: None,
+            group: None,
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            timeout_ms: None,
+            reuse_for_ms: None,
+            on_conflict: OnConflict::Join,
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> NewJob {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_group(mut self, group: impl Into<String>) -> NewJob {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Checks every field (API.md "Job model", "Numbers").
+    pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
+        check_queue_name("queue", &self.queue)?;
+        if let Some(kind) = &self.kind {
+            check_label("kind", kind)?;
+        }
+        if let Some(key) = &self.key {
+            check_label("key", key)?;
+        }
+        if let Some(group) = &self.group {
+            check_label("group", group)?;
+        }
+        if self.payload.get().len() > max_payload {
+            return Err(ValidationError::new(
+                "payload",
+                format!("is larger than the limit of {max_payload} bytes"),
+            ));
+        }
+        if let Some(n) = self.max_attempts {
+            at_least("max_attempts", n, 1)?;
+        }
+        if let Some(n) = self.timeout_ms {
+            at_least("timeout_ms", n, 1)?;
+        }
+        if let Some(n) = self.reuse_for_ms {
+            at_least("reuse_for_ms", n, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer to one submitted job.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: Job,
+    /// True when this submit created the job; false when it joined (or reused, or replaced the
+    /// payload of) an existing one.
+    pub created: bool,
+}
+
+/// A worker asking for up to `max` jobs of `queue`.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub queue: String,
+    pub worker: String,
+    pub max: i64,
+    /// `None`: the queue's lease length.
+    pub lease_ms: Option<i64>,
+}
+
+impl ClaimRequest {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_queue_name("queue", &self.queue)?;
+        check_label("worker", &self.worker)?;
+        within("max", self.max, 1, MAX_BATCH as i64)?;
+        if let Some(ms) = self.lease_ms {
+            within("lease_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
+        }
+        Ok(())
+    }
+}
+
+/// One claimed job with its lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub lease: LeaseToken,
+    pub lease_expires_at: Millis,
+}
+
+/// What a claim handed out, and when trying again could hand out more.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimOutcome {
+    pub jobs: Vec<Claimed>,
+    /// Set when a time-based limit (a rate limit, a throttled hold) held jobs back: the
+    /// earliest time a claim may get one. `None`: wait for a notification.
+    pub retry_at: Option<Millis>,
+}
+
+/// A running job's heartbeat: extends the lease, optionally storing progress and a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub id: JobId,
+    pub lease: LeaseToken,
+    pub progress: Option<Progress>,
+    pub checkpoint: Option<RawJson>,
+    /// `None`: the length the run was claimed with.
+    pub lease_ms: Option<i64>,
+}
+
+impl Heartbeat {
+    pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
+        if let Some(ms) = self.lease_ms {
+            within("lease_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)?;
+        }
+        if let Some(c) = &self.checkpoint
+            && c.get().len() > max_payload
+        {
+            return Err(ValidationError::new(
+                "checkpoint",
+                "is larger than the payload limit",
+            ));
+        }
+        if let Some(p) = &self.progress
+            && let Some(m) = &p.message
+            && m.len() > 1_024
+        {
+            return Err(ValidationError::new(
+                "progress.message",
+                "must be at most 1024 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HeartbeatAck {
+    pub lease_expires_at: Millis,
+    pub cancel_requested: bool,
+}
+
+/// How a run ended, as its worker reports it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Complete {
+        result: Option<RawJson>,
+        partial: bool,
+    },
+    Fail {
+        kind: FailKind,
+        message: String,
+        /// For throttled and snooze: when to run again (default 1 s).
+        retry_after_ms: Option<i64>,
+    },
+    /// Handed back unrun: queued again at once, no attempt used, checkpoint kept.
+    Release,
+}
+
+/// The end of one run, fenced by its lease.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: JobId,
+    pub lease: LeaseToken,
+    pub outcome: Outcome,
+}
+
+impl Finish {
+    pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
+        match &self.outcome {
+            Outcome::Complete {
+                result: Some(r), ..
+            } if r.get().len() > max_payload => Err(ValidationError::new(
+                "result",
+                "is larger than the payload limit",
+            )),
+            Outcome::Fail {
+                message,
+                retry_after_ms,
+                ..
+            } => {
+                if message.len() > 64 * 1024 {
+                    return Err(ValidationError::new(
+                        "error.message",
+                        "must be at most 65536 bytes",
+                    ));
+                }
+                if let Some(ms) = retry_after_ms {
+                    at_least("retry_after_ms", *ms, 0)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub scheduled: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl Counts {
+    pub fn add(&mut self, state: JobState, n: i64) {
+        let slot = match state {
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+
+    pub fn get(&self, state: JobState) -> i64 {
+        match state {
+            JobState::Scheduled => self.scheduled,
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::Succeeded => self.succeeded,
+            JobState::Failed => self.failed,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+}
+
+/// A queue as `GET /v1/queues/NAME` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueInfo {
+    pub name: String,
+    pub config: QueueConfig,
+    pub counts: Counts,
+    /// The concurrency limit in force (the lowest of `concurrency`, the adaptive limit and the
+    /// pool's), or `null` when nothing limits the queue.
+    pub limit_now: Option<i64>,
+    /// While set and in the future, no job starts (a throttled outcome held the queue).
+    pub held_until: Option<Millis>,
+}
+
+/// A pool as `PUT /v1/pools/NAME` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolInfo {
+    pub name: String,
+    pub config: PoolConfig,
+    pub limit_now: Option<i64>,
+    pub queues: Vec<String>,
+}
+
+/// Filters of `GET /v1/jobs` (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub key: Option<String>,
+    pub group: Option<String>,
+}
+
+/// One page of a job listing, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next_before: Option<JobId>,
+}
