@@ -9,17 +9,9 @@ use crate::queue::Backoff;
 /// uniform random `jitter` in `[0, 1)` supplied by the caller.
 pub fn retry_delay_ms(backoff: Backoff, attempt: i64, jitter: f64) -> i64 {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 62)).unwrap_or(62);
-    let ceiling = backoff
-        .base_ms
-        .saturating_mul(1_i64.checked_shl(exp).unwrap_or(i64::MAX));
-    let ceiling = if ceiling < 0 { i64::MAX } else { ceiling }
-        .min(backoff.max_ms)
-        .max(0);
-    let jitter = if jitter.is_finite() {
-        jitter.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let ceiling = backoff.base_ms.saturating_mul(1_i64.checked_shl(exp).unwrap_or(i64::MAX));
+    let ceiling = if ceiling < 0 { i64::MAX } else { ceiling }.min(backoff.max_ms).max(0);
+    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
     (ceiling as f64 * jitter) as i64
 }
 
@@ -27,10 +19,7 @@ pub fn retry_delay_ms(backoff: Backoff, attempt: i64, jitter: f64) -> i64 {
 mod tests {
     use super::*;
 
-    const B: Backoff = Backoff {
-        base_ms: 100,
-        max_ms: 10_000,
-    };
+    const B: Backoff = Backoff { base_ms: 100, max_ms: 10_000 };
 
     #[test]
     fn delay_grows_exponentially_up_to_the_cap() {

@@ -32,11 +32,7 @@ pub fn parse_wait(text: &str) -> Result<Duration, WaitError> {
     let n: u64 = digits.parse().map_err(|_| WaitError::Malformed)?;
     let ms = n.checked_mul(unit_ms).ok_or(WaitError::TooLong)?;
     let d = Duration::from_millis(ms);
-    if d > MAX_WAIT {
-        Err(WaitError::TooLong)
-    } else {
-        Ok(d)
-    }
+    if d > MAX_WAIT { Err(WaitError::TooLong) } else { Ok(d) }
 }
 
 #[cfg(test)]
@@ -54,17 +50,7 @@ mod tests {
 
     #[test]
     fn rejects_the_rest() {
-        for bad in [
-            "",
-            "s",
-            "-1",
-            "1.5",
-            "1h",
-            "5 s",
-            "ms",
-            "1e3",
-            "999999999999999999999",
-        ] {
+        for bad in ["", "s", "-1", "1.5", "1h", "5 s", "ms", "1e3", "999999999999999999999"] {
             assert!(parse_wait(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_wait("61"), Err(WaitError::TooLong));

@@ -31,26 +31,14 @@ pub fn take(rate: &RateLimit, tat_us: Option<i64>, now_us: i64, want: i64) -> Gr
     let t = emission_us(rate);
     let tau = (rate.burst_or_default().max(1) - 1).saturating_mul(t);
     let tat0 = tat_us.unwrap_or(now_us).max(now_us);
-    let allowed = if now_us.saturating_add(tau) >= tat0 {
-        (now_us + tau - tat0) / t + 1
-    } else {
-        0
-    };
+    let allowed = if now_us.saturating_add(tau) >= tat0 { (now_us + tau - tat0) / t + 1 } else { 0 };
     let granted = allowed.min(want.max(0));
     let tat_new = tat0 + granted * t;
     let next_at = tat_new - tau;
     Grant {
         granted,
-        tat_us: if granted > 0 {
-            tat_new
-        } else {
-            tat_us.unwrap_or(now_us)
-        },
-        next_at_us: if next_at > now_us || granted < want {
-            Some(next_at.max(now_us))
-        } else {
-            None
-        },
+        tat_us: if granted > 0 { tat_new } else { tat_us.unwrap_or(now_us) },
+        next_at_us: if next_at > now_us || granted < want { Some(next_at.max(now_us)) } else { None },
     }
 }
 
@@ -67,21 +55,14 @@ mod tests {
     use super::*;
 
     fn rate(limit: i64, period_ms: i64, burst: Option<i64>) -> RateLimit {
-        RateLimit {
-            limit,
-            period_ms,
-            burst,
-        }
+        RateLimit { limit, period_ms, burst }
     }
 
     #[test]
     fn burst_one_spaces_starts_by_the_emission_interval() {
         let r = rate(10, 1_000, None); // T = 100 ms
         let g = take(&r, None, 0, 5);
-        assert_eq!(
-            (g.granted, g.tat_us, g.next_at_us),
-            (1, 100_000, Some(100_000))
-        );
+        assert_eq!((g.granted, g.tat_us, g.next_at_us), (1, 100_000, Some(100_000)));
         let g2 = take(&r, Some(g.tat_us), 50_000, 1);
         assert_eq!((g2.granted, g2.next_at_us), (0, Some(100_000)));
         let g3 = take(&r, Some(g.tat_us), 100_000, 1);

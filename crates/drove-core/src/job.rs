@@ -22,11 +22,7 @@ impl FromStr for JobId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         // Only canonical decimal text: "007" or "+7" are not ids we ever handed out.
-        if s.is_empty()
-            || s.len() > 19
-            || s.starts_with('0')
-            || !s.bytes().all(|b| b.is_ascii_digit())
-        {
+        if s.is_empty() || s.len() > 19 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(());
         }
         s.parse::<i64>().map(JobId).map_err(|_| ())
@@ -42,8 +38,7 @@ impl Serialize for JobId {
 impl<'de> Deserialize<'de> for JobId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse()
-            .map_err(|_| serde::de::Error::custom("not a job id"))
+        text.parse().map_err(|_| serde::de::Error::custom("not a job id"))
     }
 }
 
@@ -62,11 +57,7 @@ impl LeaseToken {
     /// Parses a token as a client sent it back. Text that is not a token we could have issued
     /// maps to a token no job holds, so it is refused like any other stale lease.
     pub fn parse_lenient(text: &str) -> LeaseToken {
-        text.parse::<i64>()
-            .ok()
-            .filter(|v| *v > 0)
-            .map(LeaseToken)
-            .unwrap_or(LeaseToken(-1))
+        text.parse::<i64>().ok().filter(|v| *v > 0).map(LeaseToken).unwrap_or(LeaseToken(-1))
     }
 }
 
@@ -119,10 +110,7 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
     }
 
     /// Scheduled, queued or running: the states that hold a key.
@@ -134,10 +122,7 @@ impl JobState {
 impl FromStr for JobState {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or(())
+        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
     }
 }
 

@@ -14,9 +14,7 @@ pub mod queue;
 pub mod time;
 pub mod validation;
 
-pub use job::{
-    ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict, Progress,
-};
+pub use job::{ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict, Progress};
 pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit};
 pub use time::Millis;
 pub use validation::ValidationError;

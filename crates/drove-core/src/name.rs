@@ -12,10 +12,7 @@ pub fn check_queue_name(field: &str, name: &str) -> Result<(), ValidationError> 
     if ok_first && ok_rest && bytes.len() <= 64 {
         Ok(())
     } else {
-        Err(ValidationError::new(
-            field,
-            "must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}",
-        ))
+        Err(ValidationError::new(field, "must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"))
     }
 }
 
@@ -25,10 +22,7 @@ pub fn check_label(field: &str, label: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(field, "must be 1 to 128 bytes"));
     }
     if label.chars().any(char::is_control) {
-        return Err(ValidationError::new(
-            field,
-            "must be printable (no control characters)",
-        ));
+        return Err(ValidationError::new(field, "must be printable (no control characters)"));
     }
     Ok(())
 }

@@ -10,10 +10,7 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 20;
 /// Lease length when neither the claim nor the queue says: a dead worker's job is back in ~10 s.
 pub const DEFAULT_LEASE_MS: i64 = 10_000;
 /// Retry backoff when the queue sets none: full jitter over `1 s * 2^(attempt-1)`, capped at 1 h.
-pub const DEFAULT_BACKOFF: Backoff = Backoff {
-    base_ms: 1_000,
-    max_ms: 3_600_000,
-};
+pub const DEFAULT_BACKOFF: Backoff = Backoff { base_ms: 1_000, max_ms: 3_600_000 };
 /// Bounds on a lease (API.md "Remote workers").
 pub const MIN_LEASE_MS: i64 = 1_000;
 pub const MAX_LEASE_MS: i64 = 86_400_000;
@@ -138,9 +135,7 @@ impl QueueConfig {
 }
 
 /// Distinguishes a field that is absent (`None`) from one set to `null` (`Some(None)`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -267,10 +262,7 @@ impl PoolPatch {
         if let Some(Some(s)) = self.offline_min_share
             && !(0.0..=1.0).contains(&s)
         {
-            return Err(ValidationError::new(
-                "offline_min_share",
-                "must be between 0 and 1",
-            ));
+            return Err(ValidationError::new("offline_min_share", "must be between 0 and 1"));
         }
         Ok(())
     }
@@ -282,16 +274,11 @@ mod tests {
 
     #[test]
     fn patch_tells_absent_from_null() {
-        let p: QueuePatch =
-            serde_json::from_str(r#"{"concurrency": null, "paused": true}"#).unwrap();
+        let p: QueuePatch = serde_json::from_str(r#"{"concurrency": null, "paused": true}"#).unwrap();
         assert_eq!(p.concurrency, Some(None));
         assert_eq!(p.paused, Some(Some(true)));
         assert_eq!(p.rate, None);
-        let mut c = QueueConfig {
-            concurrency: Some(4),
-            max_attempts: Some(3),
-            ..Default::default()
-        };
+        let mut c = QueueConfig { concurrency: Some(4), max_attempts: Some(3), ..Default::default() };
         c.apply(p);
         assert_eq!(c.concurrency, None);
         assert_eq!(c.max_attempts, Some(3));
@@ -300,8 +287,7 @@ mod tests {
 
     #[test]
     fn patch_validation_names_the_field() {
-        let p: QueuePatch =
-            serde_json::from_str(r#"{"rate": {"limit": 0, "period_ms": 1000}}"#).unwrap();
+        let p: QueuePatch = serde_json::from_str(r#"{"rate": {"limit": 0, "period_ms": 1000}}"#).unwrap();
         assert_eq!(p.validate().unwrap_err().field, "rate.limit");
         let p: QueuePatch = serde_json::from_str(r#"{"lease_ms": 10}"#).unwrap();
         assert_eq!(p.validate().unwrap_err().field, "lease_ms");

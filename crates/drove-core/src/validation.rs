@@ -10,10 +10,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError {
-            field: field.into(),
-            message: message.into(),
-        }
+        ValidationError { field: field.into(), message: message.into() }
     }
 
     /// The same error, its field prefixed (`key` inside entry 3 becomes `jobs[3].key`).
@@ -26,10 +23,7 @@ impl ValidationError {
 /// `value` must be at least `min` (API.md "Numbers").
 pub fn at_least(field: &str, value: i64, min: i64) -> Result<i64, ValidationError> {
     if value < min {
-        Err(ValidationError::new(
-            field,
-            format!("must be at least {min}, got {value}"),
-        ))
+        Err(ValidationError::new(field, format!("must be at least {min}, got {value}")))
     } else {
         Ok(value)
     }
@@ -38,10 +32,7 @@ pub fn at_least(field: &str, value: i64, min: i64) -> Result<i64, ValidationErro
 /// `value` must lie in `min..=max`.
 pub fn within(field: &str, value: i64, min: i64, max: i64) -> Result<i64, ValidationError> {
     if value < min || value > max {
-        Err(ValidationError::new(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ))
+        Err(ValidationError::new(field, format!("must be between {min} and {max}, got {value}")))
     } else {
         Ok(value)
     }

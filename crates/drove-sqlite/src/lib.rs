@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis};
 use drove_store::{
-    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage,
-    LimitScope, NewJob, PoolInfo, QueueInfo, Store, StoreError, Submitted,
+    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
+    PoolInfo, QueueInfo, Store, StoreError, Submitted,
 };
 use rusqlite::Connection;
 
@@ -85,27 +85,20 @@ impl SqliteStore {
             .open(lock_path(&opts.path))
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", opts.path.display())))?;
         lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
-                "{} is in use by another Drove process",
-                opts.path.display()
-            ))
+            StoreError::Unavailable(format!("{} is in use by another Drove process", opts.path.display()))
         })?;
         let mut conn = Connection::open(&opts.path).map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
         let sync = match opts.durability {
             Durability::Full => "FULL",
             Durability::Relaxed => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", sync).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn).map_err(db_err)?;
         // Statistics for the planner, refreshed only where they are missing or stale.
-        conn.execute_batch("PRAGMA optimize = 0x10002")
-            .map_err(db_err)?;
+        conn.execute_batch("PRAGMA optimize = 0x10002").map_err(db_err)?;
         let hub = Hub::new();
         let writer = Writer::start(conn, Arc::clone(&hub), opts.max_payload)?;
         Ok(SqliteStore {
@@ -133,21 +126,15 @@ impl Store for SqliteStore {
     }
 
     async fn submit(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError> {
-        self.writer
-            .write(move |tx| ops::submit::submit(tx, jobs, now))
-            .await
+        self.writer.write(move |tx| ops::submit::submit(tx, jobs, now)).await
     }
 
     async fn claim(&self, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError> {
-        self.writer
-            .write(move |tx| ops::claim::claim(tx, req, now))
-            .await
+        self.writer.write(move |tx| ops::claim::claim(tx, req, now)).await
     }
 
     async fn heartbeat(&self, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
-        self.writer
-            .write(move |tx| ops::finish::heartbeat(tx, hb, now))
-            .await
+        self.writer.write(move |tx| ops::finish::heartbeat(tx, hb, now)).await
     }
 
     async fn finish(
@@ -157,83 +144,52 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         self.writer
             .write(move |tx| {
-                Ok(items
-                    .into_iter()
-                    .map(|f| tx.atomic(|tx| ops::finish::finish_one(tx, f, now)))
-                    .collect())
+                Ok(items.into_iter().map(|f| tx.atomic(|tx| ops::finish::finish_one(tx, f, now))).collect())
             })
             .await
     }
 
     async fn cancel(&self, id: JobId, now: Millis) -> Result<Job, StoreError> {
-        self.writer
-            .write(move |tx| ops::finish::cancel(tx, id, now))
-            .await
+        self.writer.write(move |tx| ops::finish::cancel(tx, id, now)).await
     }
 
     async fn retry(&self, id: JobId, now: Millis) -> Result<Job, StoreError> {
-        self.writer
-            .write(move |tx| ops::finish::retry(tx, id, now))
-            .await
+        self.writer.write(move |tx| ops::finish::retry(tx, id, now)).await
     }
 
     async fn promote(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |tx| ops::maintain::promote(tx, now, limit))
-            .await
+        self.writer.write(move |tx| ops::maintain::promote(tx, now, limit)).await
     }
 
     async fn reap(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |tx| ops::maintain::reap(tx, now, limit))
-            .await
+        self.writer.write(move |tx| ops::maintain::reap(tx, now, limit)).await
     }
 
-    async fn prune(
-        &self,
-        now: Millis,
-        retention_ms: i64,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |tx| ops::maintain::prune(tx, now, retention_ms, limit))
-            .await
+    async fn prune(&self, now: Millis, retention_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |tx| ops::maintain::prune(tx, now, retention_ms, limit)).await
     }
 
     async fn next_due(&self) -> Result<(Option<Millis>, Option<Millis>), StoreError> {
         self.readers.with(read::next_due).await
     }
 
-    async fn put_queue(
-        &self,
-        name: &str,
-        patch: QueuePatch,
-        now: Millis,
-    ) -> Result<QueueInfo, StoreError> {
+    async fn put_queue(&self, name: &str, patch: QueuePatch, now: Millis) -> Result<QueueInfo, StoreError> {
         let name = name.to_owned();
-        self.writer
-            .write(move |tx| ops::admin::put_queue(tx, &name, patch, now))
-            .await
+        self.writer.write(move |tx| ops::admin::put_queue(tx, &name, patch, now)).await
     }
 
     async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
         let name = name.to_owned();
-        self.readers
-            .with(move |c| read::get_queue(c, &name, Millis::now()))
-            .await
+        self.readers.with(move |c| read::get_queue(c, &name, Millis::now())).await
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.readers
-            .with(|c| read::list_queues(c, Millis::now()))
-            .await
+        self.readers.with(|c| read::list_queues(c, Millis::now())).await
     }
 
     async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
         let name = name.to_owned();
-        self.writer
-            .write(move |tx| ops::admin::put_pool(tx, &name, patch))
-            .await
+        self.writer.write(move |tx| ops::admin::put_pool(tx, &name, patch)).await
     }
 
     async fn get_pool(&self, name: &str) -> Result<Option<PoolInfo>, StoreError> {
@@ -242,9 +198,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError> {
-        self.writer
-            .write(move |tx| ops::admin::set_limit(tx, scope, limit, Millis::now()))
-            .await
+        self.writer.write(move |tx| ops::admin::set_limit(tx, scope, limit, Millis::now())).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -257,9 +211,7 @@ impl Store for SqliteStore {
         limit: usize,
         before: Option<JobId>,
     ) -> Result<JobPage, StoreError> {
-        self.readers
-            .with(move |c| read::list_jobs(c, &filter, limit, before))
-            .await
+        self.readers.with(move |c| read::list_jobs(c, &filter, limit, before)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

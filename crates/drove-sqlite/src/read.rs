@@ -21,11 +21,7 @@ pub(crate) struct Readers {
 
 impl Readers {
     pub fn new(path: PathBuf, max_idle: usize) -> Arc<Readers> {
-        Arc::new(Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-        })
+        Arc::new(Readers { path, idle: Mutex::new(Vec::new()), max_idle })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -34,8 +30,7 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -100,10 +95,7 @@ fn counts(conn: &Connection, queue: &str) -> Result<Counts, StoreError> {
     let mut counts = Counts::default();
     let rows: Vec<(i64, i64)> = conn
         .prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")
-        .and_then(|mut s| {
-            s.query_map([queue], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
+        .and_then(|mut s| s.query_map([queue], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_err)?;
     for (state, n) in rows {
         if let Some(st) = JobState::from_code(state) {
@@ -131,43 +123,26 @@ fn info(
     })
 }
 
-pub(crate) fn get_queue(
-    conn: &Connection,
-    name: &str,
-    now: Millis,
-) -> Result<Option<QueueInfo>, StoreError> {
+pub(crate) fn get_queue(conn: &Connection, name: &str, now: Millis) -> Result<Option<QueueInfo>, StoreError> {
     let found: Option<(String, Option<i64>, Option<i64>)> = conn
         .prepare_cached("SELECT config, held_until, limit_now FROM queues WHERE name = ?1")
-        .and_then(|mut s| {
-            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(db_err)?;
-    found
-        .map(|(c, h, l)| info(conn, name.to_owned(), c, h, l, now))
-        .transpose()
+    found.map(|(c, h, l)| info(conn, name.to_owned(), c, h, l, now)).transpose()
 }
 
 pub(crate) fn list_queues(conn: &Connection, now: Millis) -> Result<Vec<QueueInfo>, StoreError> {
     let rows: Vec<(String, String, Option<i64>, Option<i64>)> = conn
         .prepare_cached("SELECT name, config, held_until, limit_now FROM queues ORDER BY name")
-        .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
-        })
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|(n, c, h, l)| info(conn, n, c, h, l, now))
-        .collect()
+    rows.into_iter().map(|(n, c, h, l)| info(conn, n, c, h, l, now)).collect()
 }
 
 pub(crate) fn get_pool(conn: &Connection, name: &str) -> Result<Option<PoolInfo>, StoreError> {
     let found: Option<(String, Option<i64>)> = conn
         .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
-        .and_then(|mut s| {
-            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_err)?;
     let Some((config, limit_now)) = found else {
         return Ok(None);
@@ -177,17 +152,10 @@ pub(crate) fn get_pool(conn: &Connection, name: &str) -> Result<Option<PoolInfo>
         limit_now,
     };
     let queues = conn
-        .prepare_cached(
-            "SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name",
-        )
+        .prepare_cached("SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name")
         .and_then(|mut s| s.query_map([name], |r| r.get(0))?.collect())
         .map_err(db_err)?;
-    Ok(Some(PoolInfo {
-        name: name.to_owned(),
-        limit_now: pool_cap(&row),
-        config: row.config,
-        queues,
-    }))
+    Ok(Some(PoolInfo { name: name.to_owned(), limit_now: pool_cap(&row), config: row.config, queues }))
 }
 
 /// Jobs matching `filter`, newest first. Each shape of filter is served by an index walked in
@@ -207,11 +175,7 @@ pub(crate) fn list_jobs(
         if filter.state.is_none() && filter.group.is_none() {
             let mut all = Vec::new();
             for st in JobState::ALL {
-                let f = JobFilter {
-                    state: Some(st),
-                    queue: Some(queue.clone()),
-                    ..Default::default()
-                };
+                let f = JobFilter { state: Some(st), queue: Some(queue.clone()), ..Default::default() };
                 all.extend(query(conn, &f, before, fetch)?);
             }
             all
@@ -225,10 +189,7 @@ pub(crate) fn list_jobs(
             .map_err(db_err)?;
         let mut all = Vec::new();
         for q in queues {
-            let f = JobFilter {
-                queue: Some(q),
-                ..filter.clone()
-            };
+            let f = JobFilter { queue: Some(q), ..filter.clone() };
             all.extend(query(conn, &f, before, fetch)?);
         }
         all
@@ -246,12 +207,7 @@ pub(crate) fn list_jobs(
     Ok(JobPage { jobs, next_before })
 }
 
-fn query(
-    conn: &Connection,
-    f: &JobFilter,
-    before: i64,
-    fetch: usize,
-) -> Result<Vec<Job>, StoreError> {
+fn query(conn: &Connection, f: &JobFilter, before: i64, fetch: usize) -> Result<Vec<Job>, StoreError> {
     let mut sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id < ?1");
     let mut args: Vec<rusqlite::types::Value> = vec![before.into()];
     let mut add = |clause: &str, v: rusqlite::types::Value| {
@@ -273,10 +229,7 @@ fn query(
     args.push((fetch as i64).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
     conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(rusqlite::params_from_iter(args), job_from_row)?
-                .collect()
-        })
+        .and_then(|mut s| s.query_map(rusqlite::params_from_iter(args), job_from_row)?.collect())
         .map_err(db_err)
 }
 

@@ -19,16 +19,12 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             format!("unknown job state {state_code}").into(),
         )
     })?;
-    let millis = |i: usize| -> rusqlite::Result<Option<Millis>> {
-        Ok(row.get::<_, Option<i64>>(i)?.map(Millis))
-    };
+    let millis =
+        |i: usize| -> rusqlite::Result<Option<Millis>> { Ok(row.get::<_, Option<i64>>(i)?.map(Millis)) };
     let raw = |i: usize| -> rusqlite::Result<Option<drove_core::RawJson>> {
         Ok(row.get::<_, Option<String>>(i)?.map(raw_from_stored))
     };
-    let error = match (
-        row.get::<_, Option<i64>>(17)?,
-        row.get::<_, Option<String>>(18)?,
-    ) {
+    let error = match (row.get::<_, Option<i64>>(17)?, row.get::<_, Option<String>>(18)?) {
         (Some(kind), message) => ErrorKind::from_code(kind).map(|kind| JobError {
             kind,
             message: message.unwrap_or_default(),
@@ -36,9 +32,8 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         }),
         _ => None,
     };
-    let progress = row
-        .get::<_, Option<String>>(14)?
-        .and_then(|text| serde_json::from_str::<Progress>(&text).ok());
+    let progress =
+        row.get::<_, Option<String>>(14)?.and_then(|text| serde_json::from_str::<Progress>(&text).ok());
     Ok(Job {
         id: JobId(row.get(0)?),
         queue: row.get(1)?,
@@ -72,8 +67,9 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::*;
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen
-            | OutOfMemory => StoreError::Unavailable(e.to_string()),
+            DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen | OutOfMemory => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Internal(e.to_string()),
         },
         _ => StoreError::Internal(e.to_string()),

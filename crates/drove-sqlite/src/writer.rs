@@ -72,10 +72,16 @@ pub(crate) struct OpCtx {
     ready: Vec<String>,
     finished: Vec<Job>,
     events: Vec<Event>,
+    /// Earliest `run_at` of a job this write scheduled.
+    scheduled: Option<Millis>,
 }
 
 impl OpCtx {
     fn merge(&mut self, other: OpCtx) {
+        self.scheduled = match (self.scheduled, other.scheduled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.counts.extend(other.counts);
         self.ready.extend(other.ready);
         self.finished.extend(other.finished);
@@ -108,9 +114,7 @@ impl Tx<'_> {
                 self.ctx.merge(inner);
             }
             Err(_) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO w; RELEASE w")
-                    .map_err(db_err)?;
+                self.conn.execute_batch("ROLLBACK TO w; RELEASE w").map_err(db_err)?;
                 // Cached rows may hold values the rollback just undid.
                 self.st.queues.clear();
                 self.st.pools.clear();
@@ -144,28 +148,28 @@ impl Tx<'_> {
         }
     }
 
+    /// A job now waits for `run_at` (the promoter hears of it after commit).
+    pub fn scheduled(&mut self, run_at: Millis) {
+        self.ctx.scheduled = Some(self.ctx.scheduled.map_or(run_at, |s| s.min(run_at)));
+    }
+
     /// A job changed; `job` is its new state. Watchers and subscribers hear of it after commit.
     pub fn changed(&mut self, job: &Job) {
+        if job.state == JobState::Scheduled {
+            self.scheduled(job.run_at);
+        }
         if job.state.is_terminal() && self.hub.is_watched(job.id) {
             self.ctx.finished.push(job.clone());
         }
         if self.hub.has_subscribers() {
-            self.ctx.events.push(Event {
-                id: job.id,
-                queue: job.queue.as_str().into(),
-                state: job.state,
-            });
+            self.ctx.events.push(Event { id: job.id, queue: job.queue.as_str().into(), state: job.state });
         }
     }
 
     /// A job changed without its document at hand (bulk moves): subscribers only.
     pub fn changed_light(&mut self, id: JobId, queue: &str, state: JobState) {
         if self.hub.has_subscribers() {
-            self.ctx.events.push(Event {
-                id,
-                queue: queue.into(),
-                state,
-            });
+            self.ctx.events.push(Event { id, queue: queue.into(), state });
         }
     }
 
@@ -190,10 +194,8 @@ impl Tx<'_> {
             .conn
             .prepare_cached("SELECT config, tat, held_until, limit_now FROM queues WHERE name = ?1")
             .and_then(|mut s| {
-                s.query_row([name], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()
+                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
             })
             .map_err(db_err)?;
         let row = match found {
@@ -206,17 +208,10 @@ impl Tx<'_> {
             },
             None => {
                 self.conn
-                    .prepare_cached(
-                        "INSERT INTO queues (name, config, created_at) VALUES (?1, '{}', ?2)",
-                    )
+                    .prepare_cached("INSERT INTO queues (name, config, created_at) VALUES (?1, '{}', ?2)")
                     .and_then(|mut s| s.execute(params![name, now.0]))
                     .map_err(db_err)?;
-                QueueRow {
-                    config: QueueConfig::default(),
-                    tat: None,
-                    held_until: None,
-                    limit_now: None,
-                }
+                QueueRow { config: QueueConfig::default(), tat: None, held_until: None, limit_now: None }
             }
         };
         let row = Arc::new(row);
@@ -236,10 +231,7 @@ impl Tx<'_> {
         let found = self
             .conn
             .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
-            .and_then(|mut s| {
-                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?))).optional())
             .map_err(db_err)?;
         let Some((config, limit_now)) = found else {
             return Ok(None);
@@ -259,13 +251,8 @@ impl Tx<'_> {
 
     /// Count changes of this batch not yet written, for one queue (reads inside the writer).
     pub fn pending_counts(&self, queue: &str) -> Vec<(i64, i64)> {
-        let mut out: Vec<(i64, i64)> = self
-            .st
-            .counts
-            .iter()
-            .filter(|((q, _), _)| q == queue)
-            .map(|((_, s), n)| (*s, *n))
-            .collect();
+        let mut out: Vec<(i64, i64)> =
+            self.st.counts.iter().filter(|((q, _), _)| q == queue).map(|((_, s), n)| (*s, *n)).collect();
         for (q, s, n) in &self.ctx.counts {
             if q == queue {
                 out.push((*s, *n));
@@ -282,11 +269,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn start(
-        conn: Connection,
-        hub: Arc<Hub>,
-        max_payload: usize,
-    ) -> Result<Writer, StoreError> {
+    pub fn start(conn: Connection, hub: Arc<Hub>, max_payload: usize) -> Result<Writer, StoreError> {
         let (next_id, next_lease) = load_counters(&conn).map_err(db_err)?;
         let st = WriterState {
             next_id,
@@ -303,10 +286,7 @@ impl Writer {
             .name("drove-sqlite-writer".into())
             .spawn(move || run(conn, rx, hub, st))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer {
-            tx,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
+        Ok(Writer { tx, thread: std::sync::Mutex::new(Some(thread)) })
     }
 
     /// Runs `f` in the writer's next batch and returns its result once that batch committed.
@@ -328,9 +308,7 @@ impl Writer {
             .send(Msg::Write(op))
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        reply_rx
-            .await
-            .map_err(|_| StoreError::Unavailable("the store closed before answering".into()))?
+        reply_rx.await.map_err(|_| StoreError::Unavailable("the store closed before answering".into()))?
     }
 
     pub async fn close(&self) {
@@ -351,12 +329,8 @@ fn load_counters(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
         conn.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
     };
     let max_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM jobs", [], |r| r.get(0))?;
-    let max_lease: i64 =
-        conn.query_row("SELECT coalesce(max(lease), 0) FROM jobs", [], |r| r.get(0))?;
-    Ok((
-        meta("next_id")?.max(max_id + 1),
-        meta("next_lease")?.max(max_lease + 1),
-    ))
+    let max_lease: i64 = conn.query_row("SELECT coalesce(max(lease), 0) FROM jobs", [], |r| r.get(0))?;
+    Ok((meta("next_id")?.max(max_id + 1), meta("next_lease")?.max(max_lease + 1)))
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: WriterState) {
@@ -409,12 +383,7 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut effects = OpCtx::default();
     for f in batch.drain(..) {
-        let mut tx = Tx {
-            conn,
-            st: &mut *st,
-            hub,
-            ctx: OpCtx::default(),
-        };
+        let mut tx = Tx { conn, st: &mut *st, hub, ctx: OpCtx::default() };
         replies.push(f(Ok(&mut tx)));
         let mut ctx = tx.ctx;
         for (q, s, n) in ctx.counts.drain(..) {
@@ -429,6 +398,9 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
             st.persisted_lease = st.next_lease;
             for q in &effects.ready {
                 hub.queue_ready(q);
+            }
+            if let Some(at) = effects.scheduled {
+                hub.scheduled(at);
             }
             for job in effects.finished {
                 hub.job_finished(Arc::new(job));

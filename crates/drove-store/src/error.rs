@@ -18,11 +18,7 @@ pub enum StoreError {
     /// The transition does not apply to a job in this state (cancel a finished job, retry a
     /// running one).
     #[error("job {job} is {state}: cannot {action}")]
-    WrongState {
-        job: JobId,
-        state: JobState,
-        action: &'static str,
-    },
+    WrongState { job: JobId, state: JobState, action: &'static str },
     /// An invalid value; nothing was written.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -8,9 +8,10 @@
 //! [`Hub::wake_all`], after which every waiter checks the store once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use drove_core::{Job, JobId, JobState};
+use drove_core::{Job, JobId, JobState, Millis};
 use tokio::sync::{Notify, broadcast, watch};
 
 /// A change worth showing live (dashboards, `/v1/events`).
@@ -45,6 +46,9 @@ pub struct Hub {
     jobs: Mutex<HashMap<JobId, Slot>>,
     queues: Mutex<Queues>,
     events: broadcast::Sender<Event>,
+    /// Earliest `run_at` a store reported since the promoter last looked (`i64::MAX`: none).
+    scheduled_hint: AtomicI64,
+    timers: Notify,
 }
 
 impl Default for Hub {
@@ -53,6 +57,8 @@ impl Default for Hub {
             jobs: Mutex::new(HashMap::new()),
             queues: Mutex::new(Queues::default()),
             events: broadcast::channel(4_096).0,
+            scheduled_hint: AtomicI64::new(i64::MAX),
+            timers: Notify::new(),
         }
     }
 }
@@ -72,17 +78,11 @@ impl Hub {
     /// committed between the read and the wait is not missed.
     pub fn watch_job(self: &Arc<Self>, id: JobId) -> JobWatch {
         let mut jobs = lock(&self.jobs);
-        let slot = jobs.entry(id).or_insert_with(|| Slot {
-            tx: watch::channel(Watched::Nothing).0,
-            watchers: 0,
-        });
+        let slot =
+            jobs.entry(id).or_insert_with(|| Slot { tx: watch::channel(Watched::Nothing).0, watchers: 0 });
         slot.watchers += 1;
         let rx = slot.tx.subscribe();
-        JobWatch {
-            hub: Arc::clone(self),
-            id,
-            rx,
-        }
+        JobWatch { hub: Arc::clone(self), id, rx }
     }
 
     /// Whether anyone waits on this job (stores skip building notifications nobody reads).
@@ -129,6 +129,25 @@ impl Hub {
                 }
             });
         }
+    }
+
+    /// A job was scheduled for `at`: wakes the promoter if that is sooner than it planned.
+    pub fn scheduled(&self, at: Millis) {
+        let before = self.scheduled_hint.fetch_min(at.0, Ordering::AcqRel);
+        if at.0 < before {
+            self.timers.notify_one();
+        }
+    }
+
+    /// Takes the earliest scheduled time reported since the last call.
+    pub fn take_scheduled_hint(&self) -> Option<Millis> {
+        let v = self.scheduled_hint.swap(i64::MAX, Ordering::AcqRel);
+        (v != i64::MAX).then_some(Millis(v))
+    }
+
+    /// Wakes when [`Hub::scheduled`] reported a sooner time (the promoter waits on it).
+    pub async fn scheduled_changed(&self) {
+        self.timers.notified().await;
     }
 
     /// Whether anyone listens to [`Event`]s (stores skip building them otherwise).

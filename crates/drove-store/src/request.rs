@@ -4,8 +4,7 @@ use drove_core::name::{check_label, check_queue_name};
 use drove_core::queue::{MAX_LEASE_MS, MIN_LEASE_MS, PoolConfig, QueueConfig};
 use drove_core::validation::{at_least, within};
 use drove_core::{
-    FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson,
-    ValidationError,
+    FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson, ValidationError,
 };
 use serde::Serialize;
 
@@ -160,19 +159,13 @@ impl Heartbeat {
         if let Some(c) = &self.checkpoint
             && c.get().len() > max_payload
         {
-            return Err(ValidationError::new(
-                "checkpoint",
-                "is larger than the payload limit",
-            ));
+            return Err(ValidationError::new("checkpoint", "is larger than the payload limit"));
         }
         if let Some(p) = &self.progress
             && let Some(m) = &p.message
             && m.len() > 1_024
         {
-            return Err(ValidationError::new(
-                "progress.message",
-                "must be at most 1024 bytes",
-            ));
+            return Err(ValidationError::new("progress.message", "must be at most 1024 bytes"));
         }
         Ok(())
     }
@@ -212,22 +205,12 @@ pub struct Finish {
 impl Finish {
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         match &self.outcome {
-            Outcome::Complete {
-                result: Some(r), ..
-            } if r.get().len() > max_payload => Err(ValidationError::new(
-                "result",
-                "is larger than the payload limit",
-            )),
-            Outcome::Fail {
-                message,
-                retry_after_ms,
-                ..
-            } => {
+            Outcome::Complete { result: Some(r), .. } if r.get().len() > max_payload => {
+                Err(ValidationError::new("result", "is larger than the payload limit"))
+            }
+            Outcome::Fail { message, retry_after_ms, .. } => {
                 if message.len() > 64 * 1024 {
-                    return Err(ValidationError::new(
-                        "error.message",
-                        "must be at most 65536 bytes",
-                    ));
+                    return Err(ValidationError::new("error.message", "must be at most 65536 bytes"));
                 }
                 if let Some(ms) = retry_after_ms {
                     at_least("retry_after_ms", *ms, 0)?;

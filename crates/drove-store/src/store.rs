@@ -70,12 +70,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes up to `limit` finished jobs that ended more than `retention_ms` ago (longer for
     /// succeeded keyed jobs of a queue whose `reuse_for_ms` is longer).
-    async fn prune(
-        &self,
-        now: Millis,
-        retention_ms: i64,
-        limit: usize,
-    ) -> Result<usize, StoreError>;
+    async fn prune(&self, now: Millis, retention_ms: i64, limit: usize) -> Result<usize, StoreError>;
 
     /// The earliest `run_at` of a scheduled job, and the earliest lease expiry or deadline of a
     /// running one: when the promoter and the reaper next have work.
@@ -83,12 +78,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- queues and pools -------------------------------------------------------------------
 
-    async fn put_queue(
-        &self,
-        name: &str,
-        patch: QueuePatch,
-        now: Millis,
-    ) -> Result<QueueInfo, StoreError>;
+    async fn put_queue(&self, name: &str, patch: QueuePatch, now: Millis) -> Result<QueueInfo, StoreError>;
     async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError>;
     async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
     async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError>;

@@ -25,23 +25,17 @@ pub(crate) fn put_queue(
     let q = tx.queue(name, now)?;
     let mut row: QueueRow = (*q).clone();
     row.config.apply(patch);
-    row.limit_now = row.config.adaptive.map(|a| {
-        row.limit_now
-            .unwrap_or(INITIAL_ADAPTIVE_LIMIT)
-            .clamp(a.min, a.max)
-    });
+    row.limit_now =
+        row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
     if !row.config.rate.is_some_and(|r| Some(r) == q.config.rate) {
         row.tat = None; // a new rate starts afresh
     }
-    let config =
-        serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let config = serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
     tx.conn
         .prepare_cached(
             "UPDATE queues SET config = ?2, reuse_ms = ?3, limit_now = ?4, tat = ?5 WHERE name = ?1",
         )
-        .and_then(|mut s| {
-            s.execute(params![name, config, row.config.reuse_for_ms(), row.limit_now, row.tat])
-        })
+        .and_then(|mut s| s.execute(params![name, config, row.config.reuse_for_ms(), row.limit_now, row.tat]))
         .map_err(db_err)?;
     let group_limit_changed = row.config.group_concurrency != q.config.group_concurrency;
     tx.cache_queue(name, row);
@@ -54,20 +48,13 @@ pub(crate) fn put_queue(
 }
 
 /// A queue as the writer sees it (including this batch's uncommitted counts).
-pub(crate) fn queue_info(
-    tx: &mut Tx<'_>,
-    name: &str,
-    now: Millis,
-) -> Result<QueueInfo, StoreError> {
+pub(crate) fn queue_info(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<QueueInfo, StoreError> {
     let q = tx.queue(name, now)?;
     let mut counts = Counts::default();
     let stored: Vec<(i64, i64)> = tx
         .conn
         .prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")
-        .and_then(|mut s| {
-            s.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
+        .and_then(|mut s| s.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_err)?;
     for (state, n) in stored.into_iter().chain(tx.pending_counts(name)) {
         if let Some(st) = JobState::from_code(state) {
@@ -83,25 +70,17 @@ pub(crate) fn queue_info(
     })
 }
 
-pub(crate) fn put_pool(
-    tx: &mut Tx<'_>,
-    name: &str,
-    patch: PoolPatch,
-) -> Result<PoolInfo, StoreError> {
+pub(crate) fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
     check_queue_name("name", name)?;
     patch.validate()?;
-    let mut row = tx.pool(name)?.map(|p| (*p).clone()).unwrap_or(PoolRow {
-        config: Default::default(),
-        limit_now: None,
-    });
+    let mut row = tx
+        .pool(name)?
+        .map(|p| (*p).clone())
+        .unwrap_or(PoolRow { config: Default::default(), limit_now: None });
     row.config.apply(patch);
-    row.limit_now = row.config.adaptive.map(|a| {
-        row.limit_now
-            .unwrap_or(INITIAL_ADAPTIVE_LIMIT)
-            .clamp(a.min, a.max)
-    });
-    let config =
-        serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
+    row.limit_now =
+        row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
+    let config = serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
     tx.conn
         .prepare_cached(
             "INSERT INTO pools (name, config, limit_now) VALUES (?1, ?2, ?3) ON CONFLICT (name) \
@@ -133,9 +112,7 @@ pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
 
 pub(crate) fn pool_queues(tx: &Tx<'_>, pool: &str) -> Result<Vec<String>, StoreError> {
     tx.conn
-        .prepare_cached(
-            "SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name",
-        )
+        .prepare_cached("SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name")
         .and_then(|mut s| s.query_map([pool], |r| r.get(0))?.collect())
         .map_err(db_err)
 }

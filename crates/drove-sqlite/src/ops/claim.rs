@@ -46,9 +46,7 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
 
 fn count_running(tx: &Tx<'_>, queue: &str, cap: i64) -> Result<i64, StoreError> {
     tx.conn
-        .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 2 LIMIT ?2)",
-        )
+        .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 2 LIMIT ?2)")
         .and_then(|mut s| s.query_row(params![queue, cap], |r| r.get(0)))
         .map_err(db_err)
 }
@@ -62,11 +60,7 @@ fn us_to_ms_ceil(us: i64) -> Millis {
     Millis(us.div_euclid(1_000) + i64::from(us.rem_euclid(1_000) != 0))
 }
 
-pub(crate) fn claim(
-    tx: &mut Tx<'_>,
-    req: ClaimRequest,
-    now: Millis,
-) -> Result<ClaimOutcome, StoreError> {
+pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError> {
     req.validate()?;
     let q = tx.queue(&req.queue, now)?;
     let cfg = &q.config;
@@ -74,10 +68,7 @@ pub(crate) fn claim(
         return Ok(ClaimOutcome::default());
     }
     if let Some(h) = q.held_until.filter(|h| *h > now.0) {
-        return Ok(ClaimOutcome {
-            jobs: Vec::new(),
-            retry_at: Some(Millis(h)),
-        });
+        return Ok(ClaimOutcome { jobs: Vec::new(), retry_at: Some(Millis(h)) });
     }
     let mut want = req.max;
     if let Some(cap) = queue_cap(&q) {
@@ -97,10 +88,7 @@ pub(crate) fn claim(
         }
         want = g.granted;
         if want == 0 {
-            return Ok(ClaimOutcome {
-                jobs: Vec::new(),
-                retry_at,
-            });
+            return Ok(ClaimOutcome { jobs: Vec::new(), retry_at });
         }
     }
 
@@ -118,17 +106,9 @@ pub(crate) fn claim(
     );
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        let job = update_returning(
-            tx,
-            &sql,
-            params![id, now.0, token, lease_ms, expires.0, req.worker],
-        )?;
+        let job = update_returning(tx, &sql, params![id, now.0, token, lease_ms, expires.0, req.worker])?;
         tx.changed(&job);
-        jobs.push(Claimed {
-            job,
-            lease: LeaseToken(token),
-            lease_expires_at: expires,
-        });
+        jobs.push(Claimed { job, lease: LeaseToken(token), lease_expires_at: expires });
     }
     let n = jobs.len() as i64;
     tx.moved_n(&req.queue, JobState::Queued, JobState::Running, n);
@@ -185,23 +165,13 @@ fn pick(
         .and_then(|mut s| {
             for row in s.query_map(params![queue, want], |r| Ok((r.get(0)?, r.get(1)?)))? {
                 let (priority, id): (i64, i64) = row?;
-                heap.push(Cand {
-                    priority,
-                    id: Reverse(id),
-                    group: None,
-                });
+                heap.push(Cand { priority, id: Reverse(id), group: None });
             }
             Ok(())
         })
         .map_err(db_err)?;
 
-    let mut groups = OpenGroups {
-        queue,
-        page: Vec::new(),
-        after: None,
-        done: false,
-        page_size: want,
-    };
+    let mut groups = OpenGroups { queue, page: Vec::new(), after: None, done: false, page_size: want };
     let mut opened: Vec<Taken> = Vec::new();
     let mut ids = Vec::with_capacity(want as usize);
     let now_us = now.0.saturating_mul(1_000);
@@ -251,24 +221,14 @@ fn pick(
                  ORDER BY priority DESC, id LIMIT ?3",
             )
             .and_then(|mut s| {
-                for row in s.query_map(params![queue, g.grp, allowance], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })? {
+                for row in s.query_map(params![queue, g.grp, allowance], |r| Ok((r.get(0)?, r.get(1)?)))? {
                     let (priority, id): (i64, i64) = row?;
-                    heap.push(Cand {
-                        priority,
-                        id: Reverse(id),
-                        group: Some(index),
-                    });
+                    heap.push(Cand { priority, id: Reverse(id), group: Some(index) });
                 }
                 Ok(())
             })
             .map_err(db_err)?;
-        opened.push(Taken {
-            grp: g.grp,
-            tat: g.tat,
-            n: 0,
-        });
+        opened.push(Taken { grp: g.grp, tat: g.tat, n: 0 });
     }
     // Groups opened but not taken from still get their row re-derived (cheap, and harmless).
     opened.retain(|t| t.n > 0);

@@ -14,11 +14,7 @@ use crate::writer::Tx;
 /// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
 pub(crate) const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
 
-pub(crate) fn heartbeat(
-    tx: &mut Tx<'_>,
-    hb: Heartbeat,
-    now: Millis,
-) -> Result<HeartbeatAck, StoreError> {
+pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
     hb.validate(tx.st.max_payload)?;
     let progress = hb
         .progress
@@ -54,10 +50,7 @@ pub(crate) fn heartbeat(
     match row {
         Some((expires, cancel, queue, _)) => {
             tx.changed_light(hb.id, &queue, JobState::Running);
-            Ok(HeartbeatAck {
-                lease_expires_at: Millis(expires),
-                cancel_requested: cancel != 0,
-            })
+            Ok(HeartbeatAck { lease_expires_at: Millis(expires), cancel_requested: cancel != 0 })
         }
         None => Err(stale_or_missing(tx, hb.id)?),
     }
@@ -69,11 +62,7 @@ fn stale_or_missing(tx: &Tx<'_>, id: JobId) -> Result<StoreError, StoreError> {
         .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
         .and_then(|mut s| s.exists([id.0]))
         .map_err(db_err)?;
-    Ok(if exists {
-        StoreError::StaleLease
-    } else {
-        StoreError::job_not_found(id)
-    })
+    Ok(if exists { StoreError::StaleLease } else { StoreError::job_not_found(id) })
 }
 
 /// The facts about a job a run's end depends on.
@@ -142,11 +131,7 @@ pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job,
             ),
             params![f.id.0, now.0],
         )?,
-        Outcome::Fail {
-            kind,
-            message,
-            retry_after_ms,
-        } => {
+        Outcome::Fail { kind, message, retry_after_ms } => {
             let error_kind = match kind {
                 FailKind::Retryable | FailKind::Snooze => ErrorKind::Retryable,
                 FailKind::Permanent => ErrorKind::Permanent,
@@ -157,9 +142,7 @@ pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job,
             } else {
                 match kind {
                     FailKind::Permanent => end_failed(tx, f.id, now, error_kind, &message)?,
-                    FailKind::Retryable => {
-                        retry_or_fail(tx, &run, f.id, now, error_kind, &message)?
-                    }
+                    FailKind::Retryable => retry_or_fail(tx, &run, f.id, now, error_kind, &message)?,
                     FailKind::Throttled => {
                         let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
                         hold_scope(tx, &run, now.plus_ms(delay), now)?;
@@ -214,11 +197,7 @@ fn requeue_free(
     delay_ms: i64,
     error: Option<(ErrorKind, &str)>,
 ) -> Result<Job, StoreError> {
-    let state = if delay_ms > 0 {
-        JobState::Scheduled
-    } else {
-        JobState::Queued
-    };
+    let state = if delay_ms > 0 { JobState::Scheduled } else { JobState::Queued };
     update_returning(
         tx,
         &format!(
@@ -252,25 +231,14 @@ pub(crate) fn retry_or_fail_with(
     }
     let backoff = tx.queue(queue, now)?.config.backoff();
     let delay = retry_delay_ms(backoff, attempt, fastrand::f64());
-    let state = if delay > 0 {
-        JobState::Scheduled
-    } else {
-        JobState::Queued
-    };
+    let state = if delay > 0 { JobState::Scheduled } else { JobState::Queued };
     update_returning(
         tx,
         &format!(
             "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, error_kind = ?5, \
              error_message = ?6, error_at = ?2, {END_RUN} WHERE id = ?1 RETURNING {JOB_COLS}"
         ),
-        params![
-            id.0,
-            now.0,
-            state.code(),
-            now.plus_ms(delay).0,
-            kind.code(),
-            message
-        ],
+        params![id.0, now.0, state.code(), now.plus_ms(delay).0, kind.code(), message],
     )
 }
 
@@ -282,14 +250,7 @@ fn retry_or_fail(
     kind: ErrorKind,
     message: &str,
 ) -> Result<Job, StoreError> {
-    retry_or_fail_with(
-        tx,
-        id,
-        &run.queue,
-        (run.attempt, run.max_attempts),
-        now,
-        (kind, message),
-    )
+    retry_or_fail_with(tx, id, &run.queue, (run.attempt, run.max_attempts), now, (kind, message))
 }
 
 pub(crate) fn end_failed(
@@ -336,9 +297,7 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
         JobState::Scheduled | JobState::Queued => {
             let done = update_returning(
                 tx,
-                &format!(
-                    "UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1 RETURNING {JOB_COLS}"
-                ),
+                &format!("UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1 RETURNING {JOB_COLS}"),
                 params![id.0, now.0],
             )?;
             tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
@@ -358,11 +317,7 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
             tx.changed(&marked);
             Ok(marked)
         }
-        state => Err(StoreError::WrongState {
-            job: id,
-            state,
-            action: "cancel",
-        }),
+        state => Err(StoreError::WrongState { job: id, state, action: "cancel" }),
     }
 }
 
@@ -371,19 +326,12 @@ pub(crate) fn retry(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Stor
         return Err(StoreError::job_not_found(id));
     };
     if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-        return Err(StoreError::WrongState {
-            job: id,
-            state: job.state,
-            action: "retry",
-        });
+        return Err(StoreError::WrongState { job: id, state: job.state, action: "retry" });
     }
     if let Some(key) = &job.key
         && let Some(live) = find_live(tx, &job.queue, key)?
     {
-        return Err(StoreError::KeyConflict {
-            key: key.clone(),
-            job: live.id,
-        });
+        return Err(StoreError::KeyConflict { key: key.clone(), job: live.id });
     }
     let queued = update_returning(
         tx,

@@ -11,12 +11,7 @@ use crate::row::db_err;
 use crate::writer::Tx;
 
 /// Re-derives one group's head, running count and `open` flag.
-pub(crate) fn refresh_group(
-    tx: &mut Tx<'_>,
-    queue: &str,
-    grp: &str,
-    now: Millis,
-) -> Result<(), StoreError> {
+pub(crate) fn refresh_group(tx: &mut Tx<'_>, queue: &str, grp: &str, now: Millis) -> Result<(), StoreError> {
     let cap = tx.queue(queue, now)?.config.group_concurrency;
     let head: Option<(i64, i64)> = tx
         .conn
@@ -24,10 +19,7 @@ pub(crate) fn refresh_group(
             "SELECT priority, id FROM jobs WHERE queue = ?1 AND grp = ?2 AND state = 1 \
              ORDER BY priority DESC, id LIMIT 1",
         )
-        .and_then(|mut s| {
-            s.query_row(params![queue, grp], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row(params![queue, grp], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_err)?;
     // Running jobs only matter against a cap, and never need counting past it.
     let running: i64 = match cap {
@@ -63,26 +55,13 @@ pub(crate) fn refresh_group(
              head_priority = excluded.head_priority, head_id = excluded.head_id, \
              running = excluded.running, open = excluded.open",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                queue,
-                grp,
-                head.map(|h| h.0),
-                head.map(|h| h.1),
-                running,
-                open
-            ])
-        })
+        .and_then(|mut s| s.execute(params![queue, grp, head.map(|h| h.0), head.map(|h| h.1), running, open]))
         .map_err(db_err)?;
     Ok(())
 }
 
 /// Re-derives every group of a queue (after its group limit changed).
-pub(crate) fn refresh_all_groups(
-    tx: &mut Tx<'_>,
-    queue: &str,
-    now: Millis,
-) -> Result<(), StoreError> {
+pub(crate) fn refresh_all_groups(tx: &mut Tx<'_>, queue: &str, now: Millis) -> Result<(), StoreError> {
     let groups: Vec<String> = tx
         .conn
         .prepare_cached("SELECT grp FROM groups WHERE queue = ?1")
@@ -95,12 +74,7 @@ pub(crate) fn refresh_all_groups(
 }
 
 /// Holds a group until `until` (a throttled outcome): no job of it starts before then.
-pub(crate) fn hold_group(
-    tx: &Tx<'_>,
-    queue: &str,
-    grp: &str,
-    until: Millis,
-) -> Result<(), StoreError> {
+pub(crate) fn hold_group(tx: &Tx<'_>, queue: &str, grp: &str, until: Millis) -> Result<(), StoreError> {
     tx.conn
         .prepare_cached(
             "INSERT INTO groups (queue, grp, held_until) VALUES (?1, ?2, ?3) \

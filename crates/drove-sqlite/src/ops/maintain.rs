@@ -18,10 +18,7 @@ pub(crate) fn promote(tx: &mut Tx<'_>, now: Millis, limit: usize) -> Result<usiz
              AND run_at <= ?1 ORDER BY run_at LIMIT ?2) RETURNING id, queue, grp",
         )
         .and_then(|mut s| {
-            s.query_map(params![now.0, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect()
+            s.query_map(params![now.0, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
         })
         .map_err(db_err)?;
     let mut groups: Vec<(&str, &str)> = Vec::new();
@@ -51,15 +48,7 @@ pub(crate) fn reap(tx: &mut Tx<'_>, now: Millis, limit: usize) -> Result<usize, 
         )
         .and_then(|mut s| {
             s.query_map(params![now.0, limit as i64], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
             })?
             .collect()
         })
@@ -67,27 +56,14 @@ pub(crate) fn reap(tx: &mut Tx<'_>, now: Millis, limit: usize) -> Result<usize, 
     for (id, deadline, cancel_requested, attempt, max_attempts, queue, timeout_ms) in &due {
         let id = JobId(*id);
         let (kind, message) = if deadline.is_some_and(|d| d <= now.0) {
-            (
-                ErrorKind::Timeout,
-                format!("timed out after {} ms", timeout_ms.unwrap_or(0)),
-            )
+            (ErrorKind::Timeout, format!("timed out after {} ms", timeout_ms.unwrap_or(0)))
         } else {
-            (
-                ErrorKind::Lost,
-                "the lease expired: the worker stopped heartbeating".to_owned(),
-            )
+            (ErrorKind::Lost, "the lease expired: the worker stopped heartbeating".to_owned())
         };
         let job = if *cancel_requested != 0 {
             end_cancelled(tx, id, now, Some((kind, &message)))?
         } else {
-            retry_or_fail_with(
-                tx,
-                id,
-                queue,
-                (*attempt, *max_attempts),
-                now,
-                (kind, &message),
-            )?
+            retry_or_fail_with(tx, id, queue, (*attempt, *max_attempts), now, (kind, &message))?
         };
         after_run(tx, &job, now)?;
     }
@@ -111,10 +87,8 @@ pub(crate) fn prune(
              ORDER BY j.finished_at LIMIT ?3) RETURNING queue, state",
         )
         .and_then(|mut s| {
-            s.query_map(params![now.0 - retention_ms, now.0, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
+            s.query_map(params![now.0 - retention_ms, now.0, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
         .map_err(db_err)?;
     for (queue, state) in &gone {

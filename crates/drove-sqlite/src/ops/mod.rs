@@ -24,10 +24,7 @@ pub(crate) fn update_returning(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Job, StoreError> {
-    tx.conn
-        .prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params, job_from_row))
-        .map_err(db_err)
+    tx.conn.prepare_cached(sql).and_then(|mut s| s.query_row(params, job_from_row)).map_err(db_err)
 }
 
 pub(crate) fn load_job(tx: &Tx<'_>, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -8,20 +8,11 @@ use super::{find_live, group::refresh_group, update_returning};
 use crate::row::{JOB_COLS, db_err, job_from_row};
 use crate::writer::Tx;
 
-pub(crate) fn submit(
-    tx: &mut Tx<'_>,
-    jobs: Vec<NewJob>,
-    now: Millis,
-) -> Result<Vec<Submitted>, StoreError> {
+pub(crate) fn submit(tx: &mut Tx<'_>, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError> {
     let many = jobs.len() > 1;
     for (i, job) in jobs.iter().enumerate() {
-        job.validate(tx.st.max_payload).map_err(|e| {
-            StoreError::Invalid(if many {
-                e.within(&format!("jobs[{i}]"))
-            } else {
-                e
-            })
-        })?;
+        job.validate(tx.st.max_payload)
+            .map_err(|e| StoreError::Invalid(if many { e.within(&format!("jobs[{i}]")) } else { e }))?;
     }
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -35,39 +26,22 @@ fn submit_one(tx: &mut Tx<'_>, new: NewJob, now: Millis) -> Result<Submitted, St
     if let Some(key) = &new.key {
         if let Some(live) = find_live(tx, &new.queue, key)? {
             return match new.on_conflict {
-                OnConflict::Join => Ok(Submitted {
-                    job: live,
-                    created: false,
-                }),
-                OnConflict::Reject => Err(StoreError::KeyConflict {
-                    key: key.clone(),
-                    job: live.id,
-                }),
+                OnConflict::Join => Ok(Submitted { job: live, created: false }),
+                OnConflict::Reject => Err(StoreError::KeyConflict { key: key.clone(), job: live.id }),
                 OnConflict::Replace => replace(tx, live, new, now),
             };
         }
-        let reuse = new
-            .reuse_for_ms
-            .unwrap_or_else(|| queue.config.reuse_for_ms());
+        let reuse = new.reuse_for_ms.unwrap_or_else(|| queue.config.reuse_for_ms());
         if reuse > 0
             && let Some(done) = find_reusable(tx, &new.queue, key, now.minus_ms(reuse))?
         {
-            return Ok(Submitted {
-                job: done,
-                created: false,
-            });
+            return Ok(Submitted { job: done, created: false });
         }
     }
 
     let run_at = new.run_at.unwrap_or(now);
-    let state = if run_at <= now {
-        JobState::Queued
-    } else {
-        JobState::Scheduled
-    };
-    let max_attempts = new
-        .max_attempts
-        .unwrap_or_else(|| queue.config.max_attempts());
+    let state = if run_at <= now { JobState::Queued } else { JobState::Scheduled };
+    let max_attempts = new.max_attempts.unwrap_or_else(|| queue.config.max_attempts());
     let timeout_ms = new.timeout_ms.or(queue.config.timeout_ms);
     let id = tx.alloc_id();
     tx.conn
@@ -132,31 +106,17 @@ fn submit_one(tx: &mut Tx<'_>, new: NewJob, now: Millis) -> Result<Submitted, St
 /// priority; a running one is joined unchanged.
 fn replace(tx: &mut Tx<'_>, live: Job, new: NewJob, now: Millis) -> Result<Submitted, StoreError> {
     if !matches!(live.state, JobState::Scheduled | JobState::Queued) {
-        return Ok(Submitted {
-            job: live,
-            created: false,
-        });
+        return Ok(Submitted { job: live, created: false });
     }
     let run_at = new.run_at.unwrap_or(now);
-    let state = if run_at <= now {
-        JobState::Queued
-    } else {
-        JobState::Scheduled
-    };
+    let state = if run_at <= now { JobState::Queued } else { JobState::Scheduled };
     let job = update_returning(
         tx,
         &format!(
             "UPDATE jobs SET payload = ?2, run_at = ?3, priority = ?4, state = ?5, \
              kind = coalesce(?6, kind) WHERE id = ?1 RETURNING {JOB_COLS}"
         ),
-        params![
-            live.id.0,
-            new.payload.get(),
-            run_at.0,
-            new.priority,
-            state.code(),
-            new.kind
-        ],
+        params![live.id.0, new.payload.get(), run_at.0, new.priority, state.code(), new.kind],
     )?;
     if live.state != state {
         tx.moved(&job.queue, Some(live.state), Some(state));
@@ -168,27 +128,16 @@ fn replace(tx: &mut Tx<'_>, live: Job, new: NewJob, now: Millis) -> Result<Submi
         tx.ready(&job.queue);
     }
     tx.changed(&job);
-    Ok(Submitted {
-        job,
-        created: false,
-    })
+    Ok(Submitted { job, created: false })
 }
 
 /// The newest job with `key` that succeeded at or after `since`.
-fn find_reusable(
-    tx: &Tx<'_>,
-    queue: &str,
-    key: &str,
-    since: Millis,
-) -> Result<Option<Job>, StoreError> {
+fn find_reusable(tx: &Tx<'_>, queue: &str, key: &str, since: Millis) -> Result<Option<Job>, StoreError> {
     tx.conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLS} FROM jobs WHERE key = ?2 AND queue = ?1 AND state = 3 \
              AND finished_at >= ?3 ORDER BY id DESC LIMIT 1"
         ))
-        .and_then(|mut s| {
-            s.query_row(params![queue, key, since.0], job_from_row)
-                .optional()
-        })
+        .and_then(|mut s| s.query_row(params![queue, key, since.0], job_from_row).optional())
         .map_err(db_err)
 }

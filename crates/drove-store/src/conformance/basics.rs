@@ -30,10 +30,7 @@ pub async fn submit_with_future_run_at_is_scheduled_until_promoted(s: Arc<dyn St
     let id = submit(&*s, j, T0).await.job.id;
     assert_eq!(get(&*s, id).await.state, JobState::Scheduled);
     assert_eq!(s.next_due().await.unwrap().0, Some(at(5_000)));
-    assert!(
-        claim(&*s, "q", 10, at(6_000)).await.is_empty(),
-        "not claimable before promotion"
-    );
+    assert!(claim(&*s, "q", 10, at(6_000)).await.is_empty(), "not claimable before promotion");
     assert_eq!(s.promote(at(4_999), 100).await.unwrap(), 0);
     assert_eq!(get(&*s, id).await.state, JobState::Scheduled);
     assert_eq!(s.promote(at(5_000), 100).await.unwrap(), 1);
@@ -45,40 +42,24 @@ pub async fn submit_with_future_run_at_is_scheduled_until_promoted(s: Arc<dyn St
 pub async fn invalid_entry_rejects_the_whole_batch_and_writes_nothing(s: Arc<dyn Store>) {
     let mut bad = job("q");
     bad.key = Some(String::new());
-    let err = s
-        .submit(vec![job("q"), bad, job("q")], T0)
-        .await
-        .unwrap_err();
+    let err = s.submit(vec![job("q"), bad, job("q")], T0).await.unwrap_err();
     match err {
         StoreError::Invalid(v) => assert_eq!(v.field, "jobs[1].key"),
         other => panic!("expected Invalid, got {other:?}"),
     }
     let err = s.submit(vec![job("not a queue")], T0).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(ref v) if v.field == "queue"),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "queue"), "{err:?}");
     let mut neg = job("q");
     neg.max_attempts = Some(0);
-    assert!(matches!(
-        s.submit(vec![neg], T0).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(s.submit(vec![neg], T0).await, Err(StoreError::Invalid(_))));
     let page = s.list_jobs(JobFilter::default(), 100, None).await.unwrap();
-    assert!(
-        page.jobs.is_empty(),
-        "nothing half-written: {:?}",
-        page.jobs
-    );
+    assert!(page.jobs.is_empty(), "nothing half-written: {:?}", page.jobs);
 }
 
 pub async fn oversized_payload_is_rejected(s: Arc<dyn Store>) {
     let big = format!("\"{}\"", "x".repeat(s.max_payload()));
     let err = s.submit(vec![job_with("q", &big)], T0).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Invalid(ref v) if v.field == "payload"),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "payload"), "{err:?}");
 }
 
 pub async fn job_ids_increase(s: Arc<dyn Store>) {
@@ -88,10 +69,7 @@ pub async fn job_ids_increase(s: Arc<dyn Store>) {
         assert!(last.is_none_or(|l| id > l), "{id} after {last:?}");
         last = Some(id);
     }
-    let many = s
-        .submit((0..50).map(|_| job("q")).collect(), at(100))
-        .await
-        .unwrap();
+    let many = s.submit((0..50).map(|_| job("q")).collect(), at(100)).await.unwrap();
     for w in many.windows(2) {
         assert!(w[1].job.id > w[0].job.id);
     }
@@ -104,40 +82,24 @@ pub async fn claim_orders_by_priority_then_fifo(s: Arc<dyn Store>) {
         j.priority = prio;
         ids.push(submit(&*s, j, at(i as i64)).await.job.id);
     }
-    let order: Vec<_> = claim(&*s, "q", 10, at(10))
-        .await
-        .into_iter()
-        .map(|c| c.job.id)
-        .collect();
+    let order: Vec<_> = claim(&*s, "q", 10, at(10)).await.into_iter().map(|c| c.job.id).collect();
     assert_eq!(order, vec![ids[5], ids[1], ids[3], ids[0], ids[2], ids[4]]);
 }
 
 pub async fn claim_respects_max_and_empty_queue_returns_nothing(s: Arc<dyn Store>) {
     assert!(claim(&*s, "empty", 5, T0).await.is_empty());
-    s.submit((0..7).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..7).map(|_| job("q")).collect(), T0).await.unwrap();
     assert_eq!(claim(&*s, "q", 3, at(1)).await.len(), 3);
     assert_eq!(claim(&*s, "q", 3, at(2)).await.len(), 3);
     assert_eq!(claim(&*s, "q", 3, at(3)).await.len(), 1);
     assert!(claim(&*s, "q", 3, at(4)).await.is_empty());
-    let bad = ClaimRequest {
-        queue: "q".into(),
-        worker: "w".into(),
-        max: 0,
-        lease_ms: None,
-    };
+    let bad = ClaimRequest { queue: "q".into(), worker: "w".into(), max: 0, lease_ms: None };
     assert!(matches!(s.claim(bad, T0).await, Err(StoreError::Invalid(ref v)) if v.field == "max"));
 }
 
 pub async fn claim_counts_the_attempt_and_leases(s: Arc<dyn Store>) {
     let id = submit(&*s, job("q"), T0).await.job.id;
-    let req = ClaimRequest {
-        queue: "q".into(),
-        worker: "worker-7".into(),
-        max: 1,
-        lease_ms: Some(30_000),
-    };
+    let req = ClaimRequest { queue: "q".into(), worker: "worker-7".into(), max: 1, lease_ms: Some(30_000) };
     let c = s.claim(req, at(10)).await.unwrap().jobs.pop().unwrap();
     assert_eq!(c.job.id, id);
     assert_eq!(c.job.state, JobState::Running);
@@ -158,13 +120,7 @@ pub async fn queue_exists_from_first_submit_claim_or_put(s: Arc<dyn Store>) {
     submit(&*s, job("a"), T0).await;
     claim(&*s, "b", 1, T0).await;
     set_queue(&*s, "c", r#"{"concurrency": 3}"#, T0).await;
-    let names: Vec<_> = s
-        .list_queues()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.name)
-        .collect();
+    let names: Vec<_> = s.list_queues().await.unwrap().into_iter().map(|q| q.name).collect();
     assert_eq!(names, vec!["a", "b", "c"]);
     let c = s.get_queue("c").await.unwrap().unwrap();
     assert_eq!(c.config.concurrency, Some(3));
@@ -185,9 +141,7 @@ pub async fn paused_queue_hands_out_nothing_until_resumed(s: Arc<dyn Store>) {
 
 pub async fn queue_concurrency_caps_running_jobs(s: Arc<dyn Store>) {
     set_queue(&*s, "q", r#"{"concurrency": 2}"#, T0).await;
-    s.submit((0..5).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..5).map(|_| job("q")).collect(), T0).await.unwrap();
     let first = claim(&*s, "q", 5, at(1)).await;
     assert_eq!(first.len(), 2);
     assert!(claim(&*s, "q", 5, at(2)).await.is_empty());
@@ -204,24 +158,13 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
     let mut later = job("q");
     later.run_at = Some(at(1_000_000));
     let scheduled = submit(&*s, later, T0).await.job.id;
-    s.submit((0..6).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..6).map(|_| job("q")).collect(), T0).await.unwrap();
     let c = claim(&*s, "q", 4, at(1)).await;
     complete(&*s, &c[0], "null", at(2)).await.unwrap();
-    fail(&*s, &c[1], FailKind::Permanent, None, at(2))
-        .await
-        .unwrap();
+    fail(&*s, &c[1], FailKind::Permanent, None, at(2)).await.unwrap();
     s.cancel(scheduled, at(3)).await.unwrap();
     let queued = s
-        .list_jobs(
-            JobFilter {
-                state: Some(JobState::Queued),
-                ..Default::default()
-            },
-            10,
-            None,
-        )
+        .list_jobs(JobFilter { state: Some(JobState::Queued), ..Default::default() }, 10, None)
         .await
         .unwrap();
     s.cancel(queued.jobs[0].id, at(3)).await.unwrap();
@@ -231,11 +174,7 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
     for st in JobState::ALL {
         let page = s
             .list_jobs(
-                JobFilter {
-                    queue: Some("q".into()),
-                    state: Some(st),
-                    ..Default::default()
-                },
+                JobFilter { queue: Some("q".into()), state: Some(st), ..Default::default() },
                 100,
                 None,
             )
@@ -244,29 +183,12 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
         expect.add(st, page.jobs.len() as i64);
     }
     assert_eq!(info.counts, expect);
-    assert_eq!(
-        expect,
-        Counts {
-            scheduled: 0,
-            queued: 2,
-            running: 2,
-            succeeded: 1,
-            failed: 0,
-            cancelled: 2
-        }
-    );
+    assert_eq!(expect, Counts { scheduled: 0, queued: 2, running: 2, succeeded: 1, failed: 0, cancelled: 2 });
     assert_eq!(s.prune(at(1_000_000_000), 0, 100).await.unwrap(), 3);
     let info = s.get_queue("q").await.unwrap().unwrap();
     assert_eq!(
         info.counts,
-        Counts {
-            scheduled: 0,
-            queued: 2,
-            running: 2,
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0
-        }
+        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 0, failed: 0, cancelled: 0 }
     );
 }
 
@@ -294,17 +216,8 @@ pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
     expect.reverse();
     assert_eq!(seen, expect);
     // Each filter alone and combined.
-    let by_queue = s
-        .list_jobs(
-            JobFilter {
-                queue: Some("odd".into()),
-                ..Default::default()
-            },
-            100,
-            None,
-        )
-        .await
-        .unwrap();
+    let by_queue =
+        s.list_jobs(JobFilter { queue: Some("odd".into()), ..Default::default() }, 100, None).await.unwrap();
     assert_eq!(by_queue.jobs.len(), 12);
     assert!(by_queue.jobs.iter().all(|j| j.queue == "odd"));
     assert!(by_queue.jobs.windows(2).all(|w| w[0].id > w[1].id));
@@ -313,47 +226,16 @@ pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
     assert_eq!(c.job.key.as_deref(), Some("k1"));
     complete(&*s, &c, "null", at(51)).await.unwrap();
     let again = submit(&*s, job("odd").with_key("k1"), at(52)).await.job.id;
-    let by_key = s
-        .list_jobs(
-            JobFilter {
-                key: Some("k1".into()),
-                ..Default::default()
-            },
-            100,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        by_key.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![again, ids[1]]
-    );
-    let by_group = s
-        .list_jobs(
-            JobFilter {
-                group: Some("g1".into()),
-                ..Default::default()
-            },
-            3,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        by_group.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![ids[22], ids[19], ids[16]]
-    );
+    let by_key =
+        s.list_jobs(JobFilter { key: Some("k1".into()), ..Default::default() }, 100, None).await.unwrap();
+    assert_eq!(by_key.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![again, ids[1]]);
+    let by_group =
+        s.list_jobs(JobFilter { group: Some("g1".into()), ..Default::default() }, 3, None).await.unwrap();
+    assert_eq!(by_group.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[22], ids[19], ids[16]]);
     assert_eq!(by_group.next_before, Some(ids[16]));
     claim(&*s, "even", 4, at(100)).await;
     let running = s
-        .list_jobs(
-            JobFilter {
-                state: Some(JobState::Running),
-                ..Default::default()
-            },
-            100,
-            None,
-        )
+        .list_jobs(JobFilter { state: Some(JobState::Running), ..Default::default() }, 100, None)
         .await
         .unwrap();
     assert_eq!(running.jobs.len(), 4);
@@ -364,9 +246,11 @@ pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
         key: None,
     };
     let page = s.list_jobs(combined, 100, None).await.unwrap();
-    assert!(page.jobs.iter().all(|j| j.queue == "even"
-        && j.state == JobState::Queued
-        && j.group.as_deref() == Some("g0")));
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.queue == "even" && j.state == JobState::Queued && j.group.as_deref() == Some("g0"))
+    );
     assert!(!page.jobs.is_empty());
 }
 
@@ -387,17 +271,7 @@ pub async fn prune_deletes_old_finished_jobs_but_keeps_reusable_successes(s: Arc
     let left = s.list_jobs(JobFilter::default(), 100, None).await.unwrap();
     assert_eq!(left.jobs.len(), 2);
     assert!(left.jobs.iter().any(|j| j.key.as_deref() == Some("k")));
-    assert!(
-        left.jobs.iter().any(|j| j.id == running),
-        "active jobs are never pruned"
-    );
+    assert!(left.jobs.iter().any(|j| j.id == running), "active jobs are never pruned");
     assert_eq!(s.prune(at(200_000), 10_000, 100).await.unwrap(), 1);
-    assert_eq!(
-        s.list_jobs(JobFilter::default(), 100, None)
-            .await
-            .unwrap()
-            .jobs
-            .len(),
-        1
-    );
+    assert_eq!(s.list_jobs(JobFilter::default(), 100, None).await.unwrap().jobs.len(), 1);
 }

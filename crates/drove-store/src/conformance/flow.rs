@@ -6,25 +6,12 @@ use super::*;
 use crate::LimitScope;
 
 fn req(queue: &str, max: i64) -> ClaimRequest {
-    ClaimRequest {
-        queue: queue.into(),
-        worker: "w".into(),
-        max,
-        lease_ms: None,
-    }
+    ClaimRequest { queue: queue.into(), worker: "w".into(), max, lease_ms: None }
 }
 
 pub async fn rate_limit_spaces_starts_and_says_when_to_retry(s: Arc<dyn Store>) {
-    set_queue(
-        &*s,
-        "q",
-        r#"{"rate": {"limit": 10, "period_ms": 1000, "burst": 3}}"#,
-        T0,
-    )
-    .await;
-    s.submit((0..5).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    set_queue(&*s, "q", r#"{"rate": {"limit": 10, "period_ms": 1000, "burst": 3}}"#, T0).await;
+    s.submit((0..5).map(|_| job("q")).collect(), T0).await.unwrap();
     let first = s.claim(req("q", 5), T0).await.unwrap();
     assert_eq!(first.jobs.len(), 3, "the burst");
     assert_eq!(first.retry_at, Some(at(100)));
@@ -36,13 +23,7 @@ pub async fn rate_limit_spaces_starts_and_says_when_to_retry(s: Arc<dyn Store>) 
 }
 
 pub async fn group_rate_limits_each_group_apart(s: Arc<dyn Store>) {
-    set_queue(
-        &*s,
-        "q",
-        r#"{"group_rate": {"limit": 1, "period_ms": 1000}}"#,
-        T0,
-    )
-    .await;
+    set_queue(&*s, "q", r#"{"group_rate": {"limit": 1, "period_ms": 1000}}"#, T0).await;
     let mut batch = Vec::new();
     for g in ["a", "b"] {
         for _ in 0..3 {
@@ -55,39 +36,20 @@ pub async fn group_rate_limits_each_group_apart(s: Arc<dyn Store>) {
     let early = s.claim(req("q", 10), at(500)).await.unwrap();
     assert!(early.jobs.is_empty());
     assert_eq!(early.retry_at, Some(at(1_000)));
-    assert_eq!(
-        s.claim(req("q", 10), at(1_000)).await.unwrap().jobs.len(),
-        2
-    );
+    assert_eq!(s.claim(req("q", 10), at(1_000)).await.unwrap().jobs.len(), 2);
 }
 
 pub async fn adaptive_limit_in_force_caps_claims(s: Arc<dyn Store>) {
     let info = set_queue(&*s, "q", r#"{"adaptive": {"min": 1, "max": 10}}"#, T0).await;
-    assert_eq!(
-        info.limit_now,
-        Some(10),
-        "starts at the initial limit, within the bounds"
-    );
-    s.submit((0..20).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
-    s.set_limit(LimitScope::Queue("q".into()), Some(2))
-        .await
-        .unwrap();
+    assert_eq!(info.limit_now, Some(10), "starts at the initial limit, within the bounds");
+    s.submit((0..20).map(|_| job("q")).collect(), T0).await.unwrap();
+    s.set_limit(LimitScope::Queue("q".into()), Some(2)).await.unwrap();
     assert_eq!(s.get_queue("q").await.unwrap().unwrap().limit_now, Some(2));
     assert_eq!(claim(&*s, "q", 10, at(1)).await.len(), 2);
-    s.set_limit(LimitScope::Queue("q".into()), Some(3))
-        .await
-        .unwrap();
+    s.set_limit(LimitScope::Queue("q".into()), Some(3)).await.unwrap();
     assert_eq!(claim(&*s, "q", 10, at(2)).await.len(), 1);
-    s.set_limit(LimitScope::Queue("q".into()), Some(50))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.get_queue("q").await.unwrap().unwrap().limit_now,
-        Some(10),
-        "clamped to max"
-    );
+    s.set_limit(LimitScope::Queue("q".into()), Some(50)).await.unwrap();
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().limit_now, Some(10), "clamped to max");
     // A fixed concurrency below the adaptive limit wins.
     set_queue(&*s, "q", r#"{"concurrency": 4}"#, at(3)).await;
     assert_eq!(claim(&*s, "q", 10, at(4)).await.len(), 1);

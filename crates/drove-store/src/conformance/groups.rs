@@ -12,12 +12,7 @@ pub async fn group_concurrency_one_runs_a_group_in_order(s: Arc<dyn Store>) {
     set_queue(&*s, "joins", r#"{"group_concurrency": 1}"#, T0).await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        ids.push(
-            submit(&*s, grouped("joins", "room:7", &i.to_string()), at(i))
-                .await
-                .job
-                .id,
-        );
+        ids.push(submit(&*s, grouped("joins", "room:7", &i.to_string()), at(i)).await.job.id);
     }
     let mut order = Vec::new();
     for step in 0..4 {
@@ -34,9 +29,7 @@ pub async fn busy_group_does_not_hold_back_other_groups(s: Arc<dyn Store>) {
     set_queue(&*s, "q", r#"{"group_concurrency": 1}"#, T0).await;
     // A long backlog in one group, submitted first, then one job in each of three other groups
     // and two jobs with no group.
-    let batch: Vec<NewJob> = (0..200)
-        .map(|i| grouped("q", "hot", &i.to_string()))
-        .collect();
+    let batch: Vec<NewJob> = (0..200).map(|i| grouped("q", "hot", &i.to_string())).collect();
     s.submit(batch, T0).await.unwrap();
     for g in ["a", "b", "c"] {
         submit(&*s, grouped("q", g, "1"), at(1)).await;
@@ -47,14 +40,7 @@ pub async fn busy_group_does_not_hold_back_other_groups(s: Arc<dyn Store>) {
     groups.sort();
     assert_eq!(
         groups,
-        vec![
-            None,
-            None,
-            Some("a".into()),
-            Some("b".into()),
-            Some("c".into()),
-            Some("hot".into())
-        ]
+        vec![None, None, Some("a".into()), Some("b".into()), Some("c".into()), Some("hot".into())]
     );
     // The hot group's first job went first (FIFO across the queue within limits).
     assert_eq!(got[0].job.group.as_deref(), Some("hot"));
@@ -63,10 +49,7 @@ pub async fn busy_group_does_not_hold_back_other_groups(s: Arc<dyn Store>) {
     let mut urgent = grouped("q", "hot", "\"urgent\"");
     urgent.priority = 9;
     submit(&*s, urgent, at(4)).await;
-    let hot = got
-        .iter()
-        .find(|c| c.job.group.as_deref() == Some("hot"))
-        .unwrap();
+    let hot = got.iter().find(|c| c.job.group.as_deref() == Some("hot")).unwrap();
     complete(&*s, hot, "null", at(5)).await.unwrap();
     let next = claim(&*s, "q", 100, at(6)).await;
     assert_eq!(next.len(), 1);
@@ -74,17 +57,11 @@ pub async fn busy_group_does_not_hold_back_other_groups(s: Arc<dyn Store>) {
 }
 
 pub async fn group_limit_change_applies_to_existing_groups(s: Arc<dyn Store>) {
-    s.submit((0..6).map(|_| grouped("q", "g", "0")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..6).map(|_| grouped("q", "g", "0")).collect(), T0).await.unwrap();
     let first = claim(&*s, "q", 2, at(1)).await;
     assert_eq!(first.len(), 2, "no group limit yet");
     set_queue(&*s, "q", r#"{"group_concurrency": 3}"#, at(2)).await;
-    assert_eq!(
-        claim(&*s, "q", 10, at(3)).await.len(),
-        1,
-        "2 running + 1 = the new limit"
-    );
+    assert_eq!(claim(&*s, "q", 10, at(3)).await.len(), 1, "2 running + 1 = the new limit");
     set_queue(&*s, "q", r#"{"group_concurrency": 4}"#, at(4)).await;
     assert_eq!(claim(&*s, "q", 10, at(5)).await.len(), 1);
     set_queue(&*s, "q", r#"{"group_concurrency": null}"#, at(6)).await;
@@ -93,8 +70,6 @@ pub async fn group_limit_change_applies_to_existing_groups(s: Arc<dyn Store>) {
 
 pub async fn jobs_without_group_are_not_group_limited(s: Arc<dyn Store>) {
     set_queue(&*s, "q", r#"{"group_concurrency": 1}"#, T0).await;
-    s.submit((0..5).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..5).map(|_| job("q")).collect(), T0).await.unwrap();
     assert_eq!(claim(&*s, "q", 10, at(1)).await.len(), 5);
 }

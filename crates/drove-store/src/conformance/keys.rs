@@ -16,33 +16,16 @@ pub async fn submit_with_live_key_joins_existing(s: Arc<dyn Store>) {
     let second = submit(&*s, keyed("q", "user:42", "2"), at(1)).await;
     assert!(!second.created);
     assert_eq!(second.job.id, first.job.id);
-    assert_eq!(
-        second.job.payload.get(),
-        "1",
-        "join leaves the job unchanged"
-    );
+    assert_eq!(second.job.payload.get(), "1", "join leaves the job unchanged");
     // Running jobs hold the key too; other queues and other keys do not collide.
     claim(&*s, "q", 1, at(2)).await;
-    assert_eq!(
-        submit(&*s, keyed("q", "user:42", "3"), at(3)).await.job.id,
-        first.job.id
-    );
-    assert!(
-        submit(&*s, keyed("other", "user:42", "4"), at(4))
-            .await
-            .created
-    );
+    assert_eq!(submit(&*s, keyed("q", "user:42", "3"), at(3)).await.job.id, first.job.id);
+    assert!(submit(&*s, keyed("other", "user:42", "4"), at(4)).await.created);
     assert!(submit(&*s, keyed("q", "user:43", "5"), at(5)).await.created);
 }
 
 pub async fn later_entry_in_a_batch_joins_an_earlier_one(s: Arc<dyn Store>) {
-    let out = s
-        .submit(
-            vec![keyed("q", "k", "1"), job("q"), keyed("q", "k", "2")],
-            T0,
-        )
-        .await
-        .unwrap();
+    let out = s.submit(vec![keyed("q", "k", "1"), job("q"), keyed("q", "k", "2")], T0).await.unwrap();
     assert!(out[0].created && out[1].created && !out[2].created);
     assert_eq!(out[2].job.id, out[0].job.id);
 }
@@ -51,10 +34,7 @@ pub async fn reject_with_active_key_fails_the_whole_batch(s: Arc<dyn Store>) {
     let held = submit(&*s, keyed("q", "k", "1"), T0).await.job.id;
     let mut rejecting = keyed("q", "k", "2");
     rejecting.on_conflict = OnConflict::Reject;
-    let err = s
-        .submit(vec![job("q"), rejecting.clone()], at(1))
-        .await
-        .unwrap_err();
+    let err = s.submit(vec![job("q"), rejecting.clone()], at(1)).await.unwrap_err();
     match err {
         StoreError::KeyConflict { key, job } => {
             assert_eq!(key, "k");
@@ -63,11 +43,7 @@ pub async fn reject_with_active_key_fails_the_whole_batch(s: Arc<dyn Store>) {
         other => panic!("expected KeyConflict, got {other:?}"),
     }
     let all = s.list_jobs(Default::default(), 100, None).await.unwrap();
-    assert_eq!(
-        all.jobs.len(),
-        1,
-        "the first entry of the rejected batch was not kept"
-    );
+    assert_eq!(all.jobs.len(), 1, "the first entry of the rejected batch was not kept");
     // Once the holder succeeded, a reusable success is still returned (200), not a conflict.
     set_queue(&*s, "q", r#"{"reuse_for_ms": 60000}"#, at(2)).await;
     let c = claim(&*s, "q", 1, at(3)).await.pop().unwrap();
@@ -115,9 +91,7 @@ pub async fn replace_joins_a_running_job_unchanged(s: Arc<dyn Store>) {
 pub async fn reuse_returns_a_recent_success_within_its_window(s: Arc<dyn Store>) {
     let first = submit(&*s, keyed("q", "k", "1"), T0).await.job.id;
     let c = claim(&*s, "q", 1, at(1)).await.pop().unwrap();
-    complete(&*s, &c, r#"{"answer":42}"#, at(1_000))
-        .await
-        .unwrap();
+    complete(&*s, &c, r#"{"answer":42}"#, at(1_000)).await.unwrap();
     // Without reuse, a finished job does not block: a new job is created.
     let second = submit(&*s, keyed("q", "k", "2"), at(2_000)).await;
     assert!(second.created);
@@ -127,37 +101,23 @@ pub async fn reuse_returns_a_recent_success_within_its_window(s: Arc<dyn Store>)
     reuse.reuse_for_ms = Some(5_000);
     let got = submit(&*s, reuse.clone(), at(5_999)).await;
     assert_eq!((got.job.id, got.created), (first, false));
-    assert_eq!(
-        got.job.result.as_ref().map(|r| r.get()),
-        Some(r#"{"answer":42}"#)
-    );
-    assert!(
-        submit(&*s, reuse, at(6_001)).await.created,
-        "the window has passed"
-    );
+    assert_eq!(got.job.result.as_ref().map(|r| r.get()), Some(r#"{"answer":42}"#));
+    assert!(submit(&*s, reuse, at(6_001)).await.created, "the window has passed");
     // The queue's default applies when the submit says nothing.
     set_queue(&*s, "q2", r#"{"reuse_for_ms": 1000}"#, at(7_000)).await;
     let a = submit(&*s, keyed("q2", "x", "1"), at(7_000)).await.job.id;
     let c = claim(&*s, "q2", 1, at(7_001)).await.pop().unwrap();
     complete(&*s, &c, "1", at(7_002)).await.unwrap();
-    assert_eq!(
-        submit(&*s, keyed("q2", "x", "2"), at(7_500)).await.job.id,
-        a
-    );
+    assert_eq!(submit(&*s, keyed("q2", "x", "2"), at(7_500)).await.job.id, a);
     let mut zero = keyed("q2", "x", "3");
     zero.reuse_for_ms = Some(0);
-    assert!(
-        submit(&*s, zero, at(7_600)).await.created,
-        "reuse_for_ms 0 on the submit wins"
-    );
+    assert!(submit(&*s, zero, at(7_600)).await.created, "reuse_for_ms 0 on the submit wins");
 }
 
 pub async fn failed_and_cancelled_jobs_never_block_a_key(s: Arc<dyn Store>) {
     let a = submit(&*s, keyed("q", "k", "1"), T0).await.job.id;
     let c = claim(&*s, "q", 1, at(1)).await.pop().unwrap();
-    fail(&*s, &c, FailKind::Permanent, None, at(2))
-        .await
-        .unwrap();
+    fail(&*s, &c, FailKind::Permanent, None, at(2)).await.unwrap();
     let mut reuse = keyed("q", "k", "2");
     reuse.reuse_for_ms = Some(60_000);
     let b = submit(&*s, reuse.clone(), at(3)).await;
@@ -180,9 +140,7 @@ pub async fn cancel_requested_job_frees_its_key(s: Arc<dyn Store>) {
 pub async fn redrive_is_refused_while_another_job_holds_the_key(s: Arc<dyn Store>) {
     let a = submit(&*s, keyed("q", "k", "1"), T0).await.job.id;
     let c = claim(&*s, "q", 1, at(1)).await.pop().unwrap();
-    fail(&*s, &c, FailKind::Permanent, None, at(2))
-        .await
-        .unwrap();
+    fail(&*s, &c, FailKind::Permanent, None, at(2)).await.unwrap();
     let b = submit(&*s, keyed("q", "k", "2"), at(3)).await.job.id;
     match s.retry(a, at(4)).await {
         Err(StoreError::KeyConflict { job, .. }) => assert_eq!(job, b),

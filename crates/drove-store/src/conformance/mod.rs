@@ -19,9 +19,7 @@ use std::sync::Arc;
 use drove_core::queue::QueuePatch;
 use drove_core::{FailKind, Job, JobId, Millis, RawJson};
 
-use crate::{
-    ClaimRequest, Claimed, Finish, NewJob, Outcome, QueueInfo, Store, StoreError, Submitted,
-};
+use crate::{ClaimRequest, Claimed, Finish, NewJob, Outcome, QueueInfo, Store, StoreError, Submitted};
 
 pub use basics::*;
 pub use flow::*;
@@ -58,26 +56,11 @@ pub fn job_with(queue: &str, payload: &str) -> NewJob {
 }
 
 pub async fn submit(s: &dyn Store, j: NewJob, now: Millis) -> Submitted {
-    s.submit(vec![j], now)
-        .await
-        .expect("submit")
-        .pop()
-        .expect("one answer")
+    s.submit(vec![j], now).await.expect("submit").pop().expect("one answer")
 }
 
-pub async fn claim_as(
-    s: &dyn Store,
-    queue: &str,
-    worker: &str,
-    max: i64,
-    now: Millis,
-) -> Vec<Claimed> {
-    let req = ClaimRequest {
-        queue: queue.into(),
-        worker: worker.into(),
-        max,
-        lease_ms: None,
-    };
+pub async fn claim_as(s: &dyn Store, queue: &str, worker: &str, max: i64, now: Millis) -> Vec<Claimed> {
+    let req = ClaimRequest { queue: queue.into(), worker: worker.into(), max, lease_ms: None };
     s.claim(req, now).await.expect("claim").jobs
 }
 
@@ -85,40 +68,13 @@ pub async fn claim(s: &dyn Store, queue: &str, max: i64, now: Millis) -> Vec<Cla
     claim_as(s, queue, "w1", max, now).await
 }
 
-pub async fn end(
-    s: &dyn Store,
-    c: &Claimed,
-    outcome: Outcome,
-    now: Millis,
-) -> Result<Job, StoreError> {
-    let f = Finish {
-        id: c.job.id,
-        lease: c.lease,
-        outcome,
-    };
-    s.finish(vec![f], now)
-        .await
-        .expect("finish call")
-        .pop()
-        .expect("one answer")
+pub async fn end(s: &dyn Store, c: &Claimed, outcome: Outcome, now: Millis) -> Result<Job, StoreError> {
+    let f = Finish { id: c.job.id, lease: c.lease, outcome };
+    s.finish(vec![f], now).await.expect("finish call").pop().expect("one answer")
 }
 
-pub async fn complete(
-    s: &dyn Store,
-    c: &Claimed,
-    result: &str,
-    now: Millis,
-) -> Result<Job, StoreError> {
-    end(
-        s,
-        c,
-        Outcome::Complete {
-            result: Some(raw(result)),
-            partial: false,
-        },
-        now,
-    )
-    .await
+pub async fn complete(s: &dyn Store, c: &Claimed, result: &str, now: Millis) -> Result<Job, StoreError> {
+    end(s, c, Outcome::Complete { result: Some(raw(result)), partial: false }, now).await
 }
 
 pub async fn fail(
@@ -128,11 +84,7 @@ pub async fn fail(
     retry_after_ms: Option<i64>,
     now: Millis,
 ) -> Result<Job, StoreError> {
-    let outcome = Outcome::Fail {
-        kind,
-        message: format!("{kind:?} failure"),
-        retry_after_ms,
-    };
+    let outcome = Outcome::Fail { kind, message: format!("{kind:?} failure"), retry_after_ms };
     end(s, c, outcome, now).await
 }
 

@@ -9,13 +9,7 @@ use super::*;
 use crate::Heartbeat;
 
 pub async fn retryable_failure_backs_off_then_fails_after_max_attempts(s: Arc<dyn Store>) {
-    set_queue(
-        &*s,
-        "q",
-        r#"{"backoff": {"base_ms": 1000, "max_ms": 1000}, "max_attempts": 3}"#,
-        T0,
-    )
-    .await;
+    set_queue(&*s, "q", r#"{"backoff": {"base_ms": 1000, "max_ms": 1000}, "max_attempts": 3}"#, T0).await;
     let id = submit(&*s, job("q"), T0).await.job.id;
     let mut now = T0;
     for attempt in 1..=3 {
@@ -27,11 +21,7 @@ pub async fn retryable_failure_backs_off_then_fails_after_max_attempts(s: Arc<dy
         if attempt < 3 {
             assert!(matches!(j.state, JobState::Scheduled | JobState::Queued));
             // Full jitter over min(max, base * 2^(n-1)) = 1 s.
-            assert!(
-                j.run_at >= now && j.run_at <= now.plus_ms(1_000),
-                "{:?}",
-                j.run_at
-            );
+            assert!(j.run_at >= now && j.run_at <= now.plus_ms(1_000), "{:?}", j.run_at);
         } else {
             assert_eq!(j.state, JobState::Failed);
             assert_eq!(j.finished_at, Some(now));
@@ -44,9 +34,7 @@ pub async fn retryable_failure_backs_off_then_fails_after_max_attempts(s: Arc<dy
 pub async fn permanent_failure_fails_at_once(s: Arc<dyn Store>) {
     submit(&*s, job("q"), T0).await;
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
-    let j = fail(&*s, &c, FailKind::Permanent, None, at(5))
-        .await
-        .unwrap();
+    let j = fail(&*s, &c, FailKind::Permanent, None, at(5)).await.unwrap();
     assert_eq!(j.state, JobState::Failed);
     let e = j.error.unwrap();
     assert_eq!((e.kind, e.at), (ErrorKind::Permanent, at(5)));
@@ -56,23 +44,13 @@ pub async fn permanent_failure_fails_at_once(s: Arc<dyn Store>) {
 pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dyn Store>) {
     s.submit(vec![job("q"), job("q")], T0).await.unwrap();
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
-    let j = fail(&*s, &c, FailKind::Throttled, Some(2_000), at(100))
-        .await
-        .unwrap();
+    let j = fail(&*s, &c, FailKind::Throttled, Some(2_000), at(100)).await.unwrap();
     assert_eq!(j.state, JobState::Scheduled);
     assert_eq!(j.run_at, at(2_100));
     assert_eq!(j.error.as_ref().map(|e| e.kind), Some(ErrorKind::Throttled));
     // The queue is held: the other job does not start either, and the claim says until when.
     let held = s
-        .claim(
-            ClaimRequest {
-                queue: "q".into(),
-                worker: "w".into(),
-                max: 5,
-                lease_ms: None,
-            },
-            at(200),
-        )
+        .claim(ClaimRequest { queue: "q".into(), worker: "w".into(), max: 5, lease_ms: None }, at(200))
         .await
         .unwrap();
     assert!(held.jobs.is_empty());
@@ -83,29 +61,17 @@ pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dy
     let again = both.iter().find(|x| x.job.id == c.job.id).unwrap();
     assert_eq!(again.job.attempt, 1, "a throttled run used no attempt");
     // Default retry-after: 1 s.
-    let j = fail(&*s, again, FailKind::Throttled, None, at(3_000))
-        .await
-        .unwrap();
+    let j = fail(&*s, again, FailKind::Throttled, None, at(3_000)).await.unwrap();
     assert_eq!(j.run_at, at(4_000));
 }
 
 pub async fn throttled_with_group_rate_holds_only_the_group(s: Arc<dyn Store>) {
-    set_queue(
-        &*s,
-        "q",
-        r#"{"group_rate": {"limit": 1000, "period_ms": 1000, "burst": 100}}"#,
-        T0,
-    )
-    .await;
+    set_queue(&*s, "q", r#"{"group_rate": {"limit": 1000, "period_ms": 1000, "burst": 100}}"#, T0).await;
     let a = job("q").with_group("a");
-    s.submit(vec![a.clone(), a, job("q").with_group("b")], T0)
-        .await
-        .unwrap();
+    s.submit(vec![a.clone(), a, job("q").with_group("b")], T0).await.unwrap();
     let first = claim(&*s, "q", 1, at(1)).await.pop().unwrap();
     assert_eq!(first.job.group.as_deref(), Some("a"));
-    fail(&*s, &first, FailKind::Throttled, Some(5_000), at(2))
-        .await
-        .unwrap();
+    fail(&*s, &first, FailKind::Throttled, Some(5_000), at(2)).await.unwrap();
     let next = claim(&*s, "q", 5, at(3)).await;
     let groups: Vec<_> = next.iter().map(|c| c.job.group.clone().unwrap()).collect();
     assert_eq!(groups, vec!["b".to_string()], "group a is held, b is not");
@@ -114,17 +80,13 @@ pub async fn throttled_with_group_rate_holds_only_the_group(s: Arc<dyn Store>) {
 pub async fn snooze_requeues_without_an_attempt(s: Arc<dyn Store>) {
     submit(&*s, job("q"), T0).await;
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
-    let j = fail(&*s, &c, FailKind::Snooze, Some(500), at(10))
-        .await
-        .unwrap();
+    let j = fail(&*s, &c, FailKind::Snooze, Some(500), at(10)).await.unwrap();
     assert_eq!((j.state, j.run_at), (JobState::Scheduled, at(510)));
     assert!(j.error.is_none(), "a snooze is not an error");
     s.promote(at(510), 10).await.unwrap();
     let again = claim(&*s, "q", 1, at(510)).await.pop().unwrap();
     assert_eq!(again.job.attempt, 1);
-    let j = fail(&*s, &again, FailKind::Snooze, Some(0), at(600))
-        .await
-        .unwrap();
+    let j = fail(&*s, &again, FailKind::Snooze, Some(0), at(600)).await.unwrap();
     assert_eq!(j.state, JobState::Queued, "a zero snooze is ready at once");
 }
 
@@ -143,46 +105,28 @@ pub async fn release_requeues_at_once_keeping_checkpoint(s: Arc<dyn Store>) {
     assert_eq!((j.state, j.run_at), (JobState::Queued, at(2)));
     let again = claim(&*s, "q", 1, at(3)).await.pop().unwrap();
     assert_eq!(again.job.attempt, 1, "a release uses no attempt");
-    assert_eq!(
-        again.job.checkpoint.map(|c| c.get().to_owned()),
-        Some("{\"n\":3}".into())
-    );
+    assert_eq!(again.job.checkpoint.map(|c| c.get().to_owned()), Some("{\"n\":3}".into()));
 }
 
 pub async fn finish_batch_entries_fail_alone(s: Arc<dyn Store>) {
-    s.submit((0..3).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..3).map(|_| job("q")).collect(), T0).await.unwrap();
     let c = claim(&*s, "q", 3, T0).await;
     let items = vec![
         Finish {
             id: c[0].job.id,
             lease: c[0].lease,
-            outcome: Outcome::Complete {
-                result: Some(raw("0")),
-                partial: false,
-            },
+            outcome: Outcome::Complete { result: Some(raw("0")), partial: false },
         },
         Finish {
             id: c[1].job.id,
             lease: drove_core::LeaseToken(-5),
-            outcome: Outcome::Complete {
-                result: None,
-                partial: false,
-            },
+            outcome: Outcome::Complete { result: None, partial: false },
         },
-        Finish {
-            id: JobId(999_999),
-            lease: c[2].lease,
-            outcome: Outcome::Release,
-        },
+        Finish { id: JobId(999_999), lease: c[2].lease, outcome: Outcome::Release },
         Finish {
             id: c[2].job.id,
             lease: c[2].lease,
-            outcome: Outcome::Complete {
-                result: Some(raw("2")),
-                partial: false,
-            },
+            outcome: Outcome::Complete { result: Some(raw("2")), partial: false },
         },
     ];
     let out = s.finish(items, at(1)).await.unwrap();
@@ -196,24 +140,13 @@ pub async fn finish_batch_entries_fail_alone(s: Arc<dyn Store>) {
 pub async fn complete_records_result_and_partial(s: Arc<dyn Store>) {
     submit(&*s, job("q"), T0).await;
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
-    let j = end(
-        &*s,
-        &c,
-        Outcome::Complete {
-            result: Some(raw(r#"{"rows":10}"#)),
-            partial: true,
-        },
-        at(9),
-    )
-    .await
-    .unwrap();
+    let j = end(&*s, &c, Outcome::Complete { result: Some(raw(r#"{"rows":10}"#)), partial: true }, at(9))
+        .await
+        .unwrap();
     assert_eq!(j.state, JobState::Succeeded);
     assert!(j.partial);
     assert_eq!(j.finished_at, Some(at(9)));
-    assert_eq!(
-        j.result.map(|r| r.get().to_owned()),
-        Some(r#"{"rows":10}"#.into())
-    );
+    assert_eq!(j.result.map(|r| r.get().to_owned()), Some(r#"{"rows":10}"#.into()));
     assert!(j.lease_expires_at.is_none() && j.worker.is_none());
 }
 
@@ -231,39 +164,17 @@ pub async fn cancel_scheduled_or_queued_is_immediate(s: Arc<dyn Store>) {
 }
 
 pub async fn cancel_running_is_requested_then_cancelled_when_the_worker_stops(s: Arc<dyn Store>) {
-    s.submit(vec![job("q"), job("q"), job("q")], T0)
-        .await
-        .unwrap();
+    s.submit(vec![job("q"), job("q"), job("q")], T0).await.unwrap();
     let c = claim(&*s, "q", 3, T0).await;
     for x in &c {
         assert!(s.cancel(x.job.id, at(1)).await.unwrap().cancel_requested);
     }
-    let beat = Heartbeat {
-        id: c[0].job.id,
-        lease: c[0].lease,
-        progress: None,
-        checkpoint: None,
-        lease_ms: None,
-    };
-    assert!(
-        s.heartbeat(beat, at(2)).await.unwrap().cancel_requested,
-        "seen on the next heartbeat"
-    );
+    let beat =
+        Heartbeat { id: c[0].job.id, lease: c[0].lease, progress: None, checkpoint: None, lease_ms: None };
+    assert!(s.heartbeat(beat, at(2)).await.unwrap().cancel_requested, "seen on the next heartbeat");
     // The worker stops: by failing, by releasing, or by vanishing (its lease runs out).
-    assert_eq!(
-        fail(&*s, &c[0], FailKind::Retryable, None, at(3))
-            .await
-            .unwrap()
-            .state,
-        JobState::Cancelled
-    );
-    assert_eq!(
-        end(&*s, &c[1], Outcome::Release, at(3))
-            .await
-            .unwrap()
-            .state,
-        JobState::Cancelled
-    );
+    assert_eq!(fail(&*s, &c[0], FailKind::Retryable, None, at(3)).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(end(&*s, &c[1], Outcome::Release, at(3)).await.unwrap().state, JobState::Cancelled);
     s.reap(at(10_000), 10).await.unwrap();
     assert_eq!(get(&*s, c[2].job.id).await.state, JobState::Cancelled);
     // Cancelling twice is harmless while running.
@@ -273,10 +184,7 @@ pub async fn cancel_requested_job_that_completes_is_succeeded(s: Arc<dyn Store>)
     submit(&*s, job("q"), T0).await;
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
     s.cancel(c.job.id, at(1)).await.unwrap();
-    assert!(
-        s.cancel(c.job.id, at(2)).await.unwrap().cancel_requested,
-        "idempotent"
-    );
+    assert!(s.cancel(c.job.id, at(2)).await.unwrap().cancel_requested, "idempotent");
     let j = complete(&*s, &c, "\"anyway\"", at(3)).await.unwrap();
     assert_eq!(j.state, JobState::Succeeded);
 }
@@ -304,55 +212,27 @@ pub async fn redrive_queues_a_failed_job_with_attempt_zero(s: Arc<dyn Store>) {
         lease_ms: None,
     };
     s.heartbeat(beat, at(1)).await.unwrap();
-    assert_eq!(
-        fail(&*s, &c, FailKind::Retryable, None, at(2))
-            .await
-            .unwrap()
-            .state,
-        JobState::Failed
-    );
+    assert_eq!(fail(&*s, &c, FailKind::Retryable, None, at(2)).await.unwrap().state, JobState::Failed);
     let j = s.retry(c.job.id, at(3)).await.unwrap();
     assert_eq!((j.state, j.attempt, j.run_at), (JobState::Queued, 0, at(3)));
     assert!(j.finished_at.is_none());
     let again = claim(&*s, "q", 1, at(4)).await.pop().unwrap();
     assert_eq!(again.job.attempt, 1);
-    assert_eq!(
-        again.job.checkpoint.map(|c| c.get().to_owned()),
-        Some("5".into()),
-        "checkpoint kept"
-    );
+    assert_eq!(again.job.checkpoint.map(|c| c.get().to_owned()), Some("5".into()), "checkpoint kept");
 }
 
 pub async fn redrive_of_active_job_is_wrong_state(s: Arc<dyn Store>) {
     let id = submit(&*s, job("q"), T0).await.job.id;
-    assert!(matches!(
-        s.retry(id, at(1)).await,
-        Err(StoreError::WrongState {
-            state: JobState::Queued,
-            ..
-        })
-    ));
+    assert!(matches!(s.retry(id, at(1)).await, Err(StoreError::WrongState { state: JobState::Queued, .. })));
     claim(&*s, "q", 1, at(2)).await;
-    assert!(matches!(
-        s.retry(id, at(3)).await,
-        Err(StoreError::WrongState {
-            state: JobState::Running,
-            ..
-        })
-    ));
+    assert!(matches!(s.retry(id, at(3)).await, Err(StoreError::WrongState { state: JobState::Running, .. })));
 }
 
 pub async fn unknown_job_is_not_found(s: Arc<dyn Store>) {
     let id = JobId(424_242);
     assert!(s.get_job(id).await.unwrap().is_none());
-    assert!(matches!(
-        s.cancel(id, T0).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        s.retry(id, T0).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(s.cancel(id, T0).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.retry(id, T0).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn waiters_wake_when_a_job_finishes(s: Arc<dyn Store>) {
@@ -377,9 +257,7 @@ pub async fn claimers_are_notified_when_jobs_become_ready(s: Arc<dyn Store>) {
     tokio::pin!(waiting);
     waiting.as_mut().enable();
     submit(&*s, job("q"), T0).await;
-    tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("notified on submit");
+    tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("notified on submit");
     // And when a scheduled job is promoted.
     let mut later = job("q");
     later.run_at = Some(at(1_000));
@@ -388,7 +266,5 @@ pub async fn claimers_are_notified_when_jobs_become_ready(s: Arc<dyn Store>) {
     tokio::pin!(waiting);
     waiting.as_mut().enable();
     s.promote(at(1_000), 10).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("notified on promote");
+    tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("notified on promote");
 }

@@ -12,9 +12,7 @@ pub async fn concurrent_submits_of_one_key_create_one_job(s: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move {
-                submit(&*s, job_with("q", &i.to_string()).with_key("k"), T0).await
-            })
+            tokio::spawn(async move { submit(&*s, job_with("q", &i.to_string()).with_key("k"), T0).await })
         })
         .collect();
     let mut ids = HashSet::new();
@@ -26,20 +24,11 @@ pub async fn concurrent_submits_of_one_key_create_one_job(s: Arc<dyn Store>) {
     }
     assert_eq!(ids.len(), 1, "every submitter got the same job");
     assert_eq!(created, 1, "exactly one submit created it");
-    assert_eq!(
-        s.list_jobs(Default::default(), 100, None)
-            .await
-            .unwrap()
-            .jobs
-            .len(),
-        1
-    );
+    assert_eq!(s.list_jobs(Default::default(), 100, None).await.unwrap().jobs.len(), 1);
 }
 
 pub async fn concurrent_claimers_never_share_a_job(s: Arc<dyn Store>) {
-    s.submit((0..500).map(|_| job("q")).collect(), T0)
-        .await
-        .unwrap();
+    s.submit((0..500).map(|_| job("q")).collect(), T0).await.unwrap();
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let s = Arc::clone(&s);
@@ -80,10 +69,7 @@ pub async fn completion_racing_the_reaper_has_exactly_one_outcome(s: Arc<dyn Sto
         match completed {
             Ok(done) => {
                 assert_eq!(reaped, 0, "round {round}: completed and reaped");
-                assert_eq!(
-                    (done.state, j.state),
-                    (JobState::Succeeded, JobState::Succeeded)
-                );
+                assert_eq!((done.state, j.state), (JobState::Succeeded, JobState::Succeeded));
             }
             Err(StoreError::StaleLease) => {
                 assert_eq!(reaped, 1, "round {round}: neither completed nor reaped");
@@ -150,16 +136,10 @@ pub async fn group_limit_holds_under_concurrent_claimers(s: Arc<dyn Store>) {
                     idle_rounds = 0;
                     for c in &got {
                         let g = c.job.group.clone().unwrap();
-                        assert!(
-                            running.lock().unwrap().insert(g.clone()),
-                            "two running jobs in {g}"
-                        );
+                        assert!(running.lock().unwrap().insert(g.clone()), "two running jobs in {g}");
                     }
                     for c in got {
-                        running
-                            .lock()
-                            .unwrap()
-                            .remove(c.job.group.as_deref().unwrap());
+                        running.lock().unwrap().remove(c.job.group.as_deref().unwrap());
                         complete(&*s, &c, "null", T0).await.unwrap();
                         done += 1;
                     }
@@ -187,8 +167,5 @@ pub async fn group_limit_holds_under_concurrent_claimers(s: Arc<dyn Store>) {
             }
         }
     }
-    assert_eq!(
-        s.get_queue("q").await.unwrap().unwrap().counts.succeeded,
-        100
-    );
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().counts.succeeded, 100);
 }

@@ -1,0 +1,72 @@
+//! The `drove` binary. Arguments are parsed into typed commands here; each command lives in
+//! `cmd/` and gets ready-built objects. `anyhow` is used only at this edge.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "drove", version, about = "Durable jobs: a server, remote workers and a CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API, dashboard, scheduler) on an embedded SQLite file or PostgreSQL.
+    Serve(cmd::serve::Args),
+    /// Run COMMAND once per job of a queue (payload on stdin; see API.md "CLI").
+    Worker(cmd::worker::Args),
+    /// Submit a job (with --wait: wait for it and print its result).
+    Submit(cmd::client::SubmitArgs),
+    /// List jobs, newest first.
+    Jobs(cmd::client::JobsArgs),
+    /// List queues with their counts and limits.
+    Queues(cmd::client::ServerArgs),
+    /// Show or change a queue's settings.
+    Queue(cmd::client::QueueArgs),
+}
+
+fn init_logs() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = std::env::var("DROVE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| "info".parse().expect("valid filter"));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drove: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Worker(a) => cmd::worker::run(a).await,
+            Command::Submit(a) => cmd::client::submit(a).await,
+            Command::Jobs(a) => cmd::client::jobs(a).await,
+            Command::Queues(a) => cmd::client::queues(a).await,
+            Command::Queue(a) => cmd::client::queue(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drove: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

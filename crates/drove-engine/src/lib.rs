@@ -1,0 +1,133 @@
+//! The engine: what a Drove node runs over a [`Store`].
+//!
+//! - services that keep time moving ([`services`]): the promoter (scheduled -> queued), the
+//!   reaper (expired leases and timeouts), the pruner (finished jobs past retention);
+//! - long polls that cost nothing while they wait ([`Engine::claim`], [`Engine::wait_job`]):
+//!   woken by the store's [`Hub`](drove_store::Hub), never by a polling loop per request;
+//! - the in-process runtime for Rust handlers ([`runtime`]).
+//!
+//! Key decision: the engine holds no state another node needs. Every limit and every
+//! invariant lives in the store; the engine only decides when to ask it. Several nodes on
+//! one shared store each run all services: each service call is one idempotent, bounded store
+//! transition, so running it twice at once is harmless. This crate must not depend on a
+//! database driver or on HTTP.
+
+pub mod runtime;
+pub mod services;
+mod wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drove_core::{Job, JobId, Millis};
+use drove_store::{ClaimOutcome, ClaimRequest, NewJob, Store, StoreError, Submitted};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use runtime::{Fail, Handler, JobContext, Runtime, RuntimeHandle, WorkerOptions};
+
+/// How a node runs its services.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Finished jobs are deleted this long after they ended (default 7 days).
+    pub retention: Duration,
+    /// How often the pruner runs (default 1 min).
+    pub prune_every: Duration,
+    /// The longest any service sleeps without checking the store (default 1 s), which bounds
+    /// how late a due job is promoted or a lost lease is reaped if a notification is missed.
+    pub max_idle: Duration,
+    /// Whether to run the promoter, reaper and pruner (tests of the store alone turn them off).
+    pub run_services: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_every: Duration::from_secs(60),
+            max_idle: Duration::from_secs(1),
+            run_services: true,
+        }
+    }
+}
+
+/// A node's engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    /// Cancelled when the node shuts down: services stop, long polls answer at once.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Starts the engine's services over `store`.
+    pub fn start(store: Arc<dyn Store>, config: EngineConfig) -> Engine {
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        if engine.inner.config.run_services {
+            services::spawn_all(&engine);
+        }
+        engine
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Cancelled when the engine shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// Submits jobs (see [`Store::submit`]).
+    pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+        self.inner.store.submit(jobs, Millis::now()).await
+    }
+
+    /// Claims jobs, waiting up to `wait` for one to become claimable.
+    pub async fn claim(&self, req: ClaimRequest, wait: Duration) -> Result<ClaimOutcome, StoreError> {
+        wait::claim(self, req, wait, None).await
+    }
+
+    /// Like [`Engine::claim`], also answering (empty) when `stop` is cancelled.
+    pub async fn claim_until(
+        &self,
+        req: ClaimRequest,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<ClaimOutcome, StoreError> {
+        wait::claim(self, req, wait, Some(stop)).await
+    }
+
+    /// The job, once terminal or once `wait` ran out (whichever is first); `None` if unknown.
+    pub async fn wait_job(&self, id: JobId, wait: Duration) -> Result<Option<Arc<Job>>, StoreError> {
+        wait::job(self, id, wait).await
+    }
+
+    /// Stops the services and answers every pending long poll, then waits for the services.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}

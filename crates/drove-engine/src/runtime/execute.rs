@@ -1,0 +1,124 @@
+//! One run of one job: the handler, its heartbeats, its timeout, and how the run ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drove_core::{FailKind, Millis};
+use drove_store::{Claimed, Finish, Outcome};
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{Fail, JobContext, RunLink};
+use super::{HandlerResult, QueueWorker, Shared};
+
+/// Least time between two heartbeats sent only to carry progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claimed) {
+    let lease_ms = claimed.lease_expires_at.since(claimed.job.started_at.unwrap_or(Millis::now())).max(1_000);
+    let timeout = claimed.job.timeout_ms;
+    let link = Arc::new(RunLink {
+        store: Arc::clone(shared.engine.store()),
+        job: Arc::new(claimed.job),
+        lease: claimed.lease,
+        progress: Default::default(),
+        progress_changed: Notify::new(),
+        partial: AtomicBool::new(false),
+        cancel: CancellationToken::new(),
+        lost: AtomicBool::new(false),
+    });
+    let handler =
+        std::panic::AssertUnwindSafe(q.handler.call(JobContext { link: Arc::clone(&link) })).catch_unwind();
+    tokio::pin!(handler);
+    let interval = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000));
+    let deadline = async {
+        match timeout {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    // First phase: the run as it should go.
+    let first: Option<Option<HandlerResult>> = tokio::select! {
+        r = &mut handler => Some(Some(r.unwrap_or_else(|p| Err(Fail::retry(panic_message(&p)))))),
+        () = heartbeats(&link, interval) => Some(None), // lease lost: abandoned at once
+        () = &mut deadline => {
+            // The store voids the lease at the deadline and records the timeout; the handler
+            // is told to stop like on a cancel request.
+            link.cancel.cancel();
+            None
+        }
+        () = link.cancel.cancelled() => None,
+        () = shared.hard.cancelled() => {
+            link.cancel.cancel();
+            shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome: Outcome::Release });
+            return;
+        }
+        () = shared.kill.cancelled() => return,
+    };
+    // Second phase (cancelled or timed out): the handler gets its grace to stop.
+    let result = match first {
+        Some(r) => r,
+        None => tokio::select! {
+            r = &mut handler => Some(r.unwrap_or_else(|p| Err(Fail::retry(panic_message(&p))))),
+            () = heartbeats(&link, interval) => None,
+            () = tokio::time::sleep(q.opts.cancel_grace) => Some(Err(Fail::retry("cancelled"))),
+            () = shared.hard.cancelled() => Some(Err(Fail::retry("cancelled"))),
+            () = shared.kill.cancelled() => return,
+        },
+    };
+    let Some(result) = result else { return };
+    if link.lost.load(Ordering::Acquire) {
+        return; // the store would refuse this run's end
+    }
+    let outcome = match result {
+        Ok(value) => Outcome::Complete {
+            result: serde_json::value::to_raw_value(&value).ok(),
+            partial: link.partial.load(Ordering::Acquire),
+        },
+        Err(Fail::Retry(message)) => {
+            Outcome::Fail { kind: FailKind::Retryable, message, retry_after_ms: None }
+        }
+        Err(Fail::Permanent(message)) => {
+            Outcome::Fail { kind: FailKind::Permanent, message, retry_after_ms: None }
+        }
+        Err(Fail::Throttled { after, message }) => Outcome::Fail {
+            kind: FailKind::Throttled,
+            message,
+            retry_after_ms: Some(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+        },
+        Err(Fail::Snooze(after)) => Outcome::Fail {
+            kind: FailKind::Snooze,
+            message: String::new(),
+            retry_after_ms: Some(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+        },
+    };
+    shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome });
+}
+
+/// Heartbeats every `interval`, and sooner (at most every 250 ms) when progress changed.
+/// Returns only when the store refused the lease.
+async fn heartbeats(link: &RunLink, interval: Duration) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = link.progress_changed.notified() => tokio::time::sleep(PROGRESS_EVERY).await,
+        }
+        if link.beat(None).await.is_err() && link.lost.load(Ordering::Acquire) {
+            tracing::warn!("lease lost; the run is abandoned");
+            return;
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("the handler panicked: {text}")
+}

@@ -1,0 +1,168 @@
+//! The services that keep time moving. Each has a `tick(now)` that does one round of work
+//! through the store (what tests call, with any `now`), and a loop that decides when to tick.
+
+use std::time::Duration;
+
+use drove_core::Millis;
+use drove_store::{Store, StoreError};
+use tokio::time::Instant;
+
+use crate::Engine;
+
+/// Rows per store call: bounded work per transaction, so no call holds the writer for long.
+const BATCH: usize = 1_000;
+
+pub(crate) fn spawn_all(engine: &Engine) {
+    let tasks = engine.tasks();
+    tasks.spawn(Promoter { engine: engine.clone() }.run());
+    tasks.spawn(Reaper { engine: engine.clone() }.run());
+    tasks.spawn(Pruner { engine: engine.clone() }.run());
+}
+
+/// How long to sleep until `at` (never negative), capped at `cap`.
+fn until(at: Option<Millis>, now: Millis, cap: Duration) -> Duration {
+    match at {
+        Some(at) => Duration::from_millis(u64::try_from(at.since(now).max(0)).unwrap_or(0)).min(cap),
+        None => cap,
+    }
+}
+
+/// After a store error, wait a little before trying again (the store may be restarting).
+async fn pause_after(e: &StoreError, service: &str) {
+    if e.is_transient() {
+        tracing::warn!(error = %e, service, "store unavailable; retrying shortly");
+    } else {
+        tracing::error!(error = %e, service, "store error");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Moves scheduled jobs whose `run_at` has come to queued.
+pub struct Promoter {
+    pub engine: Engine,
+}
+
+impl Promoter {
+    /// Promotes every due job; returns how many.
+    pub async fn tick(store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = store.promote(now, BATCH).await?;
+            total += n;
+            if n < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn run(self) {
+        let store = self.engine.store();
+        let hub = store.hub();
+        let shutdown = self.engine.shutdown_token();
+        let cap = self.engine.config().max_idle;
+        loop {
+            let now = Millis::now();
+            let next = match Self::tick(&**store, now).await.and(store.next_due().await) {
+                Ok((next, _)) => next,
+                Err(e) => {
+                    pause_after(&e, "promoter").await;
+                    continue;
+                }
+            };
+            let mut wake_at = Instant::now() + until(next, now, cap);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake_at) => break,
+                    _ = hub.scheduled_changed() => {
+                        if let Some(at) = hub.take_scheduled_hint() {
+                            let sooner = Instant::now() + until(Some(at), Millis::now(), cap);
+                            wake_at = wake_at.min(sooner);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ends runs whose lease ran out (the worker died) or whose deadline passed.
+pub struct Reaper {
+    pub engine: Engine,
+}
+
+impl Reaper {
+    pub async fn tick(store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = store.reap(now, BATCH).await?;
+            total += n;
+            if n < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn run(self) {
+        let store = self.engine.store();
+        let shutdown = self.engine.shutdown_token();
+        let cap = self.engine.config().max_idle;
+        loop {
+            let now = Millis::now();
+            let reaped = Self::tick(&**store, now).await;
+            if let Ok(n @ 1..) = reaped {
+                tracing::info!(runs = n, "reaped runs whose lease or deadline passed");
+            }
+            let next = match reaped.and(store.next_due().await) {
+                Ok((_, next)) => next,
+                Err(e) => {
+                    pause_after(&e, "reaper").await;
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                // A lease that expires at T is reaped at T (a few ms later), never before.
+                _ = tokio::time::sleep(until(next, now, cap) + Duration::from_millis(1)) => {}
+            }
+        }
+    }
+}
+
+/// Deletes finished jobs past the retention.
+pub struct Pruner {
+    pub engine: Engine,
+}
+
+impl Pruner {
+    pub async fn tick(store: &dyn Store, now: Millis, retention: Duration) -> Result<usize, StoreError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let n = store.prune(now, retention_ms, BATCH).await?;
+            total += n;
+            if n < BATCH {
+                return Ok(total);
+            }
+            // Leave room for other writers between big deletions.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn run(self) {
+        let store = self.engine.store();
+        let shutdown = self.engine.shutdown_token();
+        let config = self.engine.config().clone();
+        loop {
+            match Self::tick(&**store, Millis::now(), config.retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
+                Err(e) => pause_after(&e, "pruner").await,
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(config.prune_every) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Long polls: claims that wait for work and callers that wait for a job's end.
+//!
+//! Both register with the hub before asking the store, so nothing committed between the
+//! question and the wait is missed, and both wake only when the hub says something changed
+//! (or at a time a rate limit named, or after `max_idle` as a safety net against a lost
+//! notification). A thousand waiters cost a thousand parked futures and no store traffic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drove_core::{Job, JobId, Millis};
+use drove_store::{ClaimOutcome, ClaimRequest, StoreError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+
+pub(crate) async fn claim(
+    engine: &Engine,
+    req: ClaimRequest,
+    wait: Duration,
+    stop: Option<&CancellationToken>,
+) -> Result<ClaimOutcome, StoreError> {
+    let store = engine.store();
+    let deadline = Instant::now() + wait;
+    let notify = store.hub().queue_notify(&req.queue);
+    let never = CancellationToken::new();
+    let stop = stop.unwrap_or(&never);
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = Millis::now();
+        let out = store.claim(req.clone(), now).await?;
+        let now_i = Instant::now();
+        if !out.jobs.is_empty() || now_i >= deadline {
+            return Ok(out);
+        }
+        let mut wake = deadline.min(now_i + engine.config().max_idle);
+        if let Some(at) = out.retry_at {
+            let ms = u64::try_from(at.since(now).max(0)).unwrap_or(0);
+            wake = wake.min(now_i + Duration::from_millis(ms));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = engine.shutdown_token().cancelled() => return Ok(ClaimOutcome::default()),
+            _ = stop.cancelled() => return Ok(ClaimOutcome::default()),
+        }
+    }
+}
+
+pub(crate) async fn job(engine: &Engine, id: JobId, wait: Duration) -> Result<Option<Arc<Job>>, StoreError> {
+    let store = engine.store();
+    let mut watch = store.hub().watch_job(id);
+    let Some(job) = store.get_job(id).await? else {
+        return Ok(None);
+    };
+    if job.state.is_terminal() || wait.is_zero() {
+        return Ok(Some(Arc::new(job)));
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        tokio::select! {
+            changed = watch.changed() => {
+                if let Some(done) = changed {
+                    return Ok(Some(done));
+                }
+                // Poked: notifications may have been lost; look for ourselves.
+                if let Some(j) = store.get_job(id).await?
+                    && j.state.is_terminal()
+                {
+                    return Ok(Some(Arc::new(j)));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = engine.shutdown_token().cancelled() => break,
+        }
+    }
+    Ok(store.get_job(id).await?.map(Arc::new))
+}

@@ -1,0 +1,140 @@
+//! Drove's HTTP API (API.md "HTTP API"), its OpenAPI document and, later, the dashboard.
+//!
+//! Key decision: hostile input never reaches a 500. Every extractor answers in the API's own
+//! error format (400 malformed, 404 unknown, 413 too large, 422 invalid naming the field), a
+//! catch-panic layer turns any bug into a logged 500 without taking the server down, and
+//! routes and the OpenAPI document are built from the same `utoipa` annotations so they
+//! cannot drift apart. This crate must not know which store backs the engine.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use drove_engine::Engine;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// When set, every endpoint but /healthz and /readyz needs `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// Largest request body of single-job endpoints, in bytes.
+    pub max_body: usize,
+    /// Largest body of the batch endpoints.
+    pub max_batch_body: usize,
+}
+
+impl HttpConfig {
+    /// Body limits derived from the store's payload limit.
+    pub fn for_payload(max_payload: usize) -> HttpConfig {
+        HttpConfig {
+            token: None,
+            max_body: max_payload + (64 << 10),
+            max_batch_body: (max_payload + (64 << 10)).max(32 << 20),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub config: Arc<HttpConfig>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Drove", description = "Durable jobs over HTTP: submit and await jobs, run remote workers, inspect queues. See API.md."),
+    tags((name = "jobs"), (name = "queues"), (name = "workers"), (name = "operations"))
+)]
+struct ApiDoc;
+
+/// The routes of the API and the OpenAPI document describing exactly them.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::jobs::submit, routes::jobs::list))
+        .routes(routes!(routes::jobs::batch))
+        .routes(routes!(routes::workers::finish_many))
+        .routes(routes!(routes::jobs::get))
+        .routes(routes!(routes::jobs::cancel))
+        .routes(routes!(routes::jobs::retry))
+        .routes(routes!(routes::workers::heartbeat))
+        .routes(routes!(routes::workers::complete))
+        .routes(routes!(routes::workers::fail))
+        .routes(routes!(routes::workers::release))
+        .routes(routes!(routes::queues::list))
+        .routes(routes!(routes::queues::get, routes::queues::put))
+        .routes(routes!(routes::workers::claim))
+        .routes(routes!(routes::queues::put_pool, routes::queues::get_pool))
+        .routes(routes!(routes::ops::healthz))
+        .routes(routes!(routes::ops::readyz))
+        .split_for_parts()
+}
+
+/// The OpenAPI document (also served at `/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let (routes, doc) = api();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    routes
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked; answered 500");
+            ApiError::internal("the server hit a bug answering this request; it is logged").into_response()
+        }))
+        .with_state(state)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.config.token {
+        let path = req.uri().path();
+        if path != "/healthz" && path != "/readyz" {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same(given.as_bytes(), token.as_bytes()) {
+                return ApiError::unauthorized().into_response();
+            }
+        }
+    }
+    next.run(req).await
+}

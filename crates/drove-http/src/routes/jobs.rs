@@ -1,0 +1,190 @@
+//! Submitting and reading jobs.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drove_core::{JobId, JobState, Millis};
+use drove_store::{JobFilter, MAX_BATCH};
+use serde::{Deserialize, Serialize};
+
+use super::{Segment, WaitQuery, job_response, still_running};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, BatchJson};
+use crate::wire::{BatchBody, JobOut, SubmitBody};
+
+/// Submit a job; with `?wait=` hold the answer until it is terminal.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitBody,
+    params(("wait" = Option<String>, Query, description = "N, Nms, Ns or Nm (at most 60 s): answer once the job is terminal or the time is up")),
+    responses(
+        (status = 201, description = "Created (and, with wait, finished)", body = crate::wire::JobDoc),
+        (status = 200, description = "Joined or reused an existing job (deduplicated)", body = crate::wire::JobDoc),
+        (status = 202, description = "The wait ran out; Location names the job", body = crate::wire::JobDoc),
+        (status = 409, description = "on_conflict reject: the key is held", body = crate::wire::ErrorBodyDoc),
+        (status = 413, description = "Payload too large", body = crate::wire::ErrorBodyDoc),
+        (status = 422, description = "Invalid value", body = crate::wire::ErrorBodyDoc)))]
+pub async fn submit(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<SubmitBody>,
+) -> Result<Response, ApiError> {
+    let wait = q.duration()?;
+    let job = body.into_new_job(Millis::now(), st.engine.store().max_payload())?;
+    let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
+    let dedup = Some(!sub.created);
+    let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
+    let Some(wait) = wait.filter(|_| !sub.job.state.is_terminal()) else {
+        return Ok(job_response(status, &sub.job, dedup));
+    };
+    match st.engine.wait_job(sub.job.id, wait).await? {
+        Some(done) if done.state.is_terminal() => Ok(job_response(status, &done, dedup)),
+        Some(current) => Ok(still_running(&current, dedup)),
+        None => Ok(still_running(&sub.job, dedup)), // pruned meanwhile: answer what we knew
+    }
+}
+
+/// Submit up to 1,000 jobs at once; one invalid entry rejects the whole batch.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
+    responses((status = 200, description = "The jobs, in order", body = crate::wire::JobListDoc),
+        (status = 422, description = "An entry is invalid (the field names its index)", body = crate::wire::ErrorBodyDoc)))]
+pub async fn batch(
+    State(st): State<AppState>,
+    BatchJson(body): BatchJson<BatchBody>,
+) -> Result<Response, ApiError> {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "jobs",
+            format!("must hold 1 to {MAX_BATCH} jobs, got {}", body.jobs.len()),
+        ));
+    }
+    let now = Millis::now();
+    let max_payload = st.engine.store().max_payload();
+    let mut jobs = Vec::with_capacity(body.jobs.len());
+    for (i, entry) in body.jobs.into_iter().enumerate() {
+        jobs.push(entry.into_new_job(now, max_payload).map_err(|mut e| {
+            e.field = Some(format!("jobs[{i}].{}", e.field.as_deref().unwrap_or("body")));
+            e.message = format!("jobs[{i}].{}", e.message);
+            e
+        })?);
+    }
+    let subs = st.engine.submit(jobs).await?;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        jobs: Vec<JobOut<'a>>,
+    }
+    let out = Out {
+        jobs: subs
+            .iter()
+            .map(|s| JobOut { job: &s.job, deduplicated: Some(!s.created), lease: None })
+            .collect(),
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+/// Read a job; with `?wait=` hold the answer until it is terminal.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path), ("wait" = Option<String>, Query, description = "N, Nms, Ns or Nm (at most 60 s)")),
+    responses((status = 200, description = "The job (terminal, or no wait asked)", body = crate::wire::JobDoc),
+        (status = 202, description = "The wait ran out", body = crate::wire::JobDoc),
+        (status = 404, description = "Unknown job", body = crate::wire::ErrorBodyDoc)))]
+pub async fn get(
+    State(st): State<AppState>,
+    id: Segment,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let id = id.job_id()?;
+    let wait = q.duration()?;
+    let job = st
+        .engine
+        .wait_job(id, wait.unwrap_or_default())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+    if wait.is_some() && !job.state.is_terminal() {
+        return Ok(still_running(&job, None));
+    }
+    Ok(job_response(StatusCode::OK, &job, None))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    queue: Option<String>,
+    state: Option<String>,
+    key: Option<String>,
+    group: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Cursors are opaque to clients: the last id of the page, in hex behind a version tag.
+pub fn encode_cursor(id: JobId) -> String {
+    format!("c1{:x}", id.0)
+}
+
+pub fn decode_cursor(text: &str) -> Option<JobId> {
+    let hex = text.strip_prefix("c1")?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    i64::from_str_radix(hex, 16).ok().filter(|v| *v > 0).map(JobId)
+}
+
+/// List jobs, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(("queue" = Option<String>, Query), ("state" = Option<String>, Query), ("key" = Option<String>, Query),
+        ("group" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1,000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "A page of jobs", body = crate::wire::JobListDoc),
+        (status = 400, description = "Unreadable cursor", body = crate::wire::ErrorBodyDoc)))]
+pub async fn list(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(text) => {
+            let n: i64 = text.parse().map_err(|_| ApiError::malformed("limit: must be a whole number"))?;
+            drove_core::validation::within("limit", n, 1, 1_000)?
+        }
+    };
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<JobState>().map_err(|_| {
+            ApiError::invalid("state", "must be scheduled, queued, running, succeeded, failed or cancelled")
+        })?),
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::malformed("cursor: unreadable"))?),
+    };
+    let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let filter = JobFilter { queue: empty(q.queue), state, key: empty(q.key), group: empty(q.group) };
+    let page = st.engine.store().list_jobs(filter, limit as usize, before).await?;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        jobs: Vec<JobOut<'a>>,
+        next_cursor: Option<String>,
+    }
+    let out = Out {
+        jobs: page.jobs.iter().map(|job| JobOut { job, deduplicated: None, lease: None }).collect(),
+        next_cursor: page.next_before.map(encode_cursor),
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+/// Cancel a job: scheduled or queued at once; running: cancel_requested.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
+        (status = 409, description = "Already terminal", body = crate::wire::ErrorBodyDoc)))]
+pub async fn cancel(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {
+    let job = st.engine.store().cancel(id.job_id()?, Millis::now()).await?;
+    Ok(job_response(StatusCode::OK, &job, None))
+}
+
+/// Queue a failed or cancelled job again with attempt 0.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
+        (status = 409, description = "Not failed or cancelled, or its key is held", body = crate::wire::ErrorBodyDoc)))]
+pub async fn retry(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {
+    let job = st.engine.store().retry(id.job_id()?, Millis::now()).await?;
+    Ok(job_response(StatusCode::OK, &job, None))
+}

@@ -1,0 +1,81 @@
+//! Queues and pools: counts, settings, and the limit in force.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use drove_core::Millis;
+use drove_core::name::check_queue_name;
+use drove_core::queue::{PoolPatch, QueuePatch};
+use serde::Serialize;
+
+use super::Segment;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::OptionalJson;
+
+/// Every queue with its settings, counts and limit in force.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = crate::wire::QueueListDoc)))]
+pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Out {
+        queues: Vec<drove_store::QueueInfo>,
+    }
+    let queues = st.engine.store().list_queues().await?;
+    Ok(axum::Json(Out { queues }).into_response())
+}
+
+/// One queue (404 for a name never used).
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, body = crate::wire::QueueDoc), (status = 404, body = crate::wire::ErrorBodyDoc)))]
+pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
+    let q = st
+        .engine
+        .store()
+        .get_queue(&name.0)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("queue {} not found", name.0)))?;
+    Ok(axum::Json(q).into_response())
+}
+
+/// Change a queue's settings (all optional; `null` clears one). Applies to every node at once.
+#[utoipa::path(put, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    request_body(content = Object, description = "concurrency, group_concurrency, rate {limit, period_ms, burst}, group_rate, adaptive {min, max}, pool, lane, paused, max_attempts, backoff {base_ms, max_ms}, timeout_ms, lease_ms, reuse_for_ms"),
+    responses((status = 200, body = crate::wire::QueueDoc), (status = 422, body = crate::wire::ErrorBodyDoc)))]
+pub async fn put(
+    State(st): State<AppState>,
+    name: Segment,
+    OptionalJson(patch): OptionalJson<QueuePatch>,
+) -> Result<Response, ApiError> {
+    check_queue_name("name", &name.0)?;
+    patch.validate()?;
+    let q = st.engine.store().put_queue(&name.0, patch, Millis::now()).await?;
+    Ok(axum::Json(q).into_response())
+}
+
+/// Change a pool's settings: its concurrency and adaptive limit are shared by its queues.
+#[utoipa::path(put, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
+    request_body(content = Object, description = "concurrency, adaptive {min, max}, offline_min_share"),
+    responses((status = 200, body = crate::wire::PoolDoc), (status = 422, body = crate::wire::ErrorBodyDoc)))]
+pub async fn put_pool(
+    State(st): State<AppState>,
+    name: Segment,
+    OptionalJson(patch): OptionalJson<PoolPatch>,
+) -> Result<Response, ApiError> {
+    check_queue_name("name", &name.0)?;
+    patch.validate()?;
+    let p = st.engine.store().put_pool(&name.0, patch).await?;
+    Ok(axum::Json(p).into_response())
+}
+
+/// One pool (an addition).
+#[utoipa::path(get, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, body = crate::wire::PoolDoc), (status = 404, body = crate::wire::ErrorBodyDoc)))]
+pub async fn get_pool(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
+    let p = st
+        .engine
+        .store()
+        .get_pool(&name.0)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pool {} not found", name.0)))?;
+    Ok(axum::Json(p).into_response())
+}

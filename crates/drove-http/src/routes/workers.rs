@@ -1,0 +1,213 @@
+//! Remote workers: claim, heartbeat, and the end of a run, each fenced by the run's lease.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use drove_core::name::{check_label, check_queue_name};
+use drove_core::validation::within;
+use drove_core::{JobId, Millis};
+use drove_store::{ClaimRequest, Finish, Heartbeat, MAX_BATCH, Outcome, StoreError};
+use serde::Serialize;
+
+use super::{Segment, job_response};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, BatchJson, OptionalJson};
+use crate::wire::{
+    ClaimBody, CompleteBody, FailBody, FinishBody, HeartbeatBody, JobOut, ReleaseBody, fail_outcome, lease_ms,
+};
+
+/// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
+#[utoipa::path(post, path = "/v1/queues/{name}/claim", tag = "workers", params(("name" = String, Path)),
+    request_body = ClaimBody,
+    responses((status = 200, description = "{jobs: [job + lease + lease_expires_at]} (empty when the wait ran out)", body = crate::wire::JobListDoc),
+        (status = 422, body = crate::wire::ErrorBodyDoc)))]
+pub async fn claim(
+    State(st): State<AppState>,
+    name: Segment,
+    OptionalJson(body): OptionalJson<ClaimBody>,
+) -> Result<Response, ApiError> {
+    check_queue_name("name", &name.0)?;
+    let worker = body.worker.clone().unwrap_or_else(|| "anonymous".into());
+    check_label("worker", &worker)?;
+    let max = within("max", body.max.unwrap_or(1), 1, MAX_BATCH as i64)?;
+    let wait = body.wait_ms()?;
+    let req = ClaimRequest { queue: name.0, worker, max, lease_ms: lease_ms(body.lease_ms)? };
+    let out = st.engine.claim(req, Duration::from_millis(wait as u64)).await?;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        jobs: Vec<JobOut<'a>>,
+    }
+    let jobs =
+        out.jobs.iter().map(|c| JobOut { job: &c.job, deduplicated: None, lease: Some(c.lease) }).collect();
+    Ok(axum::Json(Out { jobs }).into_response())
+}
+
+/// Extend the lease; store progress and a checkpoint (durable once answered).
+#[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)),
+    request_body = HeartbeatBody,
+    responses((status = 200, body = crate::wire::HeartbeatDoc),
+        (status = 409, description = "Not the job's current lease", body = crate::wire::ErrorBodyDoc)))]
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    id: Segment,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<Response, ApiError> {
+    let hb = Heartbeat {
+        id: id.job_id()?,
+        lease: body.lease.token(),
+        progress: body.progress(),
+        checkpoint: body.checkpoint,
+        lease_ms: lease_ms(body.lease_ms)?,
+    };
+    if let Some(p) = &hb.progress
+        && let Some(m) = &p.message
+    {
+        check_message("progress.message", m)?;
+    }
+    let ack = st.engine.store().heartbeat(hb, Millis::now()).await?;
+    Ok(axum::Json(ack).into_response())
+}
+
+fn check_message(field: &str, m: &str) -> Result<(), ApiError> {
+    if m.len() > 1_024 {
+        return Err(ApiError::invalid(field, "must be at most 1024 bytes"));
+    }
+    Ok(())
+}
+
+async fn finish_one(st: &AppState, id: JobId, f: Finish) -> Result<Response, ApiError> {
+    f.validate(st.engine.store().max_payload())?;
+    let job = st
+        .engine
+        .store()
+        .finish(vec![f], Millis::now())
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("no answer"))??;
+    debug_assert_eq!(job.id, id);
+    Ok(job_response(axum::http::StatusCode::OK, &job, None))
+}
+
+/// Complete a run with its result.
+#[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)),
+    request_body = CompleteBody,
+    responses((status = 200, body = crate::wire::JobDoc),
+        (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
+pub async fn complete(
+    State(st): State<AppState>,
+    id: Segment,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<Response, ApiError> {
+    let id = id.job_id()?;
+    let outcome = Outcome::Complete { result: body.result, partial: body.partial.unwrap_or(false) };
+    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
+}
+
+/// Fail a run: retryable (default), permanent, throttled or snooze.
+#[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)),
+    request_body = FailBody,
+    responses((status = 200, body = crate::wire::JobDoc),
+        (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
+pub async fn fail(
+    State(st): State<AppState>,
+    id: Segment,
+    ApiJson(body): ApiJson<FailBody>,
+) -> Result<Response, ApiError> {
+    let id = id.job_id()?;
+    let outcome = fail_outcome(body.error, body.retry_after_ms);
+    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
+}
+
+/// Hand a run back unrun: queued again at once, no attempt used, checkpoint kept.
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", tag = "workers", params(("id" = String, Path)),
+    request_body = ReleaseBody,
+    responses((status = 200, body = crate::wire::JobDoc),
+        (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
+pub async fn release(
+    State(st): State<AppState>,
+    id: Segment,
+    ApiJson(body): ApiJson<ReleaseBody>,
+) -> Result<Response, ApiError> {
+    let id = id.job_id()?;
+    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome: Outcome::Release }).await
+}
+
+/// End many runs in one request (an addition for fast workers); each entry stands alone.
+#[utoipa::path(post, path = "/v1/jobs/finish", tag = "workers", request_body = FinishBody,
+    responses((status = 200, description = "{jobs: [{id, state} | {id, error}]} in order", body = Vec<crate::wire::FinishResultDoc>)))]
+pub async fn finish_many(
+    State(st): State<AppState>,
+    BatchJson(body): BatchJson<FinishBody>,
+) -> Result<Response, ApiError> {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid("jobs", format!("must hold 1 to {MAX_BATCH} entries")));
+    }
+    #[derive(Serialize)]
+    struct Entry {
+        id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<drove_core::JobState>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<EntryError>,
+    }
+    #[derive(Serialize)]
+    struct EntryError {
+        code: &'static str,
+        message: String,
+    }
+    let max_payload = st.engine.store().max_payload();
+    let mut ids = Vec::with_capacity(body.jobs.len());
+    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(body.jobs.len());
+    let mut finishes = Vec::with_capacity(body.jobs.len());
+    for e in body.jobs {
+        let id_text = e.id.clone();
+        match e.into_finish().and_then(|f| f.validate(max_payload).map(|()| f).map_err(ApiError::from)) {
+            Ok(f) => {
+                ids.push(id_text);
+                entries.push(None);
+                finishes.push(f);
+            }
+            Err(err) => entries.push(Some(Entry {
+                id: id_text,
+                state: None,
+                error: Some(EntryError { code: err.code, message: err.message }),
+            })),
+        }
+    }
+    let results = if finishes.is_empty() {
+        Vec::new()
+    } else {
+        st.engine.store().finish(finishes, Millis::now()).await?
+    };
+    let mut results = ids.into_iter().zip(results);
+    let out: Vec<Entry> = entries
+        .into_iter()
+        .map(|slot| match slot {
+            Some(done) => done,
+            None => {
+                let (id, r) = results.next().expect("one result per finish");
+                match r {
+                    Ok(job) => Entry { id, state: Some(job.state), error: None },
+                    Err(e) => {
+                        let e: ApiError = match e {
+                            StoreError::Unavailable(_) | StoreError::Internal(_) => ApiError::from(e),
+                            other => other.into(),
+                        };
+                        Entry {
+                            id,
+                            state: None,
+                            error: Some(EntryError { code: e.code, message: e.message }),
+                        }
+                    }
+                }
+            }
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Out {
+        jobs: Vec<Entry>,
+    }
+    Ok(axum::Json(Out { jobs: out }).into_response())
+}

@@ -1,0 +1,446 @@
+//! The JSON shapes of the v1 API: request bodies (parsed strictly: unknown fields are refused,
+//! so a typo never passes silently) and documented response shapes for the OpenAPI document.
+
+use drove_core::name::{check_label, check_queue_name};
+use drove_core::queue::MAX_LEASE_MS;
+use drove_core::validation::{at_least, within};
+use drove_core::{FailKind, Job, LeaseToken, Millis, OnConflict, Progress, RawJson};
+use drove_store::{Finish, NewJob, Outcome};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// `on_conflict` of a submit.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflictWire {
+    #[default]
+    Join,
+    Replace,
+    Reject,
+}
+
+/// A job to submit (`POST /v1/jobs`, and each entry of `POST /v1/jobs/batch`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// `[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}`
+    pub queue: String,
+    /// Any JSON (default `null`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Option<RawJson>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// One active job per key and queue.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Larger runs first (default 0).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// RFC 3339; not with `delay_ms`.
+    #[serde(default)]
+    pub run_at: Option<String>,
+    #[serde(default)]
+    pub delay_ms: Option<i64>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub reuse_for_ms: Option<i64>,
+    #[serde(default)]
+    pub on_conflict: Option<OnConflictWire>,
+}
+
+impl SubmitBody {
+    /// Validates the entry and makes it a store request.
+    pub fn into_new_job(self, now: Millis, max_payload: usize) -> Result<NewJob, ApiError> {
+        check_queue_name("queue", &self.queue)?;
+        let payload = match self.payload {
+            Some(p) => p,
+            None => drove_core::raw_null(),
+        };
+        if payload.get().len() > max_payload {
+            return Err(ApiError::too_large("payload", max_payload));
+        }
+        for (field, v) in [("kind", &self.kind), ("key", &self.key), ("group", &self.group)] {
+            if let Some(v) = v {
+                check_label(field, v)?;
+            }
+        }
+        let run_at = match (self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("delay_ms", "give run_at or delay_ms, not both"));
+            }
+            (Some(text), None) => Some(
+                Millis::parse_rfc3339(&text)
+                    .ok_or_else(|| ApiError::invalid("run_at", "must be an RFC 3339 timestamp"))?,
+            ),
+            (None, Some(ms)) => Some(now.plus_ms(at_least("delay_ms", ms, 0)?)),
+            (None, None) => None,
+        };
+        if let Some(n) = self.max_attempts {
+            at_least("max_attempts", n, 1)?;
+        }
+        if let Some(n) = self.timeout_ms {
+            at_least("timeout_ms", n, 1)?;
+        }
+        if let Some(n) = self.reuse_for_ms {
+            at_least("reuse_for_ms", n, 0)?;
+        }
+        Ok(NewJob {
+            queue: self.queue,
+            kind: self.kind,
+            payload,
+            key: self.key,
+            group: self.group,
+            priority: self.priority.unwrap_or(0),
+            run_at,
+            max_attempts: self.max_attempts,
+            timeout_ms: self.timeout_ms,
+            reuse_for_ms: self.reuse_for_ms,
+            on_conflict: match self.on_conflict.unwrap_or_default() {
+                OnConflictWire::Join => OnConflict::Join,
+                OnConflictWire::Replace => OnConflict::Replace,
+                OnConflictWire::Reject => OnConflict::Reject,
+            },
+        })
+    }
+}
+
+/// `POST /v1/jobs/batch`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// 1 to 1,000 jobs.
+    pub jobs: Vec<SubmitBody>,
+}
+
+/// A lease as clients send it back: the string we gave out (a bare number is accepted too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LeaseWire {
+    Text(String),
+    Number(i64),
+}
+
+impl LeaseWire {
+    pub fn token(&self) -> LeaseToken {
+        match self {
+            LeaseWire::Text(t) => LeaseToken::parse_lenient(t),
+            LeaseWire::Number(n) => LeaseToken::parse_lenient(&n.to_string()),
+        }
+    }
+}
+
+/// `POST /v1/queues/NAME/claim`
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Names the claimer (shown on running jobs); default `anonymous`.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// 1 to 1,000 (default 1).
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// Long-poll up to this long when nothing may start (0 to 60,000; default 0).
+    #[serde(default)]
+    pub wait_ms: Option<i64>,
+    /// 1,000 to 86,400,000 (default: the queue's, 10 s).
+    #[serde(default)]
+    pub lease_ms: Option<i64>,
+}
+
+impl ClaimBody {
+    pub fn wait_ms(&self) -> Result<i64, ApiError> {
+        Ok(within("wait_ms", self.wait_ms.unwrap_or(0), 0, 60_000)?)
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressWire {
+    pub done: i64,
+    #[serde(default)]
+    pub total: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/jobs/ID/heartbeat`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    #[schema(value_type = String)]
+    pub lease: LeaseWire,
+    #[serde(default)]
+    pub progress: Option<ProgressWire>,
+    /// Durable once this heartbeat is answered.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub checkpoint: Option<RawJson>,
+    #[serde(default)]
+    pub lease_ms: Option<i64>,
+}
+
+impl HeartbeatBody {
+    pub fn progress(&self) -> Option<Progress> {
+        self.progress.as_ref().map(|p| Progress { done: p.done, total: p.total, message: p.message.clone() })
+    }
+}
+
+/// `POST /v1/jobs/ID/complete`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    #[schema(value_type = String)]
+    pub lease: LeaseWire,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: Option<RawJson>,
+    /// A success that left some items undone.
+    #[serde(default)]
+    pub partial: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKindWire {
+    #[default]
+    Retryable,
+    Permanent,
+    Throttled,
+    Snooze,
+}
+
+impl From<FailKindWire> for FailKind {
+    fn from(k: FailKindWire) -> FailKind {
+        match k {
+            FailKindWire::Retryable => FailKind::Retryable,
+            FailKindWire::Permanent => FailKind::Permanent,
+            FailKindWire::Throttled => FailKind::Throttled,
+            FailKindWire::Snooze => FailKind::Snooze,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub kind: Option<FailKindWire>,
+}
+
+/// `POST /v1/jobs/ID/fail`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    #[schema(value_type = String)]
+    pub lease: LeaseWire,
+    pub error: FailError,
+    /// Throttled and snooze: run again after this long (default 1 s).
+    #[serde(default)]
+    pub retry_after_ms: Option<i64>,
+}
+
+/// `POST /v1/jobs/ID/release`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    #[schema(value_type = String)]
+    pub lease: LeaseWire,
+}
+
+/// One entry of `POST /v1/jobs/finish` (an addition): complete (default), fail (`error`), or
+/// release (`release: true`) one run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishEntry {
+    #[schema(value_type = String)]
+    pub id: String,
+    #[schema(value_type = String)]
+    pub lease: LeaseWire,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: Option<RawJson>,
+    #[serde(default)]
+    pub partial: Option<bool>,
+    #[serde(default)]
+    pub error: Option<FailError>,
+    #[serde(default)]
+    pub retry_after_ms: Option<i64>,
+    #[serde(default)]
+    pub release: Option<bool>,
+}
+
+/// `POST /v1/jobs/finish`: ends many runs in one request; each entry stands alone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishBody {
+    /// 1 to 1,000 entries.
+    pub jobs: Vec<FinishEntry>,
+}
+
+pub fn fail_outcome(error: FailError, retry_after_ms: Option<i64>) -> Outcome {
+    Outcome::Fail { kind: error.kind.unwrap_or_default().into(), message: error.message, retry_after_ms }
+}
+
+impl FinishEntry {
+    pub fn into_finish(self) -> Result<Finish, ApiError> {
+        let id = self.id.parse().map_err(|_| ApiError::not_found(format!("job {} not found", self.id)))?;
+        let outcome = if self.release == Some(true) {
+            Outcome::Release
+        } else if let Some(error) = self.error {
+            fail_outcome(error, self.retry_after_ms)
+        } else {
+            Outcome::Complete { result: self.result, partial: self.partial.unwrap_or(false) }
+        };
+        Ok(Finish { id, lease: self.lease.token(), outcome })
+    }
+}
+
+/// A lease length given in a request, checked against the API's bounds.
+pub fn lease_ms(v: Option<i64>) -> Result<Option<i64>, ApiError> {
+    v.map(|ms| within("lease_ms", ms, 1_000, MAX_LEASE_MS)).transpose().map_err(Into::into)
+}
+
+/// A job in a response, with the additions some endpoints make.
+#[derive(Serialize)]
+pub struct JobOut<'a> {
+    #[serde(flatten)]
+    pub job: &'a Job,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseToken>,
+}
+
+// ---- documented response shapes (serialised from drove_core types; a test keeps them in step)
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ProgressDoc {
+    pub done: i64,
+    pub total: Option<i64>,
+    pub message: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDoc {
+    /// retryable, permanent, throttled, timeout or lost
+    pub kind: String,
+    pub message: String,
+    pub at: String,
+}
+
+/// A job (API.md "Job model").
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JobDoc {
+    pub id: String,
+    pub queue: String,
+    pub kind: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: (),
+    pub key: Option<String>,
+    pub group: Option<String>,
+    pub priority: i64,
+    /// scheduled, queued, running, succeeded, failed or cancelled
+    pub state: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub run_at: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub progress: Option<ProgressDoc>,
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: (),
+    #[schema(value_type = Option<Object>)]
+    pub result: (),
+    pub error: Option<ErrorDoc>,
+    pub cancel_requested: bool,
+    pub partial: bool,
+    pub timeout_ms: Option<i64>,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<String>,
+    /// Submit responses: true when the submit joined (or reused) an existing job.
+    pub deduplicated: Option<bool>,
+    /// Claim responses: the run's fencing token.
+    pub lease: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JobListDoc {
+    pub jobs: Vec<JobDoc>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HeartbeatDoc {
+    pub lease_expires_at: String,
+    pub cancel_requested: bool,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CountsDoc {
+    pub scheduled: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct QueueDoc {
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub config: (),
+    pub counts: CountsDoc,
+    pub limit_now: Option<i64>,
+    pub held_until: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct QueueListDoc {
+    pub queues: Vec<QueueDoc>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PoolDoc {
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub config: (),
+    pub limit_now: Option<i64>,
+    pub queues: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FinishResultDoc {
+    pub id: String,
+    pub state: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub error: (),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBodyDoc {
+    #[schema(value_type = Object)]
+    pub error: (),
+}
