@@ -24,7 +24,7 @@ use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
-    PoolInfo, QueueInfo, Store, StoreError, Submitted,
+    PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
 };
 use rusqlite::Connection;
 
@@ -212,6 +212,16 @@ impl Store for SqliteStore {
         before: Option<JobId>,
     ) -> Result<JobPage, StoreError> {
         self.readers.with(move |c| read::list_jobs(c, &filter, limit, before)).await
+    }
+
+    async fn recent_runs(
+        &self,
+        queue: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<RunSample>, StoreError> {
+        let queue = queue.to_owned();
+        self.readers.with(move |c| read::recent_runs(c, &queue, since, limit)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use drove_core::{Job, JobId, JobState, Millis};
-use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, StoreError};
+use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, RunSample, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::ops::admin::pool_cap;
@@ -231,6 +231,34 @@ fn query(conn: &Connection, f: &JobFilter, before: i64, fetch: usize) -> Result<
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_map(rusqlite::params_from_iter(args), job_from_row)?.collect())
         .map_err(db_err)
+}
+
+pub(crate) fn recent_runs(
+    conn: &Connection,
+    queue: &str,
+    since: Millis,
+    limit: usize,
+) -> Result<Vec<RunSample>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, state, run_at, started_at, finished_at, partial FROM jobs \
+         WHERE queue = ?1 AND state >= 3 AND finished_at >= ?2 AND started_at IS NOT NULL \
+         ORDER BY finished_at DESC LIMIT ?3",
+    )
+    .and_then(|mut s| {
+        s.query_map(rusqlite::params![queue, since.0, limit as i64], |r| {
+            let state: i64 = r.get(1)?;
+            Ok(RunSample {
+                id: JobId(r.get(0)?),
+                state: JobState::from_code(state).unwrap_or(JobState::Failed),
+                run_at: Millis(r.get(2)?),
+                started_at: Millis(r.get(3)?),
+                finished_at: Millis(r.get(4)?),
+                partial: r.get::<_, i64>(5)? != 0,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db_err)
 }
 
 pub(crate) fn ping(conn: &Connection) -> Result<(), StoreError> {

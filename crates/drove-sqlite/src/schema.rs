@@ -61,8 +61,8 @@ CREATE UNIQUE INDEX jobs_key_live ON jobs (queue, key)
     WHERE key IS NOT NULL AND state < 3 AND cancel_requested = 0;
 -- reuse of a recent success, listing by key
 CREATE INDEX jobs_key ON jobs (key, id) WHERE key IS NOT NULL;
--- pruner
-CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state >= 3;
+-- pruner (per queue, so each queue's reuse window is honoured) and recent-run statistics
+CREATE INDEX jobs_finished ON jobs (queue, finished_at) WHERE state >= 3;
 -- listing by queue and state, running counts
 CREATE INDEX jobs_queue_state ON jobs (queue, state, id);
 

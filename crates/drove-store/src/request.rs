@@ -296,3 +296,15 @@ pub struct JobPage {
     /// Pass as `before` for the next page; `None` on the last page.
     pub next_before: Option<JobId>,
 }
+
+/// One finished run, for run-time statistics (dashboard, metrics, adaptive limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSample {
+    pub id: JobId,
+    pub state: JobState,
+    /// When the job became due (`run_at`) and when its last run was claimed and ended.
+    pub run_at: Millis,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub partial: bool,
+}

@@ -99,6 +99,15 @@ pub trait Store: Send + Sync + 'static {
         before: Option<JobId>,
     ) -> Result<JobPage, StoreError>;
 
+    /// Jobs of `queue` that reached a terminal state at or after `since`, newest first, at
+    /// most `limit` of them.
+    async fn recent_runs(
+        &self,
+        queue: &str,
+        since: Millis,
+        limit: usize,
+    ) -> Result<Vec<RunSample>, StoreError>;
+
     /// Succeeds when the store is reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
 

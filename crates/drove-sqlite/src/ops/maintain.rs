@@ -76,23 +76,34 @@ pub(crate) fn prune(
     retention_ms: i64,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    // A succeeded keyed job stays while its queue's reuse window covers it, so a reuse window
-    // longer than the retention is honoured.
-    let gone: Vec<(String, i64)> = tx
+    let queues: Vec<(String, i64)> = tx
         .conn
-        .prepare_cached(
-            "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE j.state >= 3 \
-             AND j.finished_at < ?1 AND (j.state <> 3 OR j.key IS NULL OR j.finished_at < ?2 - \
-             coalesce((SELECT q.reuse_ms FROM queues q WHERE q.name = j.queue), 0)) \
-             ORDER BY j.finished_at LIMIT ?3) RETURNING queue, state",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![now.0 - retention_ms, now.0, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
+        .prepare_cached("SELECT name, reuse_ms FROM queues")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_err)?;
-    for (queue, state) in &gone {
-        tx.moved(queue, JobState::from_code(*state), None);
+    let mut total = 0;
+    for (queue, reuse_ms) in queues {
+        if total >= limit {
+            break;
+        }
+        // A succeeded keyed job stays while its queue's reuse window covers it, so a reuse
+        // window longer than the retention is honoured.
+        let gone: Vec<i64> = tx
+            .conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state >= 3 \
+                 AND finished_at < ?2 AND (state <> 3 OR key IS NULL OR finished_at < ?3) \
+                 ORDER BY finished_at LIMIT ?4) RETURNING state",
+            )
+            .and_then(|mut s| {
+                let args = params![queue, now.0 - retention_ms, now.0 - reuse_ms, (limit - total) as i64];
+                s.query_map(args, |r| r.get(0))?.collect()
+            })
+            .map_err(db_err)?;
+        for state in &gone {
+            tx.moved(&queue, JobState::from_code(*state), None);
+        }
+        total += gone.len();
     }
-    Ok(gone.len())
+    Ok(total)
 }

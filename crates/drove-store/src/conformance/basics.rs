@@ -5,7 +5,7 @@ use std::sync::Arc;
 use drove_core::JobState;
 
 use super::*;
-use crate::{Counts, JobFilter};
+use crate::{Counts, JobFilter, Outcome};
 
 pub async fn submit_creates_queued_job_with_defaults(s: Arc<dyn Store>) {
     let mut j = job_with("emails", r#"{"to":"a@example.com"}"#);
@@ -274,4 +274,31 @@ pub async fn prune_deletes_old_finished_jobs_but_keeps_reusable_successes(s: Arc
     assert!(left.jobs.iter().any(|j| j.id == running), "active jobs are never pruned");
     assert_eq!(s.prune(at(200_000), 10_000, 100).await.unwrap(), 1);
     assert_eq!(s.list_jobs(JobFilter::default(), 100, None).await.unwrap().jobs.len(), 1);
+}
+
+pub async fn recent_runs_lists_finished_runs_newest_first(s: Arc<dyn Store>) {
+    s.submit((0..4).map(|_| job("q")).collect(), T0).await.unwrap();
+    submit(&*s, job("other"), T0).await;
+    let c = claim(&*s, "q", 4, at(10)).await;
+    complete(&*s, &c[0], "1", at(20)).await.unwrap();
+    fail(&*s, &c[1], FailKind::Permanent, None, at(30)).await.unwrap();
+    let partial = Outcome::Complete { result: None, partial: true };
+    end(&*s, &c[2], partial, at(40)).await.unwrap();
+    // c[3] still runs; a job cancelled before it ran is not a run.
+    let never = submit(&*s, job("q"), at(41)).await.job.id;
+    s.cancel(never, at(42)).await.unwrap();
+    let oc = claim(&*s, "other", 1, at(10)).await.pop().unwrap();
+    complete(&*s, &oc, "1", at(50)).await.unwrap();
+    let runs = s.recent_runs("q", at(25), 100).await.unwrap();
+    let got: Vec<_> = runs.iter().map(|r| (r.id, r.state, r.finished_at, r.partial)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (c[2].job.id, JobState::Succeeded, at(40), true),
+            (c[1].job.id, JobState::Failed, at(30), false),
+        ]
+    );
+    assert_eq!(runs[0].started_at, at(10));
+    assert_eq!(runs[0].run_at, T0);
+    assert_eq!(s.recent_runs("q", T0, 1).await.unwrap().len(), 1, "limit");
 }

@@ -122,6 +122,7 @@ macro_rules! conformance_tests {
             counts_follow_every_transition,
             list_jobs_filters_and_pages_newest_first,
             prune_deletes_old_finished_jobs_but_keeps_reusable_successes,
+            recent_runs_lists_finished_runs_newest_first,
             submit_with_live_key_joins_existing,
             later_entry_in_a_batch_joins_an_earlier_one,
             reject_with_active_key_fails_the_whole_batch,
