@@ -1,0 +1,200 @@
+//! Real processes for end-to-end tests: `drove serve` on port 0, `drove worker` with a
+//! command, and an HTTP client. Every process is SIGKILLed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_drove");
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(db: &Path, extra: &[&str]) -> Server {
+        Server::start_on(db, 0, extra)
+    }
+
+    pub fn start_on(db: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("DROVE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start drove serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("drove listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Server { child: Some(child), url, port }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+pub struct Worker {
+    pub child: Option<Child>,
+}
+
+impl Worker {
+    pub fn start(url: &str, queue: &str, concurrency: usize, extra: &[&str], command: &[&str]) -> Worker {
+        Worker::start_env(url, queue, concurrency, extra, command, &[])
+    }
+
+    pub fn start_env(
+        url: &str,
+        queue: &str,
+        concurrency: usize,
+        extra: &[&str],
+        command: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["worker", "--server", url, "--queue", queue, "--concurrency", &concurrency.to_string()])
+            .args(extra)
+            .arg("--")
+            .args(command)
+            .env("DROVE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Worker { child: Some(cmd.spawn().expect("start drove worker")) }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client that returns (status, JSON body).
+#[derive(Clone)]
+pub struct Http {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        Http {
+            client: reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap(),
+            base: base.to_owned(),
+            token: None,
+        }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req =
+            self.client.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(90));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(&body)).await
+    }
+
+    /// Long-polls until the job is terminal (up to `limit`).
+    pub async fn wait_terminal(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}?wait=20s")).await;
+            if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return job;
+            }
+            assert!(start.elapsed() < limit, "job {id} not finished after {limit:?}: {job}");
+        }
+    }
+}
+
+/// Waits for a condition that no notification announces (a file a child writes, a process
+/// exiting), checking every 20 ms up to `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(')').nth(1).is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,457 @@
+//! The HTTP contract through the router (no socket): every status and error code of API.md,
+//! the error format, auth, and the OpenAPI document's agreement with the routes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use drove_engine::{Engine, EngineConfig};
+use drove_http::{AppState, HttpConfig, app};
+use drove_sqlite::{SqliteOptions, SqliteStore};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn api_with(token: Option<&str>, max_payload: usize) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SqliteOptions::new(dir.path().join("drove.db"));
+    opts.max_payload = max_payload;
+    let store = SqliteStore::open(opts).unwrap();
+    let engine = Engine::start(Arc::new(store), EngineConfig::default());
+    let mut config = HttpConfig::for_payload(max_payload);
+    config.token = token.map(str::to_owned);
+    Api { router: app(AppState { engine, config: Arc::new(config) }), _dir: dir }
+}
+
+fn api() -> Api {
+    api_with(None, 1 << 20)
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_else(Body::empty)).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value, headers)
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let text = body.map(|b| b.to_string());
+        let (s, v, _) = self.send(method, uri, text.as_deref(), None).await;
+        (s, v)
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn submit_read_and_deduplicate() {
+    let a = api();
+    let (s, job) = a
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"queue": "emails", "payload": {"to": "x"}, "key": "k1", "kind": "welcome"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["deduplicated"], false);
+    assert_eq!(job["payload"], json!({"to": "x"}));
+    assert_eq!(job["attempt"], 0);
+    assert!(job["id"].is_string());
+    for field in [
+        "run_at",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "progress",
+        "checkpoint",
+        "result",
+        "error",
+        "cancel_requested",
+        "partial",
+        "group",
+        "priority",
+        "max_attempts",
+        "kind",
+    ] {
+        assert!(job.get(field).is_some(), "missing {field}: {job}");
+    }
+    let (s, again) =
+        a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "emails", "payload": 2, "key": "k1"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(again["id"], job["id"]);
+    let id = job["id"].as_str().unwrap();
+    let (s, got) = a.call(Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["payload"], json!({"to": "x"}));
+    // reject while active: 409
+    let (s, body) = a
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"queue": "emails", "key": "k1", "on_conflict": "reject"})),
+        )
+        .await;
+    assert_error(s, &body, StatusCode::CONFLICT, "key_conflict");
+}
+
+#[tokio::test]
+async fn wait_answers_202_with_location_when_time_runs_out() {
+    let a = api();
+    let (s, job, headers) =
+        a.send(Method::POST, "/v1/jobs?wait=50ms", Some(r#"{"queue":"slow"}"#), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(headers[header::LOCATION], format!("/v1/jobs/{id}").as_str());
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    let (s, _, _) = a.send(Method::GET, &format!("/v1/jobs/{id}?wait=10ms"), None, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, _) = a.send(Method::GET, &format!("/v1/jobs/{id}"), None, None).await;
+    assert_eq!(s, StatusCode::OK, "no wait asked: 200 whatever the state");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let a = api();
+    for body in ["", "{", "not json", "{\"queue\": \"q\"} trailing", "[1,2"] {
+        let (s, v, _) = a.send(Method::POST, "/v1/jobs", Some(body), None).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_request");
+    }
+    for wait in ["abc", "-1", "1h", "1.5s", ""] {
+        let (s, v, _) = a.send(Method::GET, &format!("/v1/jobs/1?wait={wait}"), None, None).await;
+        if wait.is_empty() {
+            continue;
+        }
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_request");
+    }
+    let (s, v, _) = a.send(Method::GET, "/v1/jobs?cursor=garbage", None, None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_request");
+    let (s, v, _) = a.send(Method::GET, "/v1/jobs?limit=ten", None, None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_request");
+}
+
+#[tokio::test]
+async fn invalid_values_are_422_naming_the_field() {
+    let a = api();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"payload": 1}), "queue"),
+        (json!({"queue": "bad name"}), "queue"),
+        (json!({"queue": "q", "priority": "high"}), "priority"),
+        (json!({"queue": "q", "max_attempts": 0}), "max_attempts"),
+        (json!({"queue": "q", "delay_ms": -5}), "delay_ms"),
+        (json!({"queue": "q", "reuse_for_ms": -1}), "reuse_for_ms"),
+        (json!({"queue": "q", "timeout_ms": 0}), "timeout_ms"),
+        (json!({"queue": "q", "run_at": "tomorrow"}), "run_at"),
+        (json!({"queue": "q", "key": ""}), "key"),
+        (json!({"queue": "q", "group": "x".repeat(129)}), "group"),
+        (json!({"queue": "q", "on_conflict": "merge"}), "on_conflict"),
+        (json!({"queue": "q", "colour": "red"}), "colour"),
+        (json!({"queue": "q", "delay_ms": 1, "run_at": "2030-01-01T00:00:00Z"}), "delay_ms"),
+    ];
+    for (body, field) in cases {
+        let (s, v) = a.call(Method::POST, "/v1/jobs", Some(body.clone())).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field, "{body} -> {v}");
+    }
+    let (s, v) = a.call(Method::GET, "/v1/jobs/1?wait=61s", None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    let (s, v) = a.call(Method::GET, "/v1/jobs?limit=0", None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    let (s, v) = a.call(Method::GET, "/v1/jobs?state=done", None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    for (body, field) in [
+        (json!({"max": 0}), "max"),
+        (json!({"max": 1001}), "max"),
+        (json!({"wait_ms": 60001}), "wait_ms"),
+        (json!({"lease_ms": 999}), "lease_ms"),
+        (json!({"max": -3}), "max"),
+    ] {
+        let (s, v) = a.call(Method::POST, "/v1/queues/q/claim", Some(body)).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+    for (body, field) in [
+        (json!({"concurrency": 0}), "concurrency"),
+        (json!({"rate": {"limit": 5, "period_ms": -1}}), "rate.period_ms"),
+        (json!({"lane": "sideways"}), "lane"),
+        (json!({"concurency": 2}), "concurency"),
+    ] {
+        let (s, v) = a.call(Method::PUT, "/v1/queues/q", Some(body)).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+    let (s, v) = a.call(Method::POST, "/v1/jobs/batch", Some(json!({"jobs": []}))).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    let (s, v) = a
+        .call(
+            Method::POST,
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [{"queue": "q"}, {"queue": "q", "max_attempts": 0}]})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "jobs[1].max_attempts");
+    let (s, page) = a.call(Method::GET, "/v1/jobs", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["jobs"], json!([]), "the rejected batch wrote nothing");
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_413_and_the_body_is_drained() {
+    let a = api_with(None, 1_000);
+    let big = json!({"queue": "q", "payload": "x".repeat(1_500)});
+    let (s, v) = a.call(Method::POST, "/v1/jobs", Some(big)).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let huge = json!({"queue": "q", "payload": "x".repeat(200_000)});
+    let (s, v) = a.call(Method::POST, "/v1/jobs", Some(huge)).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_and_wrong_methods_405() {
+    let a = api();
+    for uri in [
+        "/v1/jobs/999999",
+        "/v1/jobs/abc",
+        "/v1/jobs/0",
+        "/v1/jobs/-1",
+        "/v1/queues/never",
+        "/v1/nothing",
+        "/",
+        "/v1/pools/none",
+    ] {
+        let (s, v) = a.call(Method::GET, uri, None).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    for uri in ["/v1/jobs/424242/cancel", "/v1/jobs/424242/retry"] {
+        let (s, v) = a.call(Method::POST, uri, None).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (s, v) = a.call(Method::POST, "/v1/jobs/424242/complete", Some(json!({"lease": "1"}))).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let (s, v) = a.call(Method::DELETE, "/v1/jobs", None).await;
+    assert_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn worker_protocol_and_fencing() {
+    let a = api();
+    a.call(Method::PUT, "/v1/queues/w", Some(json!({"backoff": {"base_ms": 0, "max_ms": 0}}))).await;
+    let (_, job) = a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "w", "payload": [1, 2]}))).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // An empty claim body means max 1.
+    let (s, claimed) = a.call(Method::POST, "/v1/queues/w/claim", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let c = &claimed["jobs"][0];
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["state"], "running");
+    let lease = c["lease"].as_str().unwrap().to_owned();
+    assert!(c["lease_expires_at"].is_string());
+    let (s, ack) = a
+        .call(Method::POST, &format!("/v1/jobs/{id}/heartbeat"), Some(json!({"lease": lease, "progress": {"done": 1, "total": 2, "message": "half"}, "checkpoint": {"page": 1}})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ack}");
+    assert_eq!(ack["cancel_requested"], false);
+    // A stale lease: 409, nothing changed.
+    for (path, body) in [
+        ("heartbeat", json!({"lease": "999999"})),
+        ("complete", json!({"lease": "999999", "result": 1})),
+        ("fail", json!({"lease": "nonsense", "error": {"message": "x"}})),
+        ("release", json!({"lease": 5})),
+    ] {
+        let (s, v) = a.call(Method::POST, &format!("/v1/jobs/{id}/{path}"), Some(body)).await;
+        assert_error(s, &v, StatusCode::CONFLICT, "lease_lost");
+    }
+    let (s, v) = a
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/fail"),
+            Some(json!({"lease": lease, "error": {"message": "x", "kind": "exploded"}})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "error.kind");
+    let (s, done) = a
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/complete"),
+            Some(json!({"lease": lease, "result": {"sum": 3}, "partial": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["partial"], true);
+    assert_eq!(done["result"], json!({"sum": 3}));
+    assert_eq!(done["checkpoint"], json!({"page": 1}));
+    assert_eq!(done["progress"], json!({"done": 1, "total": 2, "message": "half"}));
+    // A terminal job cannot be cancelled; it can't be retried either (it succeeded).
+    let (s, v) = a.call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "wrong_state");
+    let (s, v) = a.call(Method::POST, &format!("/v1/jobs/{id}/retry"), None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "wrong_state");
+}
+
+#[tokio::test]
+async fn finish_many_ends_each_entry_alone() {
+    let a = api();
+    a.call(
+        Method::POST,
+        "/v1/jobs/batch",
+        Some(json!({"jobs": [{"queue": "f"}, {"queue": "f"}, {"queue": "f"}]})),
+    )
+    .await;
+    let (_, claimed) =
+        a.call(Method::POST, "/v1/queues/f/claim", Some(json!({"max": 3, "worker": "w"}))).await;
+    let jobs = claimed["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    let entries = json!({"jobs": [
+        {"id": jobs[0]["id"], "lease": jobs[0]["lease"], "result": "ok"},
+        {"id": jobs[1]["id"], "lease": "999999", "result": "stale"},
+        {"id": jobs[2]["id"], "lease": jobs[2]["lease"], "error": {"message": "nope", "kind": "permanent"}},
+        {"id": "zzz", "lease": jobs[0]["lease"]},
+    ]});
+    let (s, out) = a.call(Method::POST, "/v1/jobs/finish", Some(entries)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let r = out["jobs"].as_array().unwrap();
+    assert_eq!(r[0]["state"], "succeeded");
+    assert_eq!(r[1]["error"]["code"], "lease_lost");
+    assert_eq!(r[2]["state"], "failed");
+    assert_eq!(r[3]["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn listing_pages_with_an_opaque_cursor() {
+    let a = api();
+    let jobs: Vec<Value> = (0..7).map(|i| json!({"queue": "l", "payload": i})).collect();
+    a.call(Method::POST, "/v1/jobs/batch", Some(json!({ "jobs": jobs }))).await;
+    let mut seen = Vec::new();
+    let mut uri = "/v1/jobs?queue=l&limit=3".to_owned();
+    loop {
+        let (s, page) = a.call(Method::GET, &uri, None).await;
+        assert_eq!(s, StatusCode::OK);
+        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["payload"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/jobs?queue=l&limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![6, 5, 4, 3, 2, 1, 0]);
+}
+
+#[tokio::test]
+async fn queues_show_counts_and_take_settings() {
+    let a = api();
+    let (s, v) = a.call(Method::GET, "/v1/queues/q", None).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "q"}))).await;
+    let (s, q) = a
+        .call(
+            Method::PUT,
+            "/v1/queues/q",
+            Some(json!({"concurrency": 3, "rate": {"limit": 10, "period_ms": 1000}, "paused": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    assert_eq!(q["config"]["concurrency"], 3);
+    assert_eq!(q["config"]["paused"], true);
+    assert_eq!(q["limit_now"], 3);
+    assert_eq!(q["counts"]["queued"], 1);
+    let (_, q) = a.call(Method::PUT, "/v1/queues/q", Some(json!({"concurrency": null}))).await;
+    assert_eq!(q["config"]["concurrency"], Value::Null);
+    assert_eq!(q["config"]["rate"]["limit"], 10, "absent fields are kept");
+    let (s, all) = a.call(Method::GET, "/v1/queues", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(all["queues"][0]["name"], "q");
+    let (s, p) = a.call(Method::PUT, "/v1/pools/api", Some(json!({"concurrency": 5}))).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["limit_now"], 5);
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_health() {
+    let a = api_with(Some("s3cret"), 1 << 20);
+    let (s, v, _) = a.send(Method::GET, "/v1/queues", None, None).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (s, v, _) = a.send(Method::GET, "/v1/queues", None, Some("wrong")).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (s, _, _) = a.send(Method::GET, "/v1/queues", None, Some("s3cret")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v, _) = a.send(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    for open in ["/healthz", "/readyz"] {
+        let (s, _, _) = a.send(Method::GET, open, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_lists_exactly_the_routes() {
+    let a = api();
+    let (s, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/v1/jobs", vec!["post", "get"]),
+        ("/v1/jobs/batch", vec!["post"]),
+        ("/v1/jobs/finish", vec!["post"]),
+        ("/v1/jobs/{id}", vec!["get"]),
+        ("/v1/jobs/{id}/cancel", vec!["post"]),
+        ("/v1/jobs/{id}/retry", vec!["post"]),
+        ("/v1/jobs/{id}/heartbeat", vec!["post"]),
+        ("/v1/jobs/{id}/complete", vec!["post"]),
+        ("/v1/jobs/{id}/fail", vec!["post"]),
+        ("/v1/jobs/{id}/release", vec!["post"]),
+        ("/v1/queues", vec!["get"]),
+        ("/v1/queues/{name}", vec!["get", "put"]),
+        ("/v1/queues/{name}/claim", vec!["post"]),
+        ("/v1/pools/{name}", vec!["get", "put"]),
+        ("/healthz", vec!["get"]),
+        ("/readyz", vec!["get"]),
+    ];
+    for (path, methods) in &expected {
+        let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing from the document"));
+        for m in methods {
+            assert!(item.get(*m).is_some(), "{m} {path} missing from the document");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "the document has paths the test does not know: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // And every documented operation is routed (never answered by the 404 fallback).
+    for (path, methods) in &expected {
+        let uri = path.replace("{id}", "1").replace("{name}", "docs-check");
+        for m in methods {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+            let (s, v) = a.call(method, &uri, None).await;
+            let fallback = s == StatusCode::NOT_FOUND && v["error"]["message"] == "no such endpoint";
+            assert!(!fallback && s != StatusCode::METHOD_NOT_ALLOWED, "{m} {uri}: {s} {v}");
+        }
+    }
+}
