@@ -26,6 +26,11 @@ enum Command {
     Queues(cmd::client::ServerArgs),
     /// Show or change a queue's settings.
     Queue(cmd::client::QueueArgs),
+    /// Run the benchmark workloads of BENCH.md (w1..w6, all).
+    Bench(cmd::bench::Args),
+    /// An HTTP worker for benchmarks (W5 kills it).
+    #[command(hide = true)]
+    BenchWorker(cmd::bench::WorkerArgs),
 }
 
 fn init_logs() {
@@ -60,6 +65,8 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(a) => cmd::client::jobs(a).await,
             Command::Queues(a) => cmd::client::queues(a).await,
             Command::Queue(a) => cmd::client::queue(a).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
+            Command::BenchWorker(a) => cmd::bench::worker(a).await,
         }
     });
     match result {

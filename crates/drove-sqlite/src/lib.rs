@@ -9,6 +9,15 @@
 //! and fails if another Drove process holds it. This crate must not depend on tokio beyond
 //! channels and `spawn_blocking`, nor on any other SQLite binding.
 
+/// A SQL string built once per call site from constants (`JOB_COLS`, `END_RUN`): hot paths
+/// neither format nor allocate it per call.
+macro_rules! sql {
+    ($($arg:tt)*) => {{
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SQL.get_or_init(|| format!($($arg)*)).as_str()
+    }};
+}
+
 mod ops;
 mod read;
 mod row;
@@ -95,6 +104,9 @@ impl SqliteStore {
             Durability::Relaxed => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync).map_err(db_err)?;
+        // Every write runs in a SAVEPOINT; its sub-journal belongs in memory, not in a temp
+        // file written page by page (measured: the largest cost of a write otherwise).
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn).map_err(db_err)?;
         // Statistics for the planner, refreshed only where they are missing or stale.

@@ -59,7 +59,7 @@ impl Readers {
 }
 
 pub(crate) fn get_job(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
+    conn.prepare_cached(sql!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id.0], job_from_row).optional())
         .map_err(db_err)
 }

@@ -68,7 +68,8 @@ pub(crate) struct WriterState {
 /// rolled back leaves no trace in the batch.
 #[derive(Default)]
 pub(crate) struct OpCtx {
-    counts: Vec<(String, i64, i64)>,
+    /// Count changes per queue, indexed by state code.
+    counts: Vec<(String, [i64; 6])>,
     ready: Vec<String>,
     finished: Vec<Job>,
     events: Vec<Event>,
@@ -82,7 +83,9 @@ impl OpCtx {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.counts.extend(other.counts);
+        for (q, delta) in other.counts {
+            add_counts(&mut self.counts, &q, &delta);
+        }
         self.ready.extend(other.ready);
         self.finished.extend(other.finished);
         self.events.extend(other.events);
@@ -104,17 +107,18 @@ impl Tx<'_> {
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.conn.execute_batch("SAVEPOINT w").map_err(db_err)?;
+        self.exec("SAVEPOINT w")?;
         let outer = std::mem::take(&mut self.ctx);
         let result = f(self);
         let inner = std::mem::replace(&mut self.ctx, outer);
         match &result {
             Ok(_) => {
-                self.conn.execute_batch("RELEASE w").map_err(db_err)?;
+                self.exec("RELEASE w")?;
                 self.ctx.merge(inner);
             }
             Err(_) => {
-                self.conn.execute_batch("ROLLBACK TO w; RELEASE w").map_err(db_err)?;
+                self.exec("ROLLBACK TO w")?;
+                self.exec("RELEASE w")?;
                 // Cached rows may hold values the rollback just undid.
                 self.st.queues.clear();
                 self.st.pools.clear();
@@ -123,21 +127,30 @@ impl Tx<'_> {
         result
     }
 
+    /// Runs a parameterless statement, prepared once.
+    fn exec(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(db_err)
+    }
+
     /// A job moved between states (`None`: created or deleted), for the per-queue counts.
     pub fn moved(&mut self, queue: &str, from: Option<JobState>, to: Option<JobState>) {
+        let mut delta = [0i64; 6];
         if let Some(f) = from {
-            self.ctx.counts.push((queue.to_owned(), f.code(), -1));
+            delta[f.code() as usize] -= 1;
         }
         if let Some(t) = to {
-            self.ctx.counts.push((queue.to_owned(), t.code(), 1));
+            delta[t.code() as usize] += 1;
         }
+        add_counts(&mut self.ctx.counts, queue, &delta);
     }
 
     /// Several jobs of one queue moved the same way.
     pub fn moved_n(&mut self, queue: &str, from: JobState, to: JobState, n: i64) {
         if n != 0 {
-            self.ctx.counts.push((queue.to_owned(), from.code(), -n));
-            self.ctx.counts.push((queue.to_owned(), to.code(), n));
+            let mut delta = [0i64; 6];
+            delta[from.code() as usize] -= n;
+            delta[to.code() as usize] += n;
+            add_counts(&mut self.ctx.counts, queue, &delta);
         }
     }
 
@@ -253,12 +266,19 @@ impl Tx<'_> {
     pub fn pending_counts(&self, queue: &str) -> Vec<(i64, i64)> {
         let mut out: Vec<(i64, i64)> =
             self.st.counts.iter().filter(|((q, _), _)| q == queue).map(|((_, s), n)| (*s, *n)).collect();
-        for (q, s, n) in &self.ctx.counts {
+        for (q, delta) in &self.ctx.counts {
             if q == queue {
-                out.push((*s, *n));
+                out.extend(delta.iter().enumerate().map(|(s, n)| (s as i64, *n)));
             }
         }
         out
+    }
+}
+
+fn add_counts(counts: &mut Vec<(String, [i64; 6])>, queue: &str, delta: &[i64; 6]) {
+    match counts.iter_mut().find(|(q, _)| q == queue) {
+        Some((_, d)) => d.iter_mut().zip(delta).for_each(|(a, b)| *a += b),
+        None => counts.push((queue.to_owned(), *delta)),
     }
 }
 
@@ -386,8 +406,12 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
         let mut tx = Tx { conn, st: &mut *st, hub, ctx: OpCtx::default() };
         replies.push(f(Ok(&mut tx)));
         let mut ctx = tx.ctx;
-        for (q, s, n) in ctx.counts.drain(..) {
-            *st.counts.entry((q, s)).or_insert(0) += n;
+        for (q, delta) in ctx.counts.drain(..) {
+            for (s, n) in delta.iter().enumerate() {
+                if *n != 0 {
+                    *st.counts.entry((q.clone(), s as i64)).or_insert(0) += n;
+                }
+            }
         }
         effects.merge(ctx);
     }

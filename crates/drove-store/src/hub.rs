@@ -46,6 +46,8 @@ pub struct Hub {
     jobs: Mutex<HashMap<JobId, Slot>>,
     queues: Mutex<Queues>,
     events: broadcast::Sender<Event>,
+    /// How many jobs have watchers: lets `is_watched` answer "no" without the lock.
+    watched: std::sync::atomic::AtomicUsize,
     /// Earliest `run_at` a store reported since the promoter last looked (`i64::MAX`: none).
     scheduled_hint: AtomicI64,
     timers: Notify,
@@ -57,6 +59,7 @@ impl Default for Hub {
             jobs: Mutex::new(HashMap::new()),
             queues: Mutex::new(Queues::default()),
             events: broadcast::channel(4_096).0,
+            watched: std::sync::atomic::AtomicUsize::new(0),
             scheduled_hint: AtomicI64::new(i64::MAX),
             timers: Notify::new(),
         }
@@ -78,8 +81,10 @@ impl Hub {
     /// committed between the read and the wait is not missed.
     pub fn watch_job(self: &Arc<Self>, id: JobId) -> JobWatch {
         let mut jobs = lock(&self.jobs);
-        let slot =
-            jobs.entry(id).or_insert_with(|| Slot { tx: watch::channel(Watched::Nothing).0, watchers: 0 });
+        let slot = jobs.entry(id).or_insert_with(|| {
+            self.watched.fetch_add(1, Ordering::AcqRel);
+            Slot { tx: watch::channel(Watched::Nothing).0, watchers: 0 }
+        });
         slot.watchers += 1;
         let rx = slot.tx.subscribe();
         JobWatch { hub: Arc::clone(self), id, rx }
@@ -87,7 +92,7 @@ impl Hub {
 
     /// Whether anyone waits on this job (stores skip building notifications nobody reads).
     pub fn is_watched(&self, id: JobId) -> bool {
-        lock(&self.jobs).contains_key(&id)
+        self.watched.load(Ordering::Acquire) > 0 && lock(&self.jobs).contains_key(&id)
     }
 
     /// A job reached a terminal state: wakes its watchers.
@@ -209,6 +214,7 @@ impl Drop for JobWatch {
             slot.watchers -= 1;
             if slot.watchers == 0 {
                 jobs.remove(&self.id);
+                self.hub.watched.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }

@@ -97,16 +97,16 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
     let lease_ms = req.lease_ms.unwrap_or_else(|| cfg.lease_ms());
     let token = tx.alloc_lease();
     let expires = now.plus_ms(lease_ms);
-    let sql = format!(
+    let sql = sql!(
         "UPDATE jobs SET state = 2, attempt = attempt + 1 - free_run, free_run = 0, \
          started_at = ?2, finished_at = NULL, lease = ?3, lease_ms = ?4, lease_expires_at = ?5, \
          deadline = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?2 + timeout_ms END, \
          reap_at = CASE WHEN timeout_ms IS NULL THEN ?5 ELSE min(?5, ?2 + timeout_ms) END, \
-         worker = ?6 WHERE id = ?1 AND state = 1 RETURNING {JOB_COLS}"
+         worker = ?6 WHERE id = ?1 AND state = 1"
     );
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        let job = update_returning(tx, &sql, params![id, now.0, token, lease_ms, expires.0, req.worker])?;
+        let job = update_returning(tx, sql, params![id, now.0, token, lease_ms, expires.0, req.worker], id)?;
         tx.changed(&job);
         jobs.push(Claimed { job, lease: LeaseToken(token), lease_expires_at: expires });
     }

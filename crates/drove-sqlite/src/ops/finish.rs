@@ -21,7 +21,7 @@ pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<H
         .as_ref()
         .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Internal(e.to_string())))
         .transpose()?;
-    let row: Option<(i64, i64, String, i64)> = tx
+    let changed = tx
         .conn
         .prepare_cached(
             "UPDATE jobs SET lease_ms = coalesce(?4, lease_ms), \
@@ -29,26 +29,29 @@ pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<H
              reap_at = CASE WHEN deadline IS NULL THEN ?3 + coalesce(?4, lease_ms) \
                             ELSE min(deadline, ?3 + coalesce(?4, lease_ms)) END, \
              progress = coalesce(?5, progress), checkpoint = coalesce(?6, checkpoint) \
-             WHERE id = ?1 AND state = 2 AND lease = ?2 AND (deadline IS NULL OR deadline > ?3) \
-             RETURNING lease_expires_at, cancel_requested, queue, state",
+             WHERE id = ?1 AND state = 2 AND lease = ?2 AND (deadline IS NULL OR deadline > ?3)",
         )
         .and_then(|mut s| {
-            s.query_row(
-                params![
-                    hb.id.0,
-                    hb.lease.0,
-                    now.0,
-                    hb.lease_ms,
-                    progress,
-                    hb.checkpoint.as_ref().map(|c| c.get())
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
+            s.execute(params![
+                hb.id.0,
+                hb.lease.0,
+                now.0,
+                hb.lease_ms,
+                progress,
+                hb.checkpoint.as_ref().map(|c| c.get())
+            ])
         })
         .map_err(db_err)?;
+    let row: Option<(i64, i64, String)> = if changed == 1 {
+        tx.conn
+            .prepare_cached("SELECT lease_expires_at, cancel_requested, queue FROM jobs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([hb.id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(db_err)?
+    } else {
+        None
+    };
     match row {
-        Some((expires, cancel, queue, _)) => {
+        Some((expires, cancel, queue)) => {
             tx.changed_light(hb.id, &queue, JobState::Running);
             Ok(HeartbeatAck { lease_expires_at: Millis(expires), cancel_requested: cancel != 0 })
         }
@@ -116,20 +119,22 @@ pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job,
     let job = match f.outcome {
         Outcome::Complete { result, partial } => update_returning(
             tx,
-            &format!(
+            sql!(
                 "UPDATE jobs SET state = 3, finished_at = ?2, result = ?3, partial = ?4, {END_RUN} \
-                 WHERE id = ?1 RETURNING {JOB_COLS}"
+                 WHERE id = ?1"
             ),
             params![f.id.0, now.0, result.as_ref().map(|r| r.get()), partial],
+            f.id.0,
         )?,
         Outcome::Release if run.cancel_requested => end_cancelled(tx, f.id, now, None)?,
         Outcome::Release => update_returning(
             tx,
-            &format!(
+            sql!(
                 "UPDATE jobs SET state = 1, run_at = ?2, finished_at = ?2, free_run = 1, {END_RUN} \
-                 WHERE id = ?1 RETURNING {JOB_COLS}"
+                 WHERE id = ?1"
             ),
             params![f.id.0, now.0],
+            f.id.0,
         )?,
         Outcome::Fail { kind, message, retry_after_ms } => {
             let error_kind = match kind {
@@ -200,11 +205,11 @@ fn requeue_free(
     let state = if delay_ms > 0 { JobState::Scheduled } else { JobState::Queued };
     update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, free_run = 1, \
              error_kind = coalesce(?5, error_kind), error_message = coalesce(?6, error_message), \
              error_at = CASE WHEN ?5 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
-             WHERE id = ?1 RETURNING {JOB_COLS}"
+             WHERE id = ?1"
         ),
         params![
             id.0,
@@ -214,6 +219,7 @@ fn requeue_free(
             error.map(|e| e.0.code()),
             error.map(|e| e.1)
         ],
+        id.0,
     )
 }
 
@@ -234,11 +240,12 @@ pub(crate) fn retry_or_fail_with(
     let state = if delay > 0 { JobState::Scheduled } else { JobState::Queued };
     update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, error_kind = ?5, \
-             error_message = ?6, error_at = ?2, {END_RUN} WHERE id = ?1 RETURNING {JOB_COLS}"
+             error_message = ?6, error_at = ?2, {END_RUN} WHERE id = ?1"
         ),
         params![id.0, now.0, state.code(), now.plus_ms(delay).0, kind.code(), message],
+        id.0,
     )
 }
 
@@ -262,11 +269,12 @@ pub(crate) fn end_failed(
 ) -> Result<Job, StoreError> {
     update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET state = 4, finished_at = ?2, error_kind = ?3, error_message = ?4, \
-             error_at = ?2, {END_RUN} WHERE id = ?1 RETURNING {JOB_COLS}"
+             error_at = ?2, {END_RUN} WHERE id = ?1"
         ),
         params![id.0, now.0, kind.code(), message],
+        id.0,
     )
 }
 
@@ -279,13 +287,14 @@ pub(crate) fn end_cancelled(
 ) -> Result<Job, StoreError> {
     update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET state = 5, finished_at = ?2, \
              error_kind = coalesce(?3, error_kind), error_message = coalesce(?4, error_message), \
              error_at = CASE WHEN ?3 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
-             WHERE id = ?1 RETURNING {JOB_COLS}"
+             WHERE id = ?1"
         ),
         params![id.0, now.0, error.map(|e| e.0.code()), error.map(|e| e.1)],
+        id.0,
     )
 }
 
@@ -297,8 +306,9 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
         JobState::Scheduled | JobState::Queued => {
             let done = update_returning(
                 tx,
-                &format!("UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1 RETURNING {JOB_COLS}"),
+                sql!("UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1"),
                 params![id.0, now.0],
+                id.0,
             )?;
             tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
             if let Some(g) = &done.group {
@@ -311,8 +321,9 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
         JobState::Running => {
             let marked = update_returning(
                 tx,
-                &format!("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 RETURNING {JOB_COLS}"),
+                sql!("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1"),
                 params![id.0],
+                id.0,
             )?;
             tx.changed(&marked);
             Ok(marked)
@@ -335,11 +346,12 @@ pub(crate) fn retry(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Stor
     }
     let queued = update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET state = 1, attempt = 0, free_run = 0, run_at = ?2, finished_at = NULL, \
-             cancel_requested = 0, result = NULL, partial = 0 WHERE id = ?1 RETURNING {JOB_COLS}"
+             cancel_requested = 0, result = NULL, partial = 0 WHERE id = ?1"
         ),
         params![id.0, now.0],
+        id.0,
     )?;
     tx.moved(&queued.queue, Some(job.state), Some(JobState::Queued));
     if let Some(g) = &queued.group {

@@ -112,11 +112,12 @@ fn replace(tx: &mut Tx<'_>, live: Job, new: NewJob, now: Millis) -> Result<Submi
     let state = if run_at <= now { JobState::Queued } else { JobState::Scheduled };
     let job = update_returning(
         tx,
-        &format!(
+        sql!(
             "UPDATE jobs SET payload = ?2, run_at = ?3, priority = ?4, state = ?5, \
-             kind = coalesce(?6, kind) WHERE id = ?1 RETURNING {JOB_COLS}"
+             kind = coalesce(?6, kind) WHERE id = ?1"
         ),
         params![live.id.0, new.payload.get(), run_at.0, new.priority, state.code(), new.kind],
+        live.id.0,
     )?;
     if live.state != state {
         tx.moved(&job.queue, Some(live.state), Some(state));
@@ -134,7 +135,7 @@ fn replace(tx: &mut Tx<'_>, live: Job, new: NewJob, now: Millis) -> Result<Submi
 /// The newest job with `key` that succeeded at or after `since`.
 fn find_reusable(tx: &Tx<'_>, queue: &str, key: &str, since: Millis) -> Result<Option<Job>, StoreError> {
     tx.conn
-        .prepare_cached(&format!(
+        .prepare_cached(sql!(
             "SELECT {JOB_COLS} FROM jobs WHERE key = ?2 AND queue = ?1 AND state = 3 \
              AND finished_at >= ?3 ORDER BY id DESC LIMIT 1"
         ))

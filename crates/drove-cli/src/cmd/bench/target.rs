@@ -1,0 +1,443 @@
+//! What a workload runs against: the engine in this process (`inproc`), or a `drove serve`
+//! child process reached over HTTP (`http`). Workers are in-process Rust handlers, or HTTP
+//! workers claiming in batches (in this process, or in a child process that can be killed).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use drove_core::Millis;
+use drove_engine::{Engine, EngineConfig, JobContext, Runtime, RuntimeHandle, WorkerOptions};
+use drove_sqlite::{Durability, SqliteOptions, SqliteStore};
+use drove_store::{NewJob, Store};
+use drove_worker::Client;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::Settings;
+
+/// Records what handlers did, shared by every worker of a run.
+#[derive(Default)]
+pub struct Probe {
+    pub executions: AtomicU64,
+    /// Enqueue -> handler start, µs, when the payload carries its submit time.
+    pub latencies_us: Mutex<Vec<u64>>,
+    /// Completed handler runs per job id.
+    pub finishes: Mutex<HashMap<String, u32>>,
+    pub track_finishes: bool,
+    /// In a worker child process: one `S id` / `F id` line per start / finish.
+    pub log: Option<Mutex<std::fs::File>>,
+}
+
+impl Probe {
+    pub fn tracking() -> Probe {
+        Probe { track_finishes: true, ..Default::default() }
+    }
+
+    fn started(&self, id: &str, payload: &Value) {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = payload.get("t").and_then(Value::as_u64) {
+            let now = now_us();
+            self.latencies_us.lock().unwrap().push(now.saturating_sub(t));
+        }
+        if let Some(log) = &self.log {
+            let _ = writeln!(log.lock().unwrap(), "S {id}");
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        if self.track_finishes {
+            *self.finishes.lock().unwrap().entry(id.to_owned()).or_default() += 1;
+        }
+        if let Some(log) = &self.log {
+            let _ = writeln!(log.lock().unwrap(), "F {id}");
+        }
+    }
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What a handler does with a job.
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    pub sleep_ms: u64,
+}
+
+pub enum Target {
+    Inproc { engine: Engine, store: Arc<dyn Store> },
+    Http { server: Child, client: Client, url: String },
+}
+
+pub struct Fixture {
+    pub target: Target,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Fixture> {
+        let dir = tempfile::Builder::new().prefix("drove-bench-").tempdir_in(&settings.dir)?;
+        let db = dir.path().join("bench.db");
+        let target = match settings.mode.as_str() {
+            "inproc" => {
+                let store = open_store(settings, &db).await?;
+                let engine = Engine::start(Arc::clone(&store), EngineConfig::default());
+                Target::Inproc { engine, store }
+            }
+            "http" => {
+                let (server, url) = spawn_server(settings, &db)?;
+                let client = Client::new(&url, None)?;
+                Target::Http { server, client, url }
+            }
+            other => bail!("unknown mode {other} (inproc or http)"),
+        };
+        Ok(Fixture { target, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn close(self) {
+        match self.target {
+            Target::Inproc { engine, store } => {
+                engine.shutdown().await;
+                store.close().await;
+            }
+            Target::Http { mut server, .. } => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(server.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let _ = server.wait();
+            }
+        }
+    }
+
+    pub async fn set_queue(&self, queue: &str, patch: Value) -> anyhow::Result<()> {
+        match &self.target {
+            Target::Inproc { store, .. } => {
+                store.put_queue(queue, serde_json::from_value(patch)?, Millis::now()).await?;
+            }
+            Target::Http { client, .. } => {
+                client
+                    .call::<Value>(
+                        Method::PUT,
+                        &format!("/v1/queues/{queue}"),
+                        Some(&patch),
+                        Duration::from_secs(30),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits one job (waiting for its acknowledgement); returns its id.
+    pub async fn submit(&self, job: &Value) -> anyhow::Result<String> {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let sub = engine.submit(vec![new_job(job)?]).await?;
+                Ok(sub[0].job.id.to_string())
+            }
+            Target::Http { client, .. } => {
+                let (_, v): (u16, Value) =
+                    client.call(Method::POST, "/v1/jobs", Some(job), Duration::from_secs(60)).await?;
+                Ok(v["id"].as_str().unwrap_or_default().to_owned())
+            }
+        }
+    }
+
+    /// Submits one job and waits for its end; returns the finished job.
+    pub async fn submit_and_wait(&self, job: &Value) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let sub = engine.submit(vec![new_job(job)?]).await?;
+                let done =
+                    engine.wait_job(sub[0].job.id, Duration::from_secs(60)).await?.context("vanished")?;
+                Ok(serde_json::to_value(&*done)?)
+            }
+            Target::Http { client, .. } => {
+                let (_, v): (u16, Value) = client
+                    .call(Method::POST, "/v1/jobs?wait=60s", Some(job), Duration::from_secs(90))
+                    .await?;
+                Ok(v)
+            }
+        }
+    }
+
+    pub async fn submit_batch(&self, jobs: &[Value]) -> anyhow::Result<Vec<String>> {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let batch = jobs.iter().map(new_job).collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(engine.submit(batch).await?.into_iter().map(|s| s.job.id.to_string()).collect())
+            }
+            Target::Http { client, .. } => {
+                let body = json!({ "jobs": jobs });
+                let (_, v): (u16, Value) = client
+                    .call(Method::POST, "/v1/jobs/batch", Some(&body), Duration::from_secs(120))
+                    .await?;
+                Ok(v["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|j| j["id"].as_str().unwrap_or_default().to_owned())
+                    .collect())
+            }
+        }
+    }
+
+    /// Jobs of `queue` that succeeded.
+    pub async fn succeeded(&self, queue: &str) -> anyhow::Result<i64> {
+        match &self.target {
+            Target::Inproc { store, .. } => {
+                Ok(store.get_queue(queue).await?.map_or(0, |q| q.counts.succeeded))
+            }
+            Target::Http { client, .. } => {
+                let (_, v): (u16, Value) = client
+                    .call(
+                        Method::GET,
+                        &format!("/v1/queues/{queue}"),
+                        None::<&Value>,
+                        Duration::from_secs(30),
+                    )
+                    .await?;
+                Ok(v["counts"]["succeeded"].as_i64().unwrap_or(0))
+            }
+        }
+    }
+
+    /// Waits until `n` jobs of `queue` succeeded (durably), checking every 5 ms.
+    pub async fn wait_succeeded(&self, queue: &str, n: i64, limit: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.succeeded(queue).await? >= n {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                bail!("only {} of {n} jobs done after {limit:?}", self.succeeded(queue).await?);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Starts workers on `queue` in this process.
+    pub fn workers(&self, queue: &str, concurrency: usize, work: Work, probe: Arc<Probe>) -> Workers {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let rt = Runtime::new(engine.clone())
+                    .handle(
+                        queue,
+                        WorkerOptions { concurrency, ..Default::default() },
+                        move |ctx: JobContext| {
+                            let probe = Arc::clone(&probe);
+                            async move {
+                                let id = ctx.job().id.to_string();
+                                let payload: Value =
+                                    serde_json::from_str(ctx.job().payload.get()).unwrap_or(Value::Null);
+                                probe.started(&id, &payload);
+                                if work.sleep_ms > 0 {
+                                    tokio::time::sleep(Duration::from_millis(work.sleep_ms)).await;
+                                }
+                                probe.finished(&id);
+                                Ok(Value::Null)
+                            }
+                        },
+                    )
+                    .start();
+                Workers::Inproc(rt)
+            }
+            Target::Http { client, .. } => {
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(http_worker(
+                    client.clone(),
+                    queue.to_owned(),
+                    concurrency,
+                    work,
+                    probe,
+                    stop.clone(),
+                ));
+                Workers::Http { stop, task }
+            }
+        }
+    }
+
+    pub fn url(&self) -> Option<&str> {
+        match &self.target {
+            Target::Http { url, .. } => Some(url),
+            Target::Inproc { .. } => None,
+        }
+    }
+
+    /// Resident memory of the process holding the store, KiB.
+    pub fn store_rss_kib(&self) -> Option<u64> {
+        let pid = match &self.target {
+            Target::Inproc { .. } => std::process::id(),
+            Target::Http { server, .. } => server.id(),
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+pub enum Workers {
+    Inproc(RuntimeHandle),
+    Http { stop: CancellationToken, task: tokio::task::JoinHandle<()> },
+}
+
+impl Workers {
+    pub async fn stop(self) {
+        match self {
+            Workers::Inproc(rt) => rt.shutdown(Duration::from_secs(10)).await,
+            Workers::Http { stop, task } => {
+                stop.cancel();
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Dies without handing anything back (the in-process stand-in for SIGKILL).
+    pub async fn kill(self) {
+        match self {
+            Workers::Inproc(rt) => rt.kill().await,
+            Workers::Http { task, .. } => task.abort(),
+        }
+    }
+}
+
+fn new_job(v: &Value) -> anyhow::Result<NewJob> {
+    let queue = v["queue"].as_str().context("queue")?;
+    let payload = serde_json::value::to_raw_value(&v["payload"])?;
+    let mut job = NewJob::new(queue, payload);
+    if let Some(k) = v["key"].as_str() {
+        job.key = Some(k.to_owned());
+    }
+    Ok(job)
+}
+
+pub async fn open_store(settings: &Settings, db: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if settings.store != "sqlite" {
+        bail!("store {} is not built into this binary yet", settings.store);
+    }
+    let mut opts = SqliteOptions::new(db);
+    if settings.relaxed {
+        opts.durability = Durability::Relaxed;
+    }
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(opts)).await??;
+    Ok(Arc::new(store))
+}
+
+fn spawn_server(settings: &Settings, db: &PathBuf) -> anyhow::Result<(Child, String)> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"]).env("DROVE_LOG", "warn");
+    if settings.store == "sqlite" {
+        cmd.arg("--db").arg(db);
+    } else {
+        bail!("store {} is not built into this binary yet", settings.store);
+    }
+    if settings.relaxed {
+        cmd.arg("--relaxed-durability");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line.trim().strip_prefix("drove listening on ").context("the server did not start")?.to_owned();
+    Ok((child, url))
+}
+
+#[derive(Deserialize)]
+struct Claimed {
+    jobs: Vec<ClaimedJob>,
+}
+
+#[derive(Deserialize)]
+struct ClaimedJob {
+    id: String,
+    lease: String,
+    payload: Value,
+}
+
+/// A remote worker as any HTTP client would write it: claims up to its free slots in one
+/// request, runs the handler, and ends runs in batches through `POST /v1/jobs/finish`.
+pub async fn http_worker(
+    client: Client,
+    queue: String,
+    concurrency: usize,
+    work: Work,
+    probe: Arc<Probe>,
+    stop: CancellationToken,
+) {
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let finisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(1000);
+            while done_rx.recv_many(&mut batch, 1000).await > 0 {
+                let body = json!({ "jobs": batch });
+                let _ = client
+                    .call_retrying::<Value>(
+                        Method::POST,
+                        "/v1/jobs/finish",
+                        Some(&body),
+                        Duration::from_secs(30),
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                batch.clear();
+            }
+        })
+    };
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let path = format!("/v1/queues/{queue}/claim");
+    loop {
+        let first = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.expect("open"),
+            _ = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+            permits.push(p);
+        }
+        let body = json!({ "worker": "bench", "max": permits.len(), "wait_ms": 1000 });
+        let claimed = tokio::select! {
+            r = client.call::<Claimed>(Method::POST, &path, Some(&body), Duration::from_secs(30)) => r,
+            _ = stop.cancelled() => break,
+        };
+        let Ok((_, claimed)) = claimed else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        for job in claimed.jobs {
+            let permit = permits.pop().expect("no more jobs than slots");
+            let (probe, done_tx) = (Arc::clone(&probe), done_tx.clone());
+            tokio::spawn(async move {
+                probe.started(&job.id, &job.payload);
+                if work.sleep_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(work.sleep_ms)).await;
+                }
+                probe.finished(&job.id);
+                let _ = done_tx.send(json!({ "id": job.id, "lease": job.lease }));
+                drop(permit);
+            });
+        }
+    }
+    // Let running handlers end and their completions go out.
+    let _ = slots.acquire_many(concurrency as u32).await;
+    drop(done_tx);
+    let _ = finisher.await;
+}
