@@ -154,11 +154,7 @@ impl Store for SqliteStore {
         items: Vec<Finish>,
         now: Millis,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        self.writer
-            .write(move |tx| {
-                Ok(items.into_iter().map(|f| tx.atomic(|tx| ops::finish::finish_one(tx, f, now))).collect())
-            })
-            .await
+        self.writer.write(move |tx| ops::finish::finish_many(tx, items, now)).await
     }
 
     async fn cancel(&self, id: JobId, now: Millis) -> Result<Job, StoreError> {

@@ -393,6 +393,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
 }
 
 fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec<WriteFn>) {
+    let t0 = std::time::Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = db_err(e);
         for f in batch.drain(..) {
@@ -415,7 +416,16 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
         }
         effects.merge(ctx);
     }
+    let t1 = std::time::Instant::now();
     let commit = flush(conn, st).and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
+    if std::env::var_os("DROVE_WRITER_DEBUG").is_some() {
+        eprintln!(
+            "batch writes={} work_us={} commit_us={}",
+            replies.len(),
+            (t1 - t0).as_micros(),
+            t1.elapsed().as_micros()
+        );
+    }
     match commit {
         Ok(()) => {
             st.persisted_id = st.next_id;

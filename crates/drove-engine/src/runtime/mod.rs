@@ -279,10 +279,10 @@ async fn produce(shared: Arc<Shared>, q: QueueWorker) {
             p = Arc::clone(&slots).acquire_owned() => {
                 let Ok(permit) = p else { break };
                 prefetch_dry = false;
-                if let Some(job) = buffer.pop_front() {
-                    if start_or_hand_back(&shared, &q, job, permit) {
-                        rate.started();
-                    }
+                if let Some(job) = buffer.pop_front()
+                    && start_or_hand_back(&shared, &q, job, permit)
+                {
+                    rate.started();
                 }
             }
             _ = shared.stop.cancelled() => break,

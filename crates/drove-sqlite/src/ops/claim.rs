@@ -14,8 +14,8 @@ use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 use rusqlite::params;
 
 use super::group::refresh_group;
-use super::update_returning;
-use crate::row::{JOB_COLS, db_err};
+use super::{id_list, load_jobs};
+use crate::row::db_err;
 use crate::writer::{QueueRow, Tx};
 
 /// One open group as the claim sees it.
@@ -97,16 +97,23 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
     let lease_ms = req.lease_ms.unwrap_or_else(|| cfg.lease_ms());
     let token = tx.alloc_lease();
     let expires = now.plus_ms(lease_ms);
-    let sql = sql!(
-        "UPDATE jobs SET state = 2, attempt = attempt + 1 - free_run, free_run = 0, \
-         started_at = ?2, finished_at = NULL, lease = ?3, lease_ms = ?4, lease_expires_at = ?5, \
-         deadline = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?2 + timeout_ms END, \
-         reap_at = CASE WHEN timeout_ms IS NULL THEN ?5 ELSE min(?5, ?2 + timeout_ms) END, \
-         worker = ?6 WHERE id = ?1 AND state = 1"
-    );
+    // One statement leases every picked job, one reads them back.
+    let changed = tx
+        .conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 2, attempt = attempt + 1 - free_run, free_run = 0, \
+             started_at = ?2, finished_at = NULL, lease = ?3, lease_ms = ?4, lease_expires_at = ?5, \
+             deadline = CASE WHEN timeout_ms IS NULL THEN NULL ELSE ?2 + timeout_ms END, \
+             reap_at = CASE WHEN timeout_ms IS NULL THEN ?5 ELSE min(?5, ?2 + timeout_ms) END, \
+             worker = ?6 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 1",
+        )
+        .and_then(|mut s| s.execute(params![id_list(&ids), now.0, token, lease_ms, expires.0, req.worker]))
+        .map_err(db_err)?;
+    if changed != ids.len() {
+        return Err(StoreError::Internal(format!("claimed {changed} of {} picked jobs", ids.len())));
+    }
     let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        let job = update_returning(tx, sql, params![id, now.0, token, lease_ms, expires.0, req.worker], id)?;
+    for job in load_jobs(tx, &ids)? {
         tx.changed(&job);
         jobs.push(Claimed { job, lease: LeaseToken(token), lease_expires_at: expires });
     }

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::group::{hold_group, refresh_group};
 use super::{END_RUN, find_live, load_job, update_returning};
-use crate::row::{JOB_COLS, db_err};
+use crate::row::db_err;
 use crate::writer::Tx;
 
 /// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
@@ -102,6 +102,82 @@ fn run_row(tx: &Tx<'_>, id: JobId) -> Result<Option<RunRow>, StoreError> {
             .optional()
         })
         .map_err(db_err)
+}
+
+/// Ends many runs. Completions (the common case) are done with one statement for all of them
+/// and one read; other outcomes one by one. Each entry fails alone on its own checks (stale
+/// lease, unknown job, invalid value); a database error fails the whole call.
+pub(crate) fn finish_many(
+    tx: &mut Tx<'_>,
+    items: Vec<Finish>,
+    now: Millis,
+) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    let mut out: Vec<Option<Result<Job, StoreError>>> = (0..items.len()).map(|_| None).collect();
+    let mut bulk: Vec<(usize, i64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut list = String::from("[");
+    for (i, f) in items.iter().enumerate() {
+        if let Err(e) = f.validate(tx.st.max_payload) {
+            out[i] = Some(Err(e.into()));
+            continue;
+        }
+        if let Outcome::Complete { result, partial } = &f.outcome
+            && seen.insert(f.id)
+        {
+            if !bulk.is_empty() {
+                list.push(',');
+            }
+            let (has, text) = match result {
+                Some(r) => (1, r.get()),
+                None => (0, "null"),
+            };
+            use std::fmt::Write;
+            let _ = write!(list, "[{},{},{},{},{}]", f.id.0, f.lease.0, text, i32::from(*partial), has);
+            bulk.push((i, f.id.0));
+        }
+    }
+    list.push(']');
+    if !bulk.is_empty() {
+        let done: std::collections::HashSet<i64> = tx
+            .conn
+            .prepare_cached(sql!(
+                "UPDATE jobs SET state = 3, finished_at = ?1, \
+                 result = CASE WHEN j.has = 1 THEN j.result END, partial = j.partial, {END_RUN} \
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value -> 2 AS result, \
+                       value ->> 3 AS partial, value ->> 4 AS has FROM json_each(?2)) AS j \
+                 WHERE jobs.id = j.id AND jobs.state = 2 AND jobs.lease = j.lease \
+                   AND (jobs.deadline IS NULL OR jobs.deadline > ?1) \
+                 RETURNING jobs.id"
+            ))
+            .and_then(|mut s| s.query_map(params![now.0, list], |r| r.get(0))?.collect())
+            .map_err(db_err)?;
+        let done_ids: Vec<i64> = bulk.iter().map(|(_, id)| *id).filter(|id| done.contains(id)).collect();
+        let mut jobs: std::collections::HashMap<i64, Job> =
+            super::load_jobs(tx, &done_ids)?.into_iter().map(|j| (j.id.0, j)).collect();
+        for (i, id) in &bulk {
+            out[*i] = Some(match jobs.remove(id) {
+                Some(job) => {
+                    after_run(tx, &job, now)?;
+                    Ok(job)
+                }
+                None => Err(stale_or_missing(tx, JobId(*id))?),
+            });
+        }
+    }
+    let mut result = Vec::with_capacity(items.len());
+    for (slot, f) in out.into_iter().zip(items) {
+        result.push(match slot {
+            Some(r) => r,
+            None => match finish_one(tx, f, now) {
+                Ok(job) => Ok(job),
+                Err(e @ (StoreError::StaleLease | StoreError::NotFound(_) | StoreError::Invalid(_))) => {
+                    Err(e)
+                }
+                Err(e) => return Err(e),
+            },
+        });
+    }
+    Ok(result)
 }
 
 /// Ends one run. The lease must be the job's current one and the job within its deadline.

@@ -36,6 +36,38 @@ pub(crate) fn update_returning(
     load_job(tx, JobId(id))?.ok_or_else(|| StoreError::Internal(format!("job {id} vanished")))
 }
 
+/// Jobs by id, in the order of `ids` (ids that do not exist are skipped).
+pub(crate) fn load_jobs(tx: &Tx<'_>, ids: &[i64]) -> Result<Vec<Job>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = id_list(ids);
+    let mut jobs: Vec<Job> = tx
+        .conn
+        .prepare_cached(sql!("SELECT {JOB_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?1))"))
+        .and_then(|mut s| s.query_map([list], job_from_row)?.collect())
+        .map_err(db_err)?;
+    let order: std::collections::HashMap<i64, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    jobs.sort_by_key(|j| order.get(&j.id.0).copied().unwrap_or(usize::MAX));
+    Ok(jobs)
+}
+
+/// A JSON array of ids, for `json_each`: one statement serves a whole batch.
+pub(crate) fn id_list(ids: &[i64]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{id}");
+    }
+    s.push(']');
+    s
+}
+
 pub(crate) fn load_job(tx: &Tx<'_>, id: JobId) -> Result<Option<Job>, StoreError> {
     tx.conn
         .prepare_cached(sql!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))

@@ -151,6 +151,8 @@ macro_rules! conformance_tests {
             snooze_requeues_without_an_attempt,
             release_requeues_at_once_keeping_checkpoint,
             finish_batch_entries_fail_alone,
+            one_job_completed_twice_in_a_batch_ends_once,
+            completion_results_keep_their_json,
             complete_records_result_and_partial,
             cancel_scheduled_or_queued_is_immediate,
             cancel_running_is_requested_then_cancelled_when_the_worker_stops,

@@ -268,3 +268,60 @@ pub async fn claimers_are_notified_when_jobs_become_ready(s: Arc<dyn Store>) {
     s.promote(at(1_000), 10).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("notified on promote");
 }
+
+pub async fn one_job_completed_twice_in_a_batch_ends_once(s: Arc<dyn Store>) {
+    submit(&*s, job("q"), T0).await;
+    let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
+    let done = |r: &str| Finish {
+        id: c.job.id,
+        lease: c.lease,
+        outcome: Outcome::Complete { result: Some(raw(r)), partial: false },
+    };
+    let out = s.finish(vec![done("1"), done("2")], at(1)).await.unwrap();
+    assert_eq!(out[0].as_ref().unwrap().result.as_ref().map(|r| r.get()), Some("1"));
+    assert!(matches!(out[1], Err(StoreError::StaleLease)), "{:?}", out[1]);
+    assert_eq!(get(&*s, c.job.id).await.result.map(|r| r.get().to_owned()), Some("1".into()));
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().counts.succeeded, 1);
+}
+
+pub async fn completion_results_keep_their_json(s: Arc<dyn Store>) {
+    let values = [
+        r#""text with \"quotes\" and \u00e9""#,
+        r#"{"a":[1,2,{"b":null}]}"#,
+        "[1,2]",
+        "3.5",
+        "-7",
+        "true",
+        "null",
+    ];
+    s.submit(values.iter().map(|_| job("q")).collect(), T0).await.unwrap();
+    let c = claim(&*s, "q", 20, T0).await;
+    let mut items: Vec<Finish> = c
+        .iter()
+        .zip(values)
+        .map(|(c, v)| Finish {
+            id: c.job.id,
+            lease: c.lease,
+            outcome: Outcome::Complete { result: Some(raw(v)), partial: false },
+        })
+        .collect();
+    submit(&*s, job("q"), T0).await;
+    let none = claim(&*s, "q", 1, T0).await.pop().unwrap();
+    items.push(Finish {
+        id: none.job.id,
+        lease: none.lease,
+        outcome: Outcome::Complete { result: None, partial: true },
+    });
+    let out = s.finish(items, at(1)).await.unwrap();
+    for (r, v) in out.iter().zip(values) {
+        let job = r.as_ref().unwrap();
+        let got: serde_json::Value = serde_json::from_str(job.result.as_ref().unwrap().get()).unwrap();
+        let want: serde_json::Value = serde_json::from_str(v).unwrap();
+        assert_eq!(got, want);
+        let stored = get(&*s, job.id).await;
+        let again: serde_json::Value = serde_json::from_str(stored.result.as_ref().unwrap().get()).unwrap();
+        assert_eq!(again, want);
+    }
+    let last = out.last().unwrap().as_ref().unwrap();
+    assert!(last.result.is_none() && last.partial);
+}
