@@ -65,6 +65,7 @@ impl Settings {
     fn describe(&self) -> Value {
         json!({
             "store": self.store,
+            "database": self.database_url.as_ref().map(|_| "postgres"),
             "mode": self.mode,
             "durability": if self.relaxed { "relaxed" } else { "full" },
             "jobs": self.jobs,
@@ -132,7 +133,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn print_table(rows: &[(&str, Vec<Value>)]) {
-    println!("{:<6} {:<28} {:>14}  {}", "", "figure", "median", "runs");
+    println!("{:<6} {:<28} {:>14}  runs", "", "figure", "median");
     for (name, runs) in rows {
         let keys: Vec<String> = runs[0]
             .as_object()

@@ -126,25 +126,6 @@ impl Fixture {
         }
     }
 
-    pub async fn set_queue(&self, queue: &str, patch: Value) -> anyhow::Result<()> {
-        match &self.target {
-            Target::Inproc { store, .. } => {
-                store.put_queue(queue, serde_json::from_value(patch)?, Millis::now()).await?;
-            }
-            Target::Http { client, .. } => {
-                client
-                    .call::<Value>(
-                        Method::PUT,
-                        &format!("/v1/queues/{queue}"),
-                        Some(&patch),
-                        Duration::from_secs(30),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Submits one job (waiting for its acknowledgement); returns its id.
     pub async fn submit(&self, job: &Value) -> anyhow::Result<String> {
         match &self.target {
