@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use drove_core::Millis;
 use drove_engine::{Engine, EngineConfig, JobContext, Runtime, RuntimeHandle, WorkerOptions};
 use drove_sqlite::{Durability, SqliteOptions, SqliteStore};
 use drove_store::{NewJob, Store};
