@@ -5,6 +5,7 @@
 //! as a number in `[0, 1)`, so every rule can be tested exactly and reused by every store.
 //! This crate must not depend on tokio, a database or an HTTP stack.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod duration;
 pub mod gcra;

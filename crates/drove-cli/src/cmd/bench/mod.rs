@@ -15,7 +15,7 @@ pub use target::{Probe, Work, http_worker};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// w1, w2, w3, w4, w5, w6, or all.
+    /// w1, w2, w3, w4, w5, w6, all, or flow (the flow-control scenarios A, B, C).
     pub workload: String,
     /// sqlite or postgres.
     #[arg(long, default_value = "sqlite")]
@@ -46,6 +46,15 @@ pub struct Args {
     /// Where the temporary databases go (same disk = same fsync cost).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// flow: seeds to run each cell with (figures are median and worst over them).
+    #[arg(long, default_value = "1,2,3", value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// flow: virtual seconds per cell.
+    #[arg(long, default_value_t = 60.0)]
+    pub secs: f64,
+    /// flow: only these scenarios (any of A, B, C).
+    #[arg(long, default_value = "ABC")]
+    pub scenarios: String,
 }
 
 /// Settings shared by every workload of a run.
@@ -75,6 +84,9 @@ impl Settings {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.workload == "flow" {
+        return flow(&a).await;
+    }
     let settings = Settings {
         store: a.store,
         mode: a.mode,
@@ -152,6 +164,27 @@ fn print_table(rows: &[(&str, Vec<Value>)]) {
             println!("{name:<6} {k:<28} {m:>14.1}  [{all}]");
         }
     }
+}
+
+/// `drove bench flow`: the flow-control scenarios under a simulated downstream (virtual time,
+/// deterministic per seed). Exits 1 when a target is missed or a baseline does not fail where
+/// the research says it fails.
+async fn flow(a: &Args) -> anyhow::Result<ExitCode> {
+    let opts = drove_flow::FlowOptions {
+        seeds: a.seeds.clone(),
+        duration_s: a.secs,
+        warmup_s: (a.secs / 6.0).min(10.0),
+        scenarios: a.scenarios.clone(),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        ..Default::default()
+    };
+    let report = tokio::task::spawn_blocking(move || drove_flow::run(&opts)).await??;
+    if a.json {
+        print!("{}", report.to_json_lines());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(if report.all_as_expected() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The hidden `drove bench-worker`: an HTTP worker in its own process, for W5's SIGKILL.

@@ -1,0 +1,893 @@
+//! Adaptive concurrency and rate limits: how many calls a downstream gets at once, and how fast,
+//! learned from the run times and outcomes of the calls that finished.
+//!
+//! Little's law says a downstream with `c` slots and service time `S` absorbs `c` calls without
+//! queueing; every call beyond that only waits (≈ `S / c` more latency each). A limiter's job is
+//! to find that bandwidth-delay product without being told `c`, follow it when it changes, and
+//! back off when the downstream says it is overloaded.
+//!
+//! [`P50Gradient`] is Drove's limiter (research note flow.md §1.5): a gradient on the windowed
+//! p50 of run time against a baseline that expires and is re-measured by briefly halving the
+//! limit (BBR's PROBE_RTT), `sqrt(L)` headroom, no growth while under-used, `x0.9` on explicit
+//! overload. [`Vegas`] and [`Gradient2`] are ports of Netflix's algorithms and [`StaticLimit`] a
+//! fixed one: reference baselines for the benchmark, kept because they fail known cases.
+//! [`AimdRate`] adapts a rate (starts per second) to a provider that answers 429.
+//!
+//! Everything is pure: times are microseconds passed in (`now_us`, `rtt_us`, `sent_us`; µs
+//! because run times of a few milliseconds must compare exactly enough), randomness is a number
+//! in `[0, 1)` passed in with each sample.
+
+/// What a finished call says about the downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call ran (whatever its own result): its run time is a latency sample.
+    Success,
+    /// Explicit overload: throttled (429), unavailable (503) or timed out.
+    Overload,
+    /// Says nothing about the downstream (cancelled, lost lease): not a sample.
+    Ignore,
+}
+
+/// One finished call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// When the call finished (µs, any epoch, never decreasing between samples).
+    pub now_us: i64,
+    /// How long it ran (µs).
+    pub rtt_us: i64,
+    /// Calls in flight when this one started, itself included.
+    pub inflight: i64,
+    pub outcome: Outcome,
+    /// A uniform random number in `[0, 1)`, used by algorithms that jitter their schedule.
+    pub rand: f64,
+}
+
+/// A concurrency limit algorithm: fed every finished call, it says how many may run at once.
+pub trait Algorithm {
+    fn on_sample(&mut self, sample: &Sample);
+    /// Calls allowed in flight now (at least 1).
+    fn limit(&self) -> i64;
+    /// The unrounded estimate, for traces.
+    fn estimate(&self) -> f64 {
+        self.limit() as f64
+    }
+    fn name(&self) -> &'static str;
+}
+
+/// A fixed limit: the baseline every adaptive algorithm is compared with.
+#[derive(Clone, Debug)]
+pub struct StaticLimit {
+    pub limit: i64,
+}
+
+impl Algorithm for StaticLimit {
+    fn on_sample(&mut self, _sample: &Sample) {}
+    fn limit(&self) -> i64 {
+        self.limit.max(1)
+    }
+    fn name(&self) -> &'static str {
+        "static"
+    }
+}
+
+/// Settings of [`P50Gradient`]. The defaults are the one parameter set the benchmark runs every
+/// cell with; only `min`, `max` (the queue's bounds) and `initial` are meant to be changed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct P50GradientConfig {
+    pub min: i64,
+    pub max: i64,
+    /// Where the limit starts. Low by default: the first window's p50 becomes the baseline, and
+    /// a baseline measured while queueing lets the limit sit far too high, coming down only
+    /// probe by probe (each probe measures at half the limit).
+    pub initial: i64,
+    /// A window lasts at least this long and at least twice the baseline...
+    pub window_min_us: i64,
+    /// ...and holds at least this many samples, so its p50 is not one lucky call.
+    pub window_min_samples: usize,
+    /// Latency accepted above the baseline before the limit shrinks (1.25 = 25 %).
+    pub tolerance: f64,
+    /// The baseline is re-measured this long after it was last lowered...
+    pub baseline_ttl_us: i64,
+    /// ...stretched by up to this fraction at random, so a fleet does not probe in step.
+    pub baseline_ttl_jitter: f64,
+    /// Windows spent at each halved limit while probing (the first drains, the last measures).
+    pub probe_windows: u32,
+    /// A probe whose p50 is still above this multiple of the old baseline halves again...
+    pub probe_rehalve_ratio: f64,
+    /// ...up to this many halvings in all.
+    pub probe_max_halvings: u32,
+    /// Factor applied on explicit overload.
+    pub backoff: f64,
+}
+
+impl Default for P50GradientConfig {
+    fn default() -> Self {
+        P50GradientConfig {
+            min: 1,
+            max: 1_000,
+            initial: 1,
+            window_min_us: 100_000,
+            window_min_samples: 20,
+            tolerance: 1.25,
+            baseline_ttl_us: 10_000_000,
+            baseline_ttl_jitter: 0.2,
+            probe_windows: 2,
+            probe_rehalve_ratio: 1.5,
+            probe_max_halvings: 3,
+            backoff: 0.9,
+        }
+    }
+}
+
+impl P50GradientConfig {
+    /// The defaults within a queue's bounds (`adaptive: {min, max}`), starting at `min`.
+    pub fn bounded(min: i64, max: i64) -> Self {
+        let min = min.max(1);
+        P50GradientConfig { min, max: max.max(min), initial: min, ..Default::default() }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Window {
+    start_us: Option<i64>,
+    rtts: Vec<i64>,
+    count: usize,
+    max_inflight: i64,
+    overload: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    /// The limit to go back to when the probe ends.
+    restore: f64,
+    windows_left: u32,
+    halvings: u32,
+    /// The baseline that expired: a probe p50 far above it means the halved limit still queues.
+    reference_us: f64,
+}
+
+/// Drove's adaptive concurrency limit (flow.md §1.5): Envoy's gradient on the windowed p50,
+/// BBR's expiring baseline with a drain probe, Netflix's app-limited guard, and a multiplicative
+/// cut on explicit overload.
+///
+/// Per window (≥ `max(100 ms, 2 × baseline)` and ≥ 20 samples):
+/// - any overload in the window: `L ← 0.9 L`;
+/// - else, unless the window was under-used (max in-flight < `L/2`):
+///   `L ← L · clamp(1.25 · baseline / p50, 0.5, 1) + sqrt(L)`;
+/// - the baseline is the lowest window p50; ~10 s after it was last lowered the limit is halved
+///   for two windows and the last window's p50 becomes the baseline.
+///
+/// `sqrt(L)` is added even when the gradient is below 1: at high service-time variance the
+/// lowest window p50 is biased low, and without the headroom the limit collapses.
+#[derive(Clone, Debug)]
+pub struct P50Gradient {
+    cfg: P50GradientConfig,
+    limit: f64,
+    baseline_us: Option<f64>,
+    baseline_expires_us: i64,
+    window: Window,
+    probe: Option<Probe>,
+    last_p50_us: Option<f64>,
+}
+
+impl P50Gradient {
+    pub fn new(cfg: P50GradientConfig) -> Self {
+        let min = cfg.min.max(1);
+        let cfg = P50GradientConfig { min, max: cfg.max.max(min), ..cfg };
+        P50Gradient {
+            limit: cfg.initial.clamp(cfg.min, cfg.max) as f64,
+            cfg,
+            baseline_us: None,
+            baseline_expires_us: i64::MAX,
+            window: Window::default(),
+            probe: None,
+            last_p50_us: None,
+        }
+    }
+
+    /// The current no-load latency estimate (µs), once measured.
+    pub fn baseline_us(&self) -> Option<f64> {
+        self.baseline_us
+    }
+
+    /// The p50 of the last closed window (µs).
+    pub fn last_p50_us(&self) -> Option<f64> {
+        self.last_p50_us
+    }
+
+    /// Whether a baseline probe (halved limit) is under way.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    fn bound(&self, l: f64) -> f64 {
+        l.clamp(self.cfg.min as f64, self.cfg.max as f64)
+    }
+
+    fn window_len_us(&self) -> i64 {
+        let twice_baseline = self.baseline_us.map_or(0, |b| (2.0 * b) as i64);
+        self.cfg.window_min_us.max(twice_baseline)
+    }
+
+    fn set_baseline(&mut self, p50: f64, now_us: i64, rand: f64) {
+        self.baseline_us = Some(p50);
+        let stretch = 1.0 + self.cfg.baseline_ttl_jitter * rand.clamp(0.0, 1.0);
+        self.baseline_expires_us = now_us.saturating_add((self.cfg.baseline_ttl_us as f64 * stretch) as i64);
+    }
+
+    fn close_window(&mut self, now_us: i64, rand: f64) {
+        let mut w = std::mem::take(&mut self.window);
+        self.window.start_us = Some(now_us);
+        // Reuse the allocation for the next window.
+        let p50 = median(&mut w.rtts);
+        self.window.rtts = std::mem::take(&mut w.rtts);
+        self.window.rtts.clear();
+        self.last_p50_us = p50;
+
+        if let Some(mut probe) = self.probe {
+            if w.overload {
+                probe.restore = self.bound(probe.restore * self.cfg.backoff);
+            }
+            probe.windows_left = probe.windows_left.saturating_sub(1);
+            self.probe = Some(probe);
+            if probe.windows_left > 0 {
+                return;
+            }
+            let halved = self.limit / 2.0;
+            match p50 {
+                Some(p)
+                    if p > self.cfg.probe_rehalve_ratio * probe.reference_us
+                        && probe.halvings < self.cfg.probe_max_halvings
+                        && halved >= self.cfg.min as f64 =>
+                {
+                    // Still queueing at the halved limit: it was more than twice the
+                    // downstream's capacity, so halve again before trusting the measurement.
+                    self.limit = halved;
+                    self.probe = Some(Probe {
+                        windows_left: self.cfg.probe_windows,
+                        halvings: probe.halvings + 1,
+                        ..probe
+                    });
+                }
+                Some(p) => {
+                    self.set_baseline(p, now_us, rand);
+                    self.limit = self.bound(probe.restore);
+                    self.probe = None;
+                }
+                None => {
+                    // Nothing but overload while probing: keep the old baseline for another
+                    // period rather than adopt nothing.
+                    let old = probe.reference_us;
+                    self.set_baseline(old, now_us, rand);
+                    self.limit = self.bound(probe.restore);
+                    self.probe = None;
+                }
+            }
+            return;
+        }
+
+        if w.overload {
+            self.limit = self.bound(self.limit * self.cfg.backoff);
+        } else if let Some(p) = p50 {
+            if self.baseline_us.is_none_or(|b| p <= b) {
+                self.set_baseline(p, now_us, rand);
+            }
+            let baseline = self.baseline_us.unwrap_or(p);
+            // App-limited guard: latency says nothing about a limit that was not reached, and
+            // growing it while under-used would leave a later burst unprotected.
+            if w.max_inflight as f64 >= self.limit / 2.0 {
+                let gradient = (self.cfg.tolerance * baseline / p.max(1.0)).clamp(0.5, 1.0);
+                self.limit = self.bound(self.limit * gradient + self.limit.sqrt());
+            }
+        }
+
+        if self.baseline_us.is_some() && now_us >= self.baseline_expires_us {
+            let reference_us = self.baseline_us.unwrap_or_default();
+            self.probe = Some(Probe {
+                restore: self.limit,
+                windows_left: self.cfg.probe_windows,
+                halvings: 1,
+                reference_us,
+            });
+            self.limit = self.bound(self.limit / 2.0);
+        }
+    }
+}
+
+impl Algorithm for P50Gradient {
+    fn on_sample(&mut self, s: &Sample) {
+        match s.outcome {
+            Outcome::Ignore => return,
+            Outcome::Success => self.window.rtts.push(s.rtt_us.max(0)),
+            Outcome::Overload => self.window.overload = true,
+        }
+        let start = *self.window.start_us.get_or_insert(s.now_us);
+        self.window.count += 1;
+        self.window.max_inflight = self.window.max_inflight.max(s.inflight);
+        if s.now_us.saturating_sub(start) >= self.window_len_us()
+            && self.window.count >= self.cfg.window_min_samples
+        {
+            self.close_window(s.now_us, s.rand);
+        }
+    }
+
+    fn limit(&self) -> i64 {
+        (self.limit as i64).clamp(self.cfg.min, self.cfg.max)
+    }
+
+    fn estimate(&self) -> f64 {
+        self.limit
+    }
+
+    fn name(&self) -> &'static str {
+        "p50-gradient"
+    }
+}
+
+/// The median (upper middle for even counts); reorders `v`.
+fn median(v: &mut [i64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable(mid);
+    Some(*m as f64)
+}
+
+/// Netflix's integer log10 with a floor of 1 (`Log10RootFunction`): 1 below 100, 2 below 1000.
+fn log10_floor1(limit: f64) -> f64 {
+    let i = limit.max(0.0) as i64;
+    if i < 1_000 { ((i.max(1) as f64).log10() as i64).max(1) as f64 } else { (i as f64).sqrt().floor() }
+}
+
+/// Settings of the [`Vegas`] port; the defaults are Netflix's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VegasConfig {
+    pub initial: i64,
+    pub max: i64,
+    pub smoothing: f64,
+    pub probe_multiplier: f64,
+}
+
+impl Default for VegasConfig {
+    fn default() -> Self {
+        VegasConfig { initial: 20, max: 1_000, smoothing: 1.0, probe_multiplier: 30.0 }
+    }
+}
+
+/// Port of Netflix `VegasLimit` (per sample, as `SimpleLimiter` feeds it): queue estimate
+/// `ceil(L (1 - rtt_noload / rtt))` with alpha/beta/threshold of 3, 6 and 1 × log10(L);
+/// `rtt_noload` is the smallest sample, reset to the current sample every
+/// `30 × L × U(0.5, 1)` samples. A reference baseline: the smallest sample pins the
+/// no-load estimate low, so the limit settles where it does regardless of the downstream.
+#[derive(Clone, Debug)]
+pub struct Vegas {
+    cfg: VegasConfig,
+    limit: f64,
+    rtt_noload_us: i64,
+    probe_count: u64,
+    probe_jitter: Option<f64>,
+}
+
+impl Vegas {
+    pub fn new(cfg: VegasConfig) -> Self {
+        Vegas { limit: cfg.initial.max(1) as f64, cfg, rtt_noload_us: 0, probe_count: 0, probe_jitter: None }
+    }
+}
+
+impl Algorithm for Vegas {
+    fn on_sample(&mut self, s: &Sample) {
+        let did_drop = match s.outcome {
+            Outcome::Ignore => return,
+            Outcome::Success => false,
+            Outcome::Overload => true,
+        };
+        let rtt = s.rtt_us.max(1);
+        let jitter = *self.probe_jitter.get_or_insert(0.5 + 0.5 * s.rand);
+        self.probe_count += 1;
+        if jitter * self.cfg.probe_multiplier * self.limit <= self.probe_count as f64 {
+            self.probe_jitter = Some(0.5 + 0.5 * s.rand);
+            self.probe_count = 0;
+            self.rtt_noload_us = rtt;
+            return;
+        }
+        if self.rtt_noload_us == 0 || rtt < self.rtt_noload_us {
+            self.rtt_noload_us = rtt;
+            return;
+        }
+        let queue = (self.limit * (1.0 - self.rtt_noload_us as f64 / rtt as f64)).ceil();
+        let log = log10_floor1(self.limit);
+        let new = if did_drop {
+            self.limit - log
+        } else if ((s.inflight * 2) as f64) < self.limit {
+            // App-limited: no change.
+            return;
+        } else {
+            let (alpha, beta, threshold) = (3.0 * log, 6.0 * log, log);
+            if queue <= threshold {
+                self.limit + beta
+            } else if queue < alpha {
+                self.limit + log
+            } else if queue > beta {
+                self.limit - log
+            } else {
+                return;
+            }
+        };
+        let new = new.clamp(1.0, self.cfg.max as f64);
+        self.limit = (1.0 - self.cfg.smoothing) * self.limit + self.cfg.smoothing * new;
+    }
+
+    fn limit(&self) -> i64 {
+        (self.limit as i64).max(1)
+    }
+
+    fn estimate(&self) -> f64 {
+        self.limit
+    }
+
+    fn name(&self) -> &'static str {
+        "vegas"
+    }
+}
+
+/// Settings of the [`Gradient2`] port; the defaults are Netflix's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gradient2Config {
+    pub initial: i64,
+    pub min: i64,
+    pub max: i64,
+    pub smoothing: f64,
+    pub queue_size: f64,
+    pub rtt_tolerance: f64,
+    pub long_window: u32,
+}
+
+impl Default for Gradient2Config {
+    fn default() -> Self {
+        Gradient2Config {
+            initial: 20,
+            min: 20,
+            max: 200,
+            smoothing: 0.2,
+            queue_size: 4.0,
+            rtt_tolerance: 1.5,
+            long_window: 600,
+        }
+    }
+}
+
+/// Port of Netflix `Gradient2Limit` (per sample): long RTT = exponential average over 600
+/// samples (plain average over the first 10), gradient = `clamp(1.5 × long / rtt, 0.5, 1)`,
+/// `new = L × gradient + 4`, smoothed 0.2 toward it; the long average decays ×0.95 when it is
+/// more than twice the sample. A reference baseline: under sustained overload the long average
+/// absorbs the loaded latency and the limit drifts up.
+#[derive(Clone, Debug)]
+pub struct Gradient2 {
+    cfg: Gradient2Config,
+    limit: f64,
+    long_rtt: f64,
+    long_count: u32,
+    long_sum: f64,
+}
+
+const GRADIENT2_WARMUP: u32 = 10;
+
+impl Gradient2 {
+    pub fn new(cfg: Gradient2Config) -> Self {
+        Gradient2 { limit: cfg.initial.max(1) as f64, cfg, long_rtt: 0.0, long_count: 0, long_sum: 0.0 }
+    }
+}
+
+impl Algorithm for Gradient2 {
+    fn on_sample(&mut self, s: &Sample) {
+        if s.outcome == Outcome::Ignore {
+            return;
+        }
+        // Netflix passes dropped calls with their run time and Gradient2 ignores the drop flag.
+        let short = s.rtt_us.max(1) as f64;
+        if self.long_count < GRADIENT2_WARMUP {
+            self.long_count += 1;
+            self.long_sum += short;
+            self.long_rtt = self.long_sum / self.long_count as f64;
+        } else {
+            let factor = 2.0 / (self.cfg.long_window as f64 + 1.0);
+            self.long_rtt = self.long_rtt * (1.0 - factor) + short * factor;
+        }
+        let long = self.long_rtt;
+        if long / short > 2.0 {
+            self.long_rtt *= 0.95;
+        }
+        if (s.inflight as f64) < self.limit / 2.0 {
+            return;
+        }
+        let gradient = (self.cfg.rtt_tolerance * long / short).clamp(0.5, 1.0);
+        let new = self.limit * gradient + self.cfg.queue_size;
+        let new = self.limit * (1.0 - self.cfg.smoothing) + new * self.cfg.smoothing;
+        self.limit = new.clamp(self.cfg.min.max(1) as f64, self.cfg.max as f64);
+    }
+
+    fn limit(&self) -> i64 {
+        (self.limit as i64).max(1)
+    }
+
+    fn estimate(&self) -> f64 {
+        self.limit
+    }
+
+    fn name(&self) -> &'static str {
+        "gradient2"
+    }
+}
+
+/// Settings of [`AimdRate`] (starts per second).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AimdRateConfig {
+    pub min_per_s: f64,
+    pub max_per_s: f64,
+    pub initial_per_s: f64,
+    /// Slow start: each accepted call adds this much, so the rate grows by `e^gain` per second
+    /// until the first 429.
+    pub slow_start_gain: f64,
+    /// After the first 429: the rate grows by this much per second (spread over accepted calls).
+    pub increase_per_s: f64,
+    /// Factor applied on a 429, at most once per round (see [`AimdRate::on_throttled`]).
+    pub backoff: f64,
+    /// With no 429 for this long the controller goes back to slow start: the provider's limit
+    /// has probably risen, and additive increase alone would take many seconds to find it.
+    pub restart_after_us: i64,
+}
+
+impl Default for AimdRateConfig {
+    fn default() -> Self {
+        AimdRateConfig {
+            min_per_s: 1.0,
+            max_per_s: 100_000.0,
+            initial_per_s: 10.0,
+            slow_start_gain: 1.0,
+            increase_per_s: 10.0,
+            backoff: 0.9,
+            restart_after_us: 3_000_000,
+        }
+    }
+}
+
+/// An adaptive rate for a provider that throttles with 429 (flow.md §2): slow start
+/// (multiplicative growth until the first 429), then additive increase, `x0.9` per 429. The
+/// caller also pauses the scope until the 429's Retry-After; this only sets the pace after it.
+///
+/// One cut per round: a 429 for a call sent before the last cut is the same congestion event
+/// (NewReno's rule), so several instances or calls in flight do not cut the rate many times over.
+#[derive(Clone, Debug)]
+pub struct AimdRate {
+    cfg: AimdRateConfig,
+    rate: f64,
+    slow_start: bool,
+    last_cut_us: Option<i64>,
+    last_throttle_us: Option<i64>,
+}
+
+impl AimdRate {
+    pub fn new(cfg: AimdRateConfig) -> Self {
+        AimdRate {
+            rate: cfg.initial_per_s.clamp(cfg.min_per_s, cfg.max_per_s),
+            cfg,
+            slow_start: true,
+            last_cut_us: None,
+            last_throttle_us: None,
+        }
+    }
+
+    /// Starts per second allowed now.
+    pub fn rate_per_s(&self) -> f64 {
+        self.rate
+    }
+
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    /// A call the provider accepted, at `now_us`.
+    pub fn on_accepted(&mut self, now_us: i64) {
+        if !self.slow_start
+            && self.last_throttle_us.is_none_or(|t| now_us.saturating_sub(t) >= self.cfg.restart_after_us)
+        {
+            self.slow_start = true;
+        }
+        let step = if self.slow_start {
+            self.cfg.slow_start_gain
+        } else {
+            // Spread the per-second increase over the calls of one second.
+            self.cfg.increase_per_s / self.rate.max(1.0)
+        };
+        self.rate = (self.rate + step).clamp(self.cfg.min_per_s, self.cfg.max_per_s);
+    }
+
+    /// A call sent at `sent_us` was throttled at `now_us`. Cuts the rate unless the call was
+    /// sent before the last cut (already answered for).
+    pub fn on_throttled(&mut self, now_us: i64, sent_us: i64) {
+        self.last_throttle_us = Some(now_us);
+        self.slow_start = false;
+        if self.last_cut_us.is_some_and(|cut| sent_us < cut) {
+            return;
+        }
+        self.rate = (self.rate * self.cfg.backoff).clamp(self.cfg.min_per_s, self.cfg.max_per_s);
+        self.last_cut_us = Some(now_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `alg` `n` samples, one every `every_us`, each with `rtt(i)` and in-flight `inflight`.
+    fn feed(
+        alg: &mut dyn Algorithm,
+        t0: i64,
+        n: usize,
+        every_us: i64,
+        inflight: i64,
+        mut rtt: impl FnMut(usize) -> i64,
+    ) -> i64 {
+        let mut now = t0;
+        for i in 0..n {
+            now += every_us;
+            let s = Sample { now_us: now, rtt_us: rtt(i), inflight, outcome: Outcome::Success, rand: 0.5 };
+            alg.on_sample(&s);
+        }
+        now
+    }
+
+    /// A closed loop against an ideal downstream with `c` slots and fixed service `s_us`:
+    /// with `L` in flight the latency is `s * max(1, L / c)` (Little's law, no variance).
+    /// Returns the time reached.
+    fn closed_loop(alg: &mut P50Gradient, t0: i64, dur_us: i64, c: f64, s_us: f64) -> i64 {
+        let mut now = t0;
+        while now < t0 + dur_us {
+            let l = alg.limit() as f64;
+            let rtt = s_us * (l / c).max(1.0);
+            // L calls finish per rtt.
+            let step = (rtt / l) as i64;
+            now += step.max(1);
+            alg.on_sample(&Sample {
+                now_us: now,
+                rtt_us: rtt as i64,
+                inflight: l as i64,
+                outcome: Outcome::Success,
+                rand: 0.5,
+            });
+        }
+        now
+    }
+
+    #[test]
+    fn static_limit_is_fixed_and_at_least_one() {
+        let mut s = StaticLimit { limit: 0 };
+        feed(&mut s, 0, 10, 1_000, 5, |_| 10_000);
+        assert_eq!(s.limit(), 1);
+        assert_eq!(StaticLimit { limit: 7 }.limit(), 7);
+    }
+
+    #[test]
+    fn p50_gradient_stays_within_bounds() {
+        let cfg = P50GradientConfig { min: 3, max: 12, initial: 5, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        // Fast, saturated: grows but never past max.
+        let t = feed(&mut g, 0, 5_000, 1_000, 100, |_| 10_000);
+        assert_eq!(g.limit(), 12);
+        // Very slow: the gradient shrinks it, but latency alone stops at 4, the fixed point of
+        // L = L/2 + sqrt(L) (the gradient's floor of 0.5 plus the headroom).
+        feed(&mut g, t, 5_000, 1_000, 100, |_| 1_000_000);
+        assert_eq!(g.limit(), 4);
+        // Explicit overload goes lower, to min and never below.
+        let mut now = 20_000_000;
+        for _ in 0..2_000 {
+            now += 1_000;
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: 1_000,
+                inflight: 3,
+                outcome: Outcome::Overload,
+                rand: 0.1,
+            });
+            assert!((3..=12).contains(&g.limit()));
+        }
+        assert_eq!(g.limit(), 3);
+    }
+
+    #[test]
+    fn p50_gradient_does_not_grow_while_under_used() {
+        let cfg = P50GradientConfig { initial: 20, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        // In flight never reaches L/2 = 10: fast calls, but no growth.
+        feed(&mut g, 0, 5_000, 1_000, 9, |_| 10_000);
+        assert_eq!(g.limit(), 20);
+        // Reaching L/2 lets it grow.
+        feed(&mut g, 5_000_000, 300, 1_000, 10, |_| 10_000);
+        assert!(g.limit() > 20, "{}", g.limit());
+    }
+
+    #[test]
+    fn p50_gradient_cuts_by_a_tenth_per_overloaded_window() {
+        let cfg = P50GradientConfig { initial: 100, max: 1_000, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        // A baseline first (windows of 100 ms / 20 samples at 5 ms spacing, the fifth closing
+        // on the last sample), under-used so the limit stays put.
+        let t = feed(&mut g, 0, 101, 5_000, 10, |_| 10_000);
+        assert_eq!(g.limit(), 100);
+        // One window with an overload in it: exactly x0.9, whatever the latencies said.
+        let mut now = t;
+        for i in 0..25 {
+            now += 5_000;
+            let outcome = if i == 3 { Outcome::Overload } else { Outcome::Success };
+            g.on_sample(&Sample { now_us: now, rtt_us: 10_000, inflight: 100, outcome, rand: 0.5 });
+        }
+        assert!((g.estimate() - 90.0).abs() < 1e-9, "{}", g.estimate());
+        // The next overloaded window cuts again.
+        for _ in 0..25 {
+            now += 5_000;
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: 10_000,
+                inflight: 90,
+                outcome: Outcome::Overload,
+                rand: 0.5,
+            });
+        }
+        assert!((g.estimate() - 81.0).abs() < 1e-9, "{}", g.estimate());
+    }
+
+    #[test]
+    fn p50_gradient_probe_halves_then_restores_and_remeasures() {
+        let cfg = P50GradientConfig { initial: 40, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        // Establish a 10 ms baseline while under-used (limit stays 40).
+        let mut now = feed(&mut g, 0, 40, 5_000, 1, |_| 10_000);
+        assert_eq!(g.baseline_us(), Some(10_000.0));
+        assert_eq!(g.limit(), 40);
+        // The downstream got slower for good (20 ms unloaded). The baseline stays 10 ms until it
+        // expires (10 s × (1 + 0.2 × 0.5) = 11 s after it was set); meanwhile under-used.
+        let mut saw_probe = false;
+        let mut limits = Vec::new();
+        while now < 13_000_000 {
+            now += 5_000;
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: 20_000,
+                inflight: 1,
+                outcome: Outcome::Success,
+                rand: 0.5,
+            });
+            if g.probing() {
+                saw_probe = true;
+                limits.push(g.limit());
+            }
+        }
+        assert!(saw_probe);
+        // 20 ms > 1.5 × 10 ms: the probe halves again (40 → 20 → 10 → 5, three halvings) before
+        // adopting the new baseline, then restores the limit.
+        assert_eq!(limits.iter().copied().min(), Some(5));
+        assert!(limits.contains(&20) && limits.contains(&10));
+        assert!(!g.probing());
+        assert_eq!(g.limit(), 40);
+        assert_eq!(g.baseline_us(), Some(20_000.0));
+    }
+
+    #[test]
+    fn p50_gradient_probe_of_an_unchanged_downstream_halves_once() {
+        let cfg = P50GradientConfig { initial: 16, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        let mut now = feed(&mut g, 0, 40, 5_000, 1, |_| 10_000);
+        let mut limits = Vec::new();
+        while now < 13_000_000 {
+            now += 5_000;
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: 10_500,
+                inflight: 1,
+                outcome: Outcome::Success,
+                rand: 0.0,
+            });
+            if g.probing() {
+                limits.push(g.limit());
+            }
+        }
+        assert!(!limits.is_empty());
+        assert!(limits.iter().all(|&l| l == 8), "{limits:?}");
+        assert_eq!(g.limit(), 16);
+        assert_eq!(g.baseline_us(), Some(10_500.0));
+    }
+
+    #[test]
+    fn p50_gradient_converges_near_capacity_and_follows_steps() {
+        let mut g = P50Gradient::new(P50GradientConfig::default());
+        // c = 8, S = 10 ms: settles a little above 8 (sqrt headroom, 25 % tolerance).
+        let t = closed_loop(&mut g, 0, 20_000_000, 8.0, 10_000.0);
+        let l8 = g.limit();
+        assert!((9..=16).contains(&l8), "c=8: {l8}");
+        // Capacity halves: the limit follows within a few seconds.
+        let t = closed_loop(&mut g, t, 5_000_000, 4.0, 10_000.0);
+        let l4 = g.limit();
+        assert!((5..=9).contains(&l4), "c=4: {l4}");
+        // And doubles to 16.
+        closed_loop(&mut g, t, 5_000_000, 16.0, 10_000.0);
+        let l16 = g.limit();
+        assert!((17..=28).contains(&l16), "c=16: {l16}");
+    }
+
+    #[test]
+    fn p50_gradient_recovers_from_an_inflated_start_probe_by_probe() {
+        // Starts at 200 against c = 8: the first baseline is measured while queueing (25× too
+        // high). Each probe measures at half the limit and lowers the baseline, so the limit
+        // comes down, but only probe by probe: hence the low default start.
+        let cfg = P50GradientConfig { initial: 200, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        let t = closed_loop(&mut g, 0, 10_000_000, 8.0, 10_000.0);
+        let early = g.limit();
+        closed_loop(&mut g, t, 50_000_000, 8.0, 10_000.0);
+        eprintln!("early {early} late {}", g.limit());
+        assert!(g.limit() * 2 < early, "{early} -> {}", g.limit());
+    }
+
+    #[test]
+    fn vegas_grows_without_queueing_and_shrinks_with_it() {
+        let mut v = Vegas::new(VegasConfig::default());
+        // First sample sets rtt_noload; equal samples → queue 0 ≤ threshold → +beta (6).
+        feed(&mut v, 0, 5, 1_000, 20, |_| 10_000);
+        assert!(v.limit() > 20, "{}", v.limit());
+        let before = v.estimate();
+        // Latency doubled: queue = ceil(L/2) > beta → −1 per sample.
+        feed(&mut v, 10_000, 5, 1_000, 100, |_| 20_000);
+        assert!((v.estimate() - (before - 5.0)).abs() < 1e-9, "{} {}", before, v.estimate());
+        // App-limited: no change.
+        let e = v.estimate();
+        feed(&mut v, 20_000, 5, 1_000, 1, |_| 10_000);
+        assert_eq!(v.estimate(), e);
+    }
+
+    #[test]
+    fn gradient2_respects_its_floor_and_drifts_up_under_steady_overload() {
+        let mut g = Gradient2::new(Gradient2Config::default());
+        // Latency constant at any level: gradient 1 → +4 × 0.2 per sample up to max 200.
+        feed(&mut g, 0, 2_000, 1_000, 1_000, |_| 50_000);
+        assert_eq!(g.limit(), 200);
+        // A sudden 10× slowdown: cuts toward the floor of 20, never below.
+        let t = feed(&mut g, 2_000_000, 100, 1_000, 1_000, |_| 500_000);
+        assert!((20..60).contains(&g.limit()), "{}", g.limit());
+        // But the latency stays 10× and the long average absorbs it: the limit drifts back to
+        // the ceiling (the failure flow.md §1.1 reports).
+        feed(&mut g, t, 3_000, 1_000, 1_000, |_| 500_000);
+        assert_eq!(g.limit(), 200);
+    }
+
+    #[test]
+    fn aimd_rate_slow_starts_cuts_once_per_round_and_grows_additively() {
+        let cfg = AimdRateConfig { initial_per_s: 10.0, ..Default::default() };
+        let mut a = AimdRate::new(cfg);
+        for i in 0..20 {
+            a.on_accepted(i * 1_000);
+        }
+        assert!(a.in_slow_start());
+        assert!((a.rate_per_s() - 30.0).abs() < 1e-9);
+        a.on_throttled(100_000, 90_000);
+        assert!((a.rate_per_s() - 27.0).abs() < 1e-9);
+        assert!(!a.in_slow_start());
+        // A 429 for a call sent before that cut: same round, no second cut.
+        a.on_throttled(101_000, 95_000);
+        assert!((a.rate_per_s() - 27.0).abs() < 1e-9);
+        // A call sent after the cut: a new round.
+        a.on_throttled(120_000, 110_000);
+        assert!((a.rate_per_s() - 24.3).abs() < 1e-9);
+        // Additive: one second of calls at the rate in force adds 10/s (within rounding).
+        let r0 = a.rate_per_s();
+        let mut t = 130_000.0;
+        while t < 1_130_000.0 {
+            t += 1e6 / a.rate_per_s();
+            a.on_accepted(t as i64);
+        }
+        assert!((a.rate_per_s() - r0 - 10.0).abs() < 1.0, "{}", a.rate_per_s());
+        // No 429 for 3 s: back to slow start.
+        a.on_accepted(3_200_000);
+        assert!(a.in_slow_start());
+    }
+}

@@ -1,0 +1,287 @@
+//! Client side of scenario B: instances calling a provider that rate-limits with 429 +
+//! Retry-After, under one of four policies.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use drove_core::RateLimit;
+use drove_core::adaptive::{AimdRate, AimdRateConfig};
+use drove_core::gcra;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::FlowError;
+use crate::sim::{Downstream, DownstreamConfig, Response, SimClock, SimRng, run_paused};
+
+/// How instances pace their calls.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatePolicy {
+    /// No pacing; a 429 is a failed attempt and the job is retried at once.
+    Naive,
+    /// A local bucket per instance at `per_s` (the provider's published rate); a 429 is a
+    /// failed attempt, retried through the bucket.
+    StaticBucket { per_s: f64, burst: i64 },
+    /// Drove's: one GCRA scope shared by every instance (as the store keeps it), its rate set by
+    /// [`AimdRate`]; a 429 holds the scope until Retry-After and uses no attempt.
+    Adaptive(#[serde(skip)] AimdRateConfig),
+    /// The shared scope at `fraction` of the provider's true rate at each instant (it knows the
+    /// schedule); a 429 holds the scope like `Adaptive`.
+    KnownLimit { fraction: f64 },
+}
+
+impl RatePolicy {
+    pub fn label(&self) -> String {
+        match self {
+            RatePolicy::Naive => "naive retry".into(),
+            RatePolicy::StaticBucket { .. } => "static bucket".into(),
+            RatePolicy::Adaptive(_) => "aimd+gcra".into(),
+            RatePolicy::KnownLimit { fraction } => format!("known limit {fraction}R"),
+        }
+    }
+}
+
+/// One run of scenario B.
+#[derive(Clone, Debug)]
+pub struct RateRun {
+    pub downstream: DownstreamConfig,
+    pub policy: RatePolicy,
+    pub instances: usize,
+    /// Calls each instance may have in flight.
+    pub workers: i64,
+    /// Attempts a job has (429s count against them unless the policy says otherwise).
+    pub max_attempts: u32,
+    pub duration_us: i64,
+    pub seed: u64,
+}
+
+/// One call.
+#[derive(Clone, Copy, Debug)]
+pub struct RateCall {
+    pub instance: usize,
+    pub sent_us: i64,
+    pub done_us: i64,
+    pub throttled: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RateData {
+    pub calls: Vec<RateCall>,
+    /// Job attempts used up by 429s.
+    pub attempts_on_429: u64,
+    /// Jobs that failed for good because 429s used up their attempts.
+    pub jobs_failed: u64,
+    /// `(t_us, rate per s)` of the shared adaptive scope, every 100 ms.
+    pub trace: Vec<(i64, f64)>,
+}
+
+/// The scope every instance shares: what the store's queue row holds (a GCRA timestamp) plus
+/// the adaptive rate in force.
+struct Shared {
+    tat_us: Option<i64>,
+    aimd: Option<AimdRate>,
+}
+
+struct Instance {
+    id: usize,
+    /// Jobs waiting to be retried, with the attempts they have used.
+    retry: RefCell<VecDeque<u32>>,
+    inflight: Cell<i64>,
+    /// The instance's own bucket (static policy).
+    local_tat_us: Cell<Option<i64>>,
+    notify: Notify,
+    /// Jitters when the instance looks again, as network and store latency do: without it the
+    /// simulation would wake instances in the same order every time and one would win every
+    /// emission.
+    rng: RefCell<SimRng>,
+}
+
+struct World {
+    clock: SimClock,
+    run: RateRun,
+    downstream: Rc<Downstream>,
+    shared: RefCell<Shared>,
+    data: RefCell<RateData>,
+}
+
+/// Burst of the shared scope: 2 lets a start that comes a little after its emission time (the
+/// jitter above) keep the pace instead of losing the slot.
+const SHARED_BURST: i64 = 2;
+
+/// A rate of `per_s` (fractional) as a GCRA limit with per-mille precision.
+fn rate_limit(per_s: f64, burst: i64) -> RateLimit {
+    RateLimit {
+        limit: ((per_s * 1_000.0).round() as i64).max(1),
+        period_ms: 1_000_000,
+        burst: Some(burst.max(1)),
+    }
+}
+
+impl World {
+    /// The shared scope's limit now.
+    fn shared_limit(&self, now: i64) -> Option<RateLimit> {
+        match &self.run.policy {
+            RatePolicy::Adaptive(_) => {
+                let per_s = self.shared.borrow().aimd.as_ref().map_or(1.0, AimdRate::rate_per_s);
+                Some(rate_limit(per_s, SHARED_BURST))
+            }
+            RatePolicy::KnownLimit { fraction } => {
+                let r = self.downstream.config().rate.as_ref().map_or(1, |r| r.per_s_at(now));
+                Some(rate_limit(r as f64 * fraction, SHARED_BURST))
+            }
+            _ => None,
+        }
+    }
+
+    /// Asks the pacing for one start now: `Ok` or the time to look again.
+    fn take(&self, inst: &Instance, now: i64) -> Result<(), i64> {
+        match &self.run.policy {
+            RatePolicy::Naive => Ok(()),
+            RatePolicy::StaticBucket { per_s, burst } => {
+                let g = gcra::take(&rate_limit(*per_s, *burst), inst.local_tat_us.get(), now, 1);
+                if g.granted == 1 {
+                    inst.local_tat_us.set(Some(g.tat_us));
+                    Ok(())
+                } else {
+                    Err(g.next_at_us.unwrap_or(now + 1_000))
+                }
+            }
+            RatePolicy::Adaptive(_) | RatePolicy::KnownLimit { .. } => {
+                let rl = self.shared_limit(now).unwrap_or(rate_limit(1.0, 1));
+                let mut sh = self.shared.borrow_mut();
+                let g = gcra::take(&rl, sh.tat_us, now, 1);
+                if g.granted == 1 {
+                    sh.tat_us = Some(g.tat_us);
+                    Ok(())
+                } else {
+                    // Look again at the next emission, but at least every 10 ms: the adaptive
+                    // rate may have risen meanwhile.
+                    Err(g.next_at_us.unwrap_or(now + 1_000).min(now + 10_000))
+                }
+            }
+        }
+    }
+
+    fn shared_scope(&self) -> bool {
+        matches!(self.run.policy, RatePolicy::Adaptive(_) | RatePolicy::KnownLimit { .. })
+    }
+}
+
+async fn call(world: Rc<World>, inst: Rc<Instance>, mut attempts: u32) {
+    loop {
+        let sent_us = world.clock.now_us();
+        let resp = world.downstream.call().await;
+        let done_us = world.clock.now_us();
+        let throttled = matches!(resp, Response::Throttled { .. });
+        world.data.borrow_mut().calls.push(RateCall { instance: inst.id, sent_us, done_us, throttled });
+        match resp {
+            Response::Throttled { retry_after_us } if world.shared_scope() => {
+                // Drove's throttled outcome: hold the whole scope until Retry-After (every
+                // instance sees it: it is the shared GCRA timestamp), tell the rate, and put the
+                // job back without using an attempt.
+                let until = done_us + retry_after_us;
+                let rl = world.shared_limit(done_us).unwrap_or(rate_limit(1.0, 1));
+                {
+                    let mut sh = world.shared.borrow_mut();
+                    sh.tat_us = Some(gcra::hold_until(&rl, sh.tat_us, until));
+                    if let Some(a) = sh.aimd.as_mut() {
+                        a.on_throttled(done_us, sent_us);
+                    }
+                }
+                inst.retry.borrow_mut().push_back(attempts);
+                break;
+            }
+            Response::Throttled { .. } => {
+                // A job system that treats 429 as a failure: the attempt is spent.
+                attempts += 1;
+                world.data.borrow_mut().attempts_on_429 += 1;
+                if attempts >= world.run.max_attempts {
+                    world.data.borrow_mut().jobs_failed += 1;
+                    break;
+                }
+                if matches!(world.run.policy, RatePolicy::Naive) {
+                    continue;
+                }
+                inst.retry.borrow_mut().push_back(attempts);
+                break;
+            }
+            Response::Ok | Response::Unavailable => {
+                if let Some(a) = world.shared.borrow_mut().aimd.as_mut() {
+                    a.on_accepted(done_us);
+                }
+                break;
+            }
+        }
+    }
+    inst.inflight.set(inst.inflight.get() - 1);
+    inst.notify.notify_one();
+}
+
+async fn instance_loop(world: Rc<World>, inst: Rc<Instance>) {
+    loop {
+        if inst.inflight.get() >= world.run.workers {
+            inst.notify.notified().await;
+            continue;
+        }
+        let now = world.clock.now_us();
+        match world.take(&inst, now) {
+            Ok(()) => {
+                // Retries first, then fresh jobs from the (endless) backlog.
+                let attempts = inst.retry.borrow_mut().pop_front().unwrap_or(0);
+                inst.inflight.set(inst.inflight.get() + 1);
+                tokio::task::spawn_local(call(world.clone(), inst.clone(), attempts));
+            }
+            Err(at) => {
+                let jitter = (inst.rng.borrow_mut().f64() * 200.0) as i64;
+                world.clock.sleep_until_us(at.max(now + 1) + jitter).await;
+            }
+        }
+    }
+}
+
+async fn trace(world: Rc<World>) {
+    let mut t = 0;
+    loop {
+        let r = world.shared.borrow().aimd.as_ref().map(AimdRate::rate_per_s);
+        if let Some(r) = r {
+            world.data.borrow_mut().trace.push((t, r));
+        }
+        t += 100_000;
+        world.clock.sleep_until_us(t).await;
+    }
+}
+
+impl RateRun {
+    pub fn run(&self) -> Result<RateData, FlowError> {
+        let run = self.clone();
+        run_paused(move |clock| async move {
+            let downstream = Downstream::new(run.downstream.clone(), clock, run.seed);
+            let aimd = match &run.policy {
+                RatePolicy::Adaptive(cfg) => Some(AimdRate::new(*cfg)),
+                _ => None,
+            };
+            let world = Rc::new(World {
+                clock,
+                downstream,
+                shared: RefCell::new(Shared { tat_us: None, aimd }),
+                data: RefCell::new(RateData::default()),
+                run: run.clone(),
+            });
+            for id in 0..run.instances {
+                let inst = Rc::new(Instance {
+                    id,
+                    retry: RefCell::new(VecDeque::new()),
+                    inflight: Cell::new(0),
+                    local_tat_us: Cell::new(None),
+                    notify: Notify::new(),
+                    rng: RefCell::new(SimRng::new(run.seed, 0xC0 + id as u64)),
+                });
+                tokio::task::spawn_local(instance_loop(world.clone(), inst));
+            }
+            tokio::task::spawn_local(trace(world.clone()));
+            clock.sleep_until_us(run.duration_us).await;
+            std::mem::take(&mut *world.data.borrow_mut())
+        })
+    }
+}
