@@ -26,6 +26,8 @@ enum Command {
     Queues(cmd::client::ServerArgs),
     /// Show or change a queue's settings.
     Queue(cmd::client::QueueArgs),
+    /// Apply pending PostgreSQL migrations (drove serve also applies them on start).
+    Migrate(cmd::migrate::Args),
     /// Run the benchmark workloads of BENCH.md (w1..w6, all).
     Bench(cmd::bench::Args),
     /// An HTTP worker for benchmarks (W5 kills it).
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(a) => cmd::client::jobs(a).await,
             Command::Queues(a) => cmd::client::queues(a).await,
             Command::Queue(a) => cmd::client::queue(a).await,
+            Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::BenchWorker(a) => cmd::bench::worker(a).await,
         }

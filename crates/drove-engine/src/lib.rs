@@ -12,6 +12,7 @@
 //! transition, so running it twice at once is harmless. This crate must not depend on a
 //! database driver or on HTTP.
 
+mod limiter;
 pub mod runtime;
 pub mod services;
 mod wait;
@@ -19,8 +20,8 @@ mod wait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drove_core::{Job, JobId, Millis};
-use drove_store::{ClaimOutcome, ClaimRequest, NewJob, Store, StoreError, Submitted};
+use drove_core::{ErrorKind, Job, JobId, JobState, Millis};
+use drove_store::{ClaimOutcome, ClaimRequest, Finish, NewJob, Store, StoreError, Submitted};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,6 +64,8 @@ struct Inner {
     /// Cancelled when the node shuts down: services stop, long polls answer at once.
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Throttled outcomes seen by this node, for the limit service.
+    overloads: limiter::Overloads,
 }
 
 impl Engine {
@@ -74,10 +77,12 @@ impl Engine {
                 config,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                overloads: Default::default(),
             }),
         };
         if engine.inner.config.run_services {
             services::spawn_all(&engine);
+            engine.inner.tasks.spawn(limiter::Limiter { engine: engine.clone() }.run());
         }
         engine
     }
@@ -97,6 +102,23 @@ impl Engine {
 
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
+    }
+
+    pub(crate) fn overloads(&self) -> &limiter::Overloads {
+        &self.inner.overloads
+    }
+
+    /// Ends runs (see [`Store::finish`]), telling the limit service of throttled outcomes.
+    pub async fn finish(&self, items: Vec<Finish>) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        let now = Millis::now();
+        let results = self.inner.store.finish(items, now).await?;
+        for job in results.iter().flatten() {
+            let throttled = job.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Throttled && e.at == now);
+            if throttled && !job.state.is_terminal() && job.state != JobState::Running {
+                self.inner.overloads.throttled(&job.queue, now);
+            }
+        }
+        Ok(results)
     }
 
     /// Submits jobs (see [`Store::submit`]).

@@ -116,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// What an adaptive limit applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LimitScope {
     Queue(String),
     Pool(String),

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod client;
+pub mod migrate;
 pub mod serve;
 pub mod worker;
 

@@ -16,9 +16,15 @@ pub struct Args {
     /// The embedded SQLite database file.
     #[arg(long, env = "DROVE_DB", default_value = "drove.db")]
     pub db: PathBuf,
-    /// Use PostgreSQL instead of SQLite (postgres://...).
+    /// Use PostgreSQL instead of SQLite (postgres://...): many nodes may share it.
     #[arg(long, env = "DROVE_DATABASE_URL", conflicts_with = "db")]
     pub database_url: Option<String>,
+    /// PostgreSQL: the schema holding Drove's tables.
+    #[arg(long, env = "DROVE_SCHEMA", default_value = drove_postgres::DEFAULT_SCHEMA)]
+    pub schema: String,
+    /// PostgreSQL: pooled connections (default: 2 per core, 4 to 16).
+    #[arg(long)]
+    pub pool_size: Option<usize>,
     /// Address to listen on (loopback by default).
     #[arg(long, env = "DROVE_BIND", default_value = "127.0.0.1:7070")]
     pub bind: SocketAddr,
@@ -40,7 +46,14 @@ pub struct Args {
 
 pub async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &args.database_url {
-        anyhow::bail!("PostgreSQL is not built into this binary yet (asked for {url})");
+        let mut opts = drove_postgres::PostgresOptions::new(url).with_schema(&args.schema);
+        opts.max_payload = args.max_payload;
+        if let Some(n) = args.pool_size {
+            opts.pool_size = n.max(1);
+        }
+        let store =
+            drove_postgres::PostgresStore::open(opts).await.context("opening the PostgreSQL store")?;
+        return Ok(Arc::new(store));
     }
     let mut opts = SqliteOptions::new(&args.db);
     opts.max_payload = args.max_payload;

@@ -2,11 +2,9 @@
 //! store call (and, with group commit, one fsync) for many jobs. An end the store could not
 //! take (it was unreachable) is retried until it is stored or the runtime dies.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use drove_core::Millis;
-use drove_store::{Finish, Store, StoreError};
+use drove_store::{Finish, StoreError};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,13 +32,13 @@ impl CompleterHandle {
     }
 }
 
-pub(crate) fn spawn(store: Arc<dyn Store>, kill: CancellationToken) -> CompleterHandle {
+pub(crate) fn spawn(engine: crate::Engine, kill: CancellationToken) -> CompleterHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(store, rx, kill));
+    let task = tokio::spawn(run(engine, rx, kill));
     CompleterHandle { tx: std::sync::Mutex::new(Some(tx)), task: Mutex::new(Some(task)) }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Finish>, kill: CancellationToken) {
+async fn run(engine: crate::Engine, mut rx: mpsc::UnboundedReceiver<Finish>, kill: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let n = tokio::select! {
@@ -52,7 +50,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Finish>, kil
         }
         let mut pause = Duration::from_millis(50);
         loop {
-            match store.finish(batch.clone(), Millis::now()).await {
+            match engine.finish(batch.clone()).await {
                 Ok(results) => {
                     for (f, r) in batch.iter().zip(results) {
                         match r {

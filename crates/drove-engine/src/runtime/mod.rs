@@ -129,7 +129,7 @@ impl Runtime {
     pub fn start(self) -> RuntimeHandle {
         let kill = CancellationToken::new();
         let shared = Arc::new(Shared {
-            completer: completer::spawn(Arc::clone(self.engine.store()), kill.clone()),
+            completer: completer::spawn(self.engine.clone(), kill.clone()),
             engine: self.engine,
             worker_name: self.worker_name,
             stop: CancellationToken::new(),

@@ -79,13 +79,7 @@ fn check_message(field: &str, m: &str) -> Result<(), ApiError> {
 
 async fn finish_one(st: &AppState, id: JobId, f: Finish) -> Result<Response, ApiError> {
     f.validate(st.engine.store().max_payload())?;
-    let job = st
-        .engine
-        .store()
-        .finish(vec![f], Millis::now())
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal("no answer"))??;
+    let job = st.engine.finish(vec![f]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))??;
     debug_assert_eq!(job.id, id);
     Ok(job_response(axum::http::StatusCode::OK, &job, None))
 }
@@ -176,11 +170,7 @@ pub async fn finish_many(
             })),
         }
     }
-    let results = if finishes.is_empty() {
-        Vec::new()
-    } else {
-        st.engine.store().finish(finishes, Millis::now()).await?
-    };
+    let results = if finishes.is_empty() { Vec::new() } else { st.engine.finish(finishes).await? };
     let mut results = ids.into_iter().zip(results);
     let out: Vec<Entry> = entries
         .into_iter()

@@ -9,10 +9,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use drove_core::{JobState, LeaseToken, Millis, QueueConfig, gcra};
+use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 use rusqlite::params;
 
+use super::admin::{pool_cap, pool_queues};
 use super::group::refresh_group;
 use super::{id_list, load_jobs};
 use crate::row::db_err;
@@ -51,6 +52,39 @@ fn count_running(tx: &Tx<'_>, queue: &str, cap: i64) -> Result<i64, StoreError> 
         .map_err(db_err)
 }
 
+/// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
+/// limit is shared by its queues; online queues get permits first; offline queues get what is
+/// left while no online job is ready, and never less than their minimum share.
+fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane, now: Millis) -> Result<i64, StoreError> {
+    let Some(row) = tx.pool(pool)? else { return Ok(i64::MAX) };
+    let Some(cap) = pool_cap(&row) else { return Ok(i64::MAX) };
+    let mut running_total = 0;
+    let mut running_offline = 0;
+    let mut online_ready = false;
+    for q in pool_queues(tx, pool)? {
+        let running = count_running(tx, &q, cap)?;
+        running_total += running;
+        if tx.queue(&q, now)?.config.lane() == Lane::Offline {
+            running_offline += running;
+        } else if !online_ready {
+            online_ready = tx
+                .conn
+                .prepare_cached("SELECT 1 FROM jobs WHERE queue = ?1 AND state = 1 LIMIT 1")
+                .and_then(|mut s| s.exists([&q]))
+                .map_err(db_err)?;
+        }
+    }
+    let free = cap - running_total;
+    Ok(match lane {
+        Lane::Online => free,
+        Lane::Offline if online_ready => {
+            let share = (row.config.offline_min_share() * cap as f64).ceil() as i64;
+            free.min(share - running_offline)
+        }
+        Lane::Offline => free,
+    })
+}
+
 fn earliest(a: Option<Millis>, b: Millis) -> Option<Millis> {
     Some(a.map_or(b, |a| a.min(b)))
 }
@@ -73,6 +107,12 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
     let mut want = req.max;
     if let Some(cap) = queue_cap(&q) {
         want = want.min(cap - count_running(tx, &req.queue, cap)?);
+        if want <= 0 {
+            return Ok(ClaimOutcome::default());
+        }
+    }
+    if let Some(pool) = cfg.pool.clone() {
+        want = want.min(pool_room(tx, &pool, cfg.lane(), now)?);
         if want <= 0 {
             return Ok(ClaimOutcome::default());
         }

@@ -247,8 +247,14 @@ pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job, now: Millis) -> Result<(), S
     if let Some(g) = &job.group {
         refresh_group(tx, &job.queue, g, now)?;
     }
-    // A freed slot (or a requeued job) may let a waiting claimer through.
+    // A freed slot (or a requeued job) may let a waiting claimer through: of this queue, or,
+    // when it shares a pool, of any queue of the pool.
     tx.ready(&job.queue);
+    if let Some(pool) = tx.queue(&job.queue, now)?.config.pool.clone() {
+        for q in super::admin::pool_queues(tx, &pool)? {
+            tx.ready(&q);
+        }
+    }
     tx.changed(job);
     Ok(())
 }

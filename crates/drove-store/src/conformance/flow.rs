@@ -54,3 +54,62 @@ pub async fn adaptive_limit_in_force_caps_claims(s: Arc<dyn Store>) {
     set_queue(&*s, "q", r#"{"concurrency": 4}"#, at(3)).await;
     assert_eq!(claim(&*s, "q", 10, at(4)).await.len(), 1);
 }
+
+pub async fn a_pools_limit_is_shared_by_its_queues(s: Arc<dyn Store>) {
+    let pool: drove_core::queue::PoolPatch = serde_json::from_str(r#"{"concurrency": 3}"#).unwrap();
+    let p = s.put_pool("api", pool).await.unwrap();
+    assert_eq!(p.limit_now, Some(3));
+    for q in ["a", "b"] {
+        set_queue(&*s, q, r#"{"pool": "api"}"#, T0).await;
+        s.submit((0..5).map(|_| job(q)).collect(), T0).await.unwrap();
+    }
+    assert_eq!(s.get_pool("api").await.unwrap().unwrap().queues, vec!["a".to_string(), "b".to_string()]);
+    let a = claim(&*s, "a", 10, at(1)).await;
+    assert_eq!(a.len(), 3);
+    assert!(claim(&*s, "b", 10, at(2)).await.is_empty(), "the pool is full");
+    complete(&*s, &a[0], "null", at(3)).await.unwrap();
+    assert_eq!(claim(&*s, "b", 10, at(4)).await.len(), 1);
+    // An adaptive pool limit lowers the cap.
+    let adaptive: drove_core::queue::PoolPatch =
+        serde_json::from_str(r#"{"adaptive": {"min": 1, "max": 8}}"#).unwrap();
+    s.put_pool("api", adaptive).await.unwrap();
+    s.set_limit(LimitScope::Pool("api".into()), Some(2)).await.unwrap();
+    assert_eq!(s.get_pool("api").await.unwrap().unwrap().limit_now, Some(2));
+    assert!(claim(&*s, "a", 10, at(5)).await.is_empty(), "3 running, limit 2");
+}
+
+pub async fn offline_lanes_yield_to_online_work_but_keep_their_share(s: Arc<dyn Store>) {
+    let pool: drove_core::queue::PoolPatch =
+        serde_json::from_str(r#"{"concurrency": 10, "offline_min_share": 0.2}"#).unwrap();
+    s.put_pool("dns", pool).await.unwrap();
+    set_queue(&*s, "live", r#"{"pool": "dns", "lane": "online"}"#, T0).await;
+    set_queue(&*s, "bulk", r#"{"pool": "dns", "lane": "offline"}"#, T0).await;
+    s.submit((0..20).map(|_| job("bulk")).collect(), T0).await.unwrap();
+    s.submit((0..20).map(|_| job("live")).collect(), T0).await.unwrap();
+    let bulk = claim(&*s, "bulk", 10, at(1)).await;
+    assert_eq!(bulk.len(), 2, "online work is ready: offline keeps only its share (0.2 x 10)");
+    let live = claim(&*s, "live", 20, at(2)).await;
+    assert_eq!(live.len(), 8, "online takes everything left");
+    assert!(claim(&*s, "bulk", 10, at(3)).await.is_empty());
+    // With no online job ready, offline may use every free permit.
+    let rest = claim(&*s, "live", 20, at(4)).await;
+    assert!(rest.is_empty(), "the pool is full");
+    for c in &live {
+        complete(&*s, c, "null", at(5)).await.unwrap();
+    }
+    let more_live = claim(&*s, "live", 20, at(6)).await;
+    assert_eq!(more_live.len(), 8, "12 online jobs were still ready");
+    for c in &more_live {
+        complete(&*s, c, "null", at(7)).await.unwrap();
+    }
+    let last_live = claim(&*s, "live", 20, at(8)).await;
+    assert_eq!(last_live.len(), 4);
+    for c in &last_live {
+        complete(&*s, c, "null", at(9)).await.unwrap();
+    }
+    assert_eq!(
+        claim(&*s, "bulk", 20, at(10)).await.len(),
+        8,
+        "no online work: offline gets all free permits"
+    );
+}

@@ -166,6 +166,8 @@ macro_rules! conformance_tests {
             rate_limit_spaces_starts_and_says_when_to_retry,
             group_rate_limits_each_group_apart,
             adaptive_limit_in_force_caps_claims,
+            a_pools_limit_is_shared_by_its_queues,
+            offline_lanes_yield_to_online_work_but_keep_their_share,
             concurrent_submits_of_one_key_create_one_job,
             concurrent_claimers_never_share_a_job,
             completion_racing_the_reaper_has_exactly_one_outcome,

@@ -83,26 +83,42 @@ pub enum Target {
 pub struct Fixture {
     pub target: Target,
     pub dir: tempfile::TempDir,
+    /// PostgreSQL: the run's own schema, dropped at the end.
+    pub pg: Option<drove_postgres::PostgresOptions>,
+}
+
+/// A fresh schema name per run, so runs never see each other's jobs.
+fn bench_schema() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("drove_bench_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Fixture {
     pub async fn open(settings: &Settings) -> anyhow::Result<Fixture> {
         let dir = tempfile::Builder::new().prefix("drove-bench-").tempdir_in(&settings.dir)?;
         let db = dir.path().join("bench.db");
+        let pg = match settings.store.as_str() {
+            "sqlite" => None,
+            "postgres" => {
+                let url = settings.database_url.clone().context("--store postgres needs --database-url")?;
+                Some(drove_postgres::PostgresOptions::new(url).with_schema(bench_schema()))
+            }
+            other => bail!("unknown store {other} (sqlite or postgres)"),
+        };
         let target = match settings.mode.as_str() {
             "inproc" => {
-                let store = open_store(settings, &db).await?;
+                let store = open_store(settings, &db, pg.as_ref()).await?;
                 let engine = Engine::start(Arc::clone(&store), EngineConfig::default());
                 Target::Inproc { engine, store }
             }
             "http" => {
-                let (server, url) = spawn_server(settings, &db)?;
+                let (server, url) = spawn_server(settings, &db, pg.as_ref())?;
                 let client = Client::new(&url, None)?;
                 Target::Http { server, client, url }
             }
             other => bail!("unknown mode {other} (inproc or http)"),
         };
-        Ok(Fixture { target, dir })
+        Ok(Fixture { target, dir, pg })
     }
 
     pub fn dir(&self) -> &Path {
@@ -110,6 +126,7 @@ impl Fixture {
     }
 
     pub async fn close(self) {
+        let pg = self.pg;
         match self.target {
             Target::Inproc { engine, store } => {
                 engine.shutdown().await;
@@ -122,6 +139,11 @@ impl Fixture {
                 );
                 let _ = server.wait();
             }
+        }
+        if let Some(opts) = pg
+            && let Err(e) = drove_postgres::drop_schema(&opts).await
+        {
+            eprintln!("warning: could not drop benchmark schema {}: {e}", opts.schema);
         }
     }
 
@@ -310,9 +332,13 @@ fn new_job(v: &Value) -> anyhow::Result<NewJob> {
     Ok(job)
 }
 
-pub async fn open_store(settings: &Settings, db: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    if settings.store != "sqlite" {
-        bail!("store {} is not built into this binary yet", settings.store);
+pub async fn open_store(
+    settings: &Settings,
+    db: &Path,
+    pg: Option<&drove_postgres::PostgresOptions>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(opts) = pg {
+        return Ok(Arc::new(drove_postgres::PostgresStore::open(opts.clone()).await?));
     }
     let mut opts = SqliteOptions::new(db);
     if settings.relaxed {
@@ -322,13 +348,20 @@ pub async fn open_store(settings: &Settings, db: &Path) -> anyhow::Result<Arc<dy
     Ok(Arc::new(store))
 }
 
-fn spawn_server(settings: &Settings, db: &PathBuf) -> anyhow::Result<(Child, String)> {
+fn spawn_server(
+    settings: &Settings,
+    db: &PathBuf,
+    pg: Option<&drove_postgres::PostgresOptions>,
+) -> anyhow::Result<(Child, String)> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["serve", "--bind", "127.0.0.1:0"]).env("DROVE_LOG", "warn");
-    if settings.store == "sqlite" {
-        cmd.arg("--db").arg(db);
-    } else {
-        bail!("store {} is not built into this binary yet", settings.store);
+    match pg {
+        Some(opts) => {
+            cmd.args(["--database-url", &opts.url, "--schema", &opts.schema]);
+        }
+        None => {
+            cmd.arg("--db").arg(db);
+        }
     }
     if settings.relaxed {
         cmd.arg("--relaxed-durability");
