@@ -52,6 +52,21 @@ impl Default for EngineConfig {
     }
 }
 
+/// How a run ended, for metrics: the job's new state, or why it went back.
+fn run_outcome(job: &Job) -> &'static str {
+    match job.state {
+        JobState::Succeeded if job.partial => "partial",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+        _ => match job.error.as_ref().map(|e| e.kind) {
+            Some(ErrorKind::Throttled) => "throttled",
+            Some(ErrorKind::Retryable) => "retried",
+            _ => "released",
+        },
+    }
+}
+
 /// A node's engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -113,6 +128,13 @@ impl Engine {
         let now = Millis::now();
         let results = self.inner.store.finish(items, now).await?;
         for job in results.iter().flatten() {
+            tracing::debug!(job = %job.id, queue = %job.queue, attempt = job.attempt, state = %job.state, "run ended");
+            metrics::counter!("drove_runs_finished_total", "queue" => job.queue.clone(), "outcome" => run_outcome(job))
+                .increment(1);
+            if let Some(started) = job.started_at {
+                metrics::histogram!("drove_run_seconds", "queue" => job.queue.clone())
+                    .record(now.since(started).max(0) as f64 / 1e3);
+            }
             let throttled = job.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Throttled && e.at == now);
             if throttled && !job.state.is_terminal() && job.state != JobState::Running {
                 self.inner.overloads.throttled(&job.queue, now);
@@ -123,7 +145,13 @@ impl Engine {
 
     /// Submits jobs (see [`Store::submit`]).
     pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
-        self.inner.store.submit(jobs, Millis::now()).await
+        let out = self.inner.store.submit(jobs, Millis::now()).await?;
+        for s in &out {
+            tracing::debug!(job = %s.job.id, queue = %s.job.queue, created = s.created, "submitted");
+            let name = if s.created { "drove_jobs_submitted_total" } else { "drove_jobs_deduplicated_total" };
+            metrics::counter!(name, "queue" => s.job.queue.clone()).increment(1);
+        }
+        Ok(out)
     }
 
     /// Claims jobs, waiting up to `wait` for one to become claimable.

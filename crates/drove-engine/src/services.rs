@@ -111,6 +111,7 @@ impl Reaper {
             let now = Millis::now();
             let reaped = Self::tick(&**store, now).await;
             if let Ok(n @ 1..) = reaped {
+                metrics::counter!("drove_runs_reaped_total").increment(n as u64);
                 tracing::info!(runs = n, "reaped runs whose lease or deadline passed");
             }
             let next = match reaped.and(store.next_due().await) {

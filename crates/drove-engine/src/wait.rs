@@ -32,6 +32,17 @@ pub(crate) async fn claim(
         notified.as_mut().enable();
         let now = Millis::now();
         let out = store.claim(req.clone(), now).await?;
+        if !out.jobs.is_empty() {
+            metrics::histogram!("drove_claim_batch_size", "queue" => req.queue.clone())
+                .record(out.jobs.len() as f64);
+            let wait = metrics::histogram!("drove_enqueue_to_start_seconds", "queue" => req.queue.clone());
+            for c in &out.jobs {
+                tracing::debug!(job = %c.job.id, queue = %c.job.queue, attempt = c.job.attempt, worker = %req.worker, "claimed");
+                if let Some(started) = c.job.started_at {
+                    wait.record(started.since(c.job.run_at).max(0) as f64 / 1e3);
+                }
+            }
+        }
         let now_i = Instant::now();
         if !out.jobs.is_empty() || now_i >= deadline {
             return Ok(out);

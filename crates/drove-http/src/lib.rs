@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod routes;
 pub mod wire;
 
@@ -52,6 +53,14 @@ impl HttpConfig {
 pub struct AppState {
     pub engine: Engine,
     pub config: Arc<HttpConfig>,
+    /// Renders `/metrics` (`None`: the process's recorder, installed on first scrape).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: HttpConfig) -> AppState {
+        AppState { engine, config: Arc::new(config), metrics: Some(metrics::install()) }
+    }
 }
 
 #[derive(OpenApi)]
@@ -100,6 +109,7 @@ pub fn app(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
             }),
         )
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -109,6 +119,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked; answered 500");
             ApiError::internal("the server hit a bug answering this request; it is logged").into_response()

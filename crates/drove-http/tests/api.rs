@@ -24,7 +24,7 @@ fn api_with(token: Option<&str>, max_payload: usize) -> Api {
     let engine = Engine::start(Arc::new(store), EngineConfig::default());
     let mut config = HttpConfig::for_payload(max_payload);
     config.token = token.map(str::to_owned);
-    Api { router: app(AppState { engine, config: Arc::new(config) }), _dir: dir }
+    Api { router: app(AppState::new(engine, config)), _dir: dir }
 }
 
 fn api() -> Api {
@@ -454,4 +454,75 @@ async fn openapi_document_lists_exactly_the_routes() {
             assert!(!fallback && s != StatusCode::METHOD_NOT_ALLOWED, "{m} {uri}: {s} {v}");
         }
     }
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_with_the_work() {
+    let a = api();
+    let scrape = |a: &Api| {
+        let router = a.router.clone();
+        async move {
+            let req = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let text =
+                String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec())
+                    .unwrap();
+            parse_prometheus(&text)
+        }
+    };
+    let before = scrape(&a).await;
+    let value = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "metered"}))).await;
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "metered"}))).await;
+    let (_, claimed) = a.call(Method::POST, "/v1/queues/metered/claim", Some(json!({"max": 2}))).await;
+    for j in claimed["jobs"].as_array().unwrap() {
+        let id = j["id"].as_str().unwrap();
+        a.call(Method::POST, &format!("/v1/jobs/{id}/complete"), Some(json!({"lease": j["lease"]}))).await;
+    }
+    let after = scrape(&a).await;
+    let submitted = r#"drove_jobs_submitted_total{queue="metered"}"#;
+    assert_eq!(value(&after, submitted) - value(&before, submitted), 2.0);
+    let done = r#"drove_runs_finished_total{queue="metered",outcome="succeeded"}"#;
+    assert_eq!(value(&after, done) - value(&before, done), 2.0);
+    assert_eq!(value(&after, r#"drove_queue_jobs{queue="metered",state="succeeded"}"#), 2.0);
+    assert!(value(&after, r#"drove_run_seconds_count{queue="metered"}"#) >= 2.0);
+    assert!(value(&after, r#"drove_claim_batch_size_count{queue="metered"}"#) >= 1.0);
+    assert!(
+        value(&after, r#"drove_store_commit_seconds_count{store="sqlite"}"#)
+            > value(&before, r#"drove_store_commit_seconds_count{store="sqlite"}"#)
+    );
+    let posts = r#"drove_http_requests_total{route="/v1/jobs",method="POST",status="201"}"#;
+    assert_eq!(value(&after, posts) - value(&before, posts), 2.0);
+}
+
+/// Parses the Prometheus text format strictly enough to catch a malformed page: every line is
+/// a comment (`# HELP` / `# TYPE`) or `name{labels} value`.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix('#') {
+            let kind = rest.split_whitespace().next().unwrap_or("");
+            assert!(kind == "HELP" || kind == "TYPE", "bad comment line: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels: {line}");
+        }
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        out.insert(series.to_owned(), v);
+    }
+    out
 }

@@ -418,14 +418,9 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
     }
     let t1 = std::time::Instant::now();
     let commit = flush(conn, st).and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
-    if std::env::var_os("DROVE_WRITER_DEBUG").is_some() {
-        eprintln!(
-            "batch writes={} work_us={} commit_us={}",
-            replies.len(),
-            (t1 - t0).as_micros(),
-            t1.elapsed().as_micros()
-        );
-    }
+    metrics::histogram!("drove_store_batch_writes", "store" => "sqlite").record(replies.len() as f64);
+    metrics::histogram!("drove_store_work_seconds", "store" => "sqlite").record((t1 - t0).as_secs_f64());
+    metrics::histogram!("drove_store_commit_seconds", "store" => "sqlite").record(t1.elapsed().as_secs_f64());
     match commit {
         Ok(()) => {
             st.persisted_id = st.next_id;

@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let engine = Engine::start(Arc::clone(&store), config);
     let mut http = HttpConfig::for_payload(args.max_payload);
     http.token = args.token.clone().filter(|t| !t.is_empty());
-    let app = drove_http::app(AppState { engine: engine.clone(), config: Arc::new(http) });
+    let app = drove_http::app(AppState::new(engine.clone(), http));
     let listener =
         tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
