@@ -3,6 +3,7 @@
 //! workers and of the server, cancellation reaching a child, graceful shutdowns, and a fuzz
 //! pass over the request surface.
 
+mod multinode;
 mod support;
 
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ async fn p1_five_hundred_http_submitters_of_ten_keys_run_ten_jobs() {
             tokio::spawn(async move {
                 let item = i % 10;
                 let body =
-                    json!({"queue": "compute", "key": format!("item:{item}"), "payload": {"item": item}});
+                    json!({"queue": "compute", "key": format!("item:{item}"), "payload": {"item": item}, "reuse_for_ms": 60000});
                 let (status, job) = http.post("/v1/jobs?wait=60s", body).await;
                 (item, status, job)
             })

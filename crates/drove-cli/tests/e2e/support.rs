@@ -22,12 +22,24 @@ impl Server {
     }
 
     pub fn start_on(db: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["--db".into(), db.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(port, &args)
+    }
+
+    /// A node on PostgreSQL (several may share one schema).
+    pub fn start_pg(url: &str, schema: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> =
+            vec!["--database-url".into(), url.into(), "--schema".into(), schema.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(0, &args)
+    }
+
+    fn spawn(port: u16, args: &[String]) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
-            .arg("--db")
-            .arg(db)
             .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args(extra)
+            .args(args)
             .env("DROVE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -196,5 +208,53 @@ pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.split(')').nth(1).is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+/// The PostgreSQL test database, or `None` after saying why the test is skipped (a panic
+/// instead when `DROVE_REQUIRE_POSTGRES=1`, as in CI).
+pub fn pg_url() -> Option<String> {
+    let reason = match std::env::var("DROVE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let host_port = url.rsplit('@').next().unwrap_or("").split('/').next().unwrap_or("").to_owned();
+            let addr = if host_port.contains(':') { host_port } else { format!("{host_port}:5432") };
+            match std::net::TcpStream::connect_timeout(
+                &addr.parse().unwrap_or_else(|_| "127.0.0.1:5432".parse().unwrap()),
+                Duration::from_secs(2),
+            ) {
+                Ok(_) => return Some(url),
+                Err(e) => format!("cannot reach {addr}: {e}"),
+            }
+        }
+        _ => "DROVE_TEST_DATABASE_URL is not set".to_owned(),
+    };
+    if std::env::var("DROVE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("DROVE_REQUIRE_POSTGRES=1 but the PostgreSQL tests cannot run: {reason}");
+    }
+    eprintln!("PostgreSQL test skipped: {reason}");
+    None
+}
+
+/// A schema of its own for a test, dropped when the guard drops.
+pub struct PgSchema {
+    pub url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new(url: &str, tag: &str) -> PgSchema {
+        let name = format!("e2e_{tag}_{}_{}", std::process::id(), fastrand::u32(..));
+        PgSchema { url: url.to_owned(), name }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let opts = drove_postgres::PostgresOptions::new(&self.url).with_schema(&self.name);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(drove_postgres::drop_schema(&opts))
+        })
+        .join();
     }
 }
