@@ -1,0 +1,25 @@
+// drove-client: the Node.js client of Drove (see README.md).
+
+export { Drove, isTerminal, type DroveOptions } from './client.js';
+export {
+  Worker,
+  PartialResult,
+  partial,
+  type Handler,
+  type JobContext,
+  type WorkerOptions,
+} from './worker.js';
+export {
+  DroveError,
+  LeaseLostError,
+  KeyConflictError,
+  JobFailedError,
+  WaitTimeoutError,
+  Throttled,
+  Permanent,
+  Snooze,
+  JobCancelledError,
+  JobTimeoutError,
+  WorkerClosedError,
+} from './errors.js';
+export type * from './types.js';
