@@ -25,7 +25,9 @@ use drove_store::{ClaimOutcome, ClaimRequest, Finish, NewJob, Store, StoreError,
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use runtime::{Fail, Handler, JobContext, Runtime, RuntimeHandle, WorkerOptions};
+pub use runtime::{
+    BatchHandler, BatchOptions, Fail, Handler, JobContext, Runtime, RuntimeHandle, WorkerOptions,
+};
 
 /// How a node runs its services.
 #[derive(Debug, Clone)]

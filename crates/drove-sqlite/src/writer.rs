@@ -72,6 +72,9 @@ pub(crate) struct OpCtx {
     counts: Vec<(String, [i64; 6])>,
     ready: Vec<String>,
     finished: Vec<Job>,
+    /// Jobs that became terminal with no watcher at the time: one may register before COMMIT
+    /// and read the old state, so they are looked at again after it.
+    unwatched_ends: Vec<JobId>,
     events: Vec<Event>,
     /// Earliest `run_at` of a job this write scheduled.
     scheduled: Option<Millis>,
@@ -88,6 +91,7 @@ impl OpCtx {
         }
         self.ready.extend(other.ready);
         self.finished.extend(other.finished);
+        self.unwatched_ends.extend(other.unwatched_ends);
         self.events.extend(other.events);
     }
 }
@@ -171,8 +175,12 @@ impl Tx<'_> {
         if job.state == JobState::Scheduled {
             self.scheduled(job.run_at);
         }
-        if job.state.is_terminal() && self.hub.is_watched(job.id) {
-            self.ctx.finished.push(job.clone());
+        if job.state.is_terminal() {
+            if self.hub.is_watched(job.id) {
+                self.ctx.finished.push(job.clone());
+            } else {
+                self.ctx.unwatched_ends.push(job.id);
+            }
         }
         if self.hub.has_subscribers() {
             self.ctx.events.push(Event { id: job.id, queue: job.queue.as_str().into(), state: job.state });
@@ -433,6 +441,11 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
             }
             for job in effects.finished {
                 hub.job_finished(Arc::new(job));
+            }
+            for id in effects.unwatched_ends {
+                if hub.is_watched(id) {
+                    hub.poke_job(id);
+                }
             }
             for e in effects.events {
                 hub.publish(e);

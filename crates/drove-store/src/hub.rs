@@ -102,6 +102,21 @@ impl Hub {
         }
     }
 
+    /// A job may have reached a terminal state that its watchers were not handed: they read
+    /// it from the store once more. (For a watcher that registered while the transition was
+    /// committing.)
+    pub fn poke_job(&self, id: JobId) {
+        if let Some(slot) = lock(&self.jobs).get(&id) {
+            slot.tx.send_if_modified(|w| match w {
+                Watched::Finished(_) => false,
+                _ => {
+                    *w = Watched::Poked;
+                    true
+                }
+            });
+        }
+    }
+
     /// The notifier claimers of `queue` wait on.
     pub fn queue_notify(&self, queue: &str) -> Arc<Notify> {
         let mut q = lock(&self.queues);

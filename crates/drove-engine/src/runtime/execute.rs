@@ -17,22 +17,13 @@ use super::{HandlerResult, QueueWorker, Shared};
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claimed) {
-    let lease_ms = claimed.lease_expires_at.since(claimed.job.started_at.unwrap_or(Millis::now())).max(1_000);
+    let interval = beat_interval(&claimed);
     let timeout = claimed.job.timeout_ms;
-    let link = Arc::new(RunLink {
-        store: Arc::clone(shared.engine.store()),
-        job: Arc::new(claimed.job),
-        lease: claimed.lease,
-        progress: Default::default(),
-        progress_changed: Notify::new(),
-        partial: AtomicBool::new(false),
-        cancel: CancellationToken::new(),
-        lost: AtomicBool::new(false),
-    });
+    let Some(handler) = q.handler() else { return };
+    let link = link_for(&shared, claimed);
     let handler =
-        std::panic::AssertUnwindSafe(q.handler.call(JobContext { link: Arc::clone(&link) })).catch_unwind();
+        std::panic::AssertUnwindSafe(handler.call(JobContext { link: Arc::clone(&link) })).catch_unwind();
     tokio::pin!(handler);
-    let interval = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000));
     let deadline = async {
         match timeout {
             Some(ms) => tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await,
@@ -74,34 +65,53 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
     if link.lost.load(Ordering::Acquire) {
         return; // the store would refuse this run's end
     }
-    let outcome = match result {
-        Ok(value) => Outcome::Complete {
-            result: serde_json::value::to_raw_value(&value).ok(),
-            partial: link.partial.load(Ordering::Acquire),
-        },
+    let outcome = outcome_of(result, link.partial.load(Ordering::Acquire));
+    shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome });
+}
+
+/// The end of a run as the store takes it, from what the handler returned.
+pub(crate) fn outcome_of(result: HandlerResult, partial: bool) -> Outcome {
+    let ms = |d: Duration| Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match result {
+        Ok(value) => Outcome::Complete { result: serde_json::value::to_raw_value(&value).ok(), partial },
         Err(Fail::Retry(message)) => {
             Outcome::Fail { kind: FailKind::Retryable, message, retry_after_ms: None }
         }
         Err(Fail::Permanent(message)) => {
             Outcome::Fail { kind: FailKind::Permanent, message, retry_after_ms: None }
         }
-        Err(Fail::Throttled { after, message }) => Outcome::Fail {
-            kind: FailKind::Throttled,
-            message,
-            retry_after_ms: Some(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
-        },
-        Err(Fail::Snooze(after)) => Outcome::Fail {
-            kind: FailKind::Snooze,
-            message: String::new(),
-            retry_after_ms: Some(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
-        },
-    };
-    shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome });
+        Err(Fail::Throttled { after, message }) => {
+            Outcome::Fail { kind: FailKind::Throttled, message, retry_after_ms: ms(after) }
+        }
+        Err(Fail::Snooze(after)) => {
+            Outcome::Fail { kind: FailKind::Snooze, message: String::new(), retry_after_ms: ms(after) }
+        }
+    }
+}
+
+/// A claimed job's link to the store, as its handler's context holds it.
+pub(crate) fn link_for(shared: &Shared, claimed: Claimed) -> Arc<RunLink> {
+    Arc::new(RunLink {
+        store: Arc::clone(shared.engine.store()),
+        job: Arc::new(claimed.job),
+        lease: claimed.lease,
+        progress: Default::default(),
+        progress_changed: Notify::new(),
+        partial: AtomicBool::new(false),
+        cancel: CancellationToken::new(),
+        lost: AtomicBool::new(false),
+    })
+}
+
+/// A heartbeat interval: a third of the run's lease.
+pub(crate) fn beat_interval(claimed: &Claimed) -> Duration {
+    let lease_ms = claimed.lease_expires_at.since(claimed.job.started_at.unwrap_or(Millis::now())).max(1_000);
+    Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000))
 }
 
 /// Heartbeats every `interval`, and sooner (at most every 250 ms) when progress changed.
 /// Returns only when the store refused the lease.
-async fn heartbeats(link: &RunLink, interval: Duration) {
+pub(crate) async fn heartbeats(link: &RunLink, interval: Duration) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -114,7 +124,7 @@ async fn heartbeats(link: &RunLink, interval: Duration) {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -6,6 +6,7 @@
 //! hard: stop claiming, let running jobs finish within a grace period, then hand the leases of
 //! those still running back (release) so another worker starts them at once.
 
+mod batch;
 mod completer;
 mod context;
 mod execute;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use batch::{BatchHandler, BatchOptions};
 pub use context::{Fail, JobContext};
 
 use crate::Engine;
@@ -79,10 +81,25 @@ impl WorkerOptions {
     }
 }
 
+/// What runs a queue's jobs: one job per call, or a batch per call.
+enum Work {
+    One(Arc<dyn Handler>),
+    Batch(Arc<dyn BatchHandler>, BatchOptions),
+}
+
 struct QueueWorker {
     queue: String,
-    handler: Arc<dyn Handler>,
+    work: Work,
     opts: WorkerOptions,
+}
+
+impl QueueWorker {
+    fn handler(&self) -> Option<&Arc<dyn Handler>> {
+        match &self.work {
+            Work::One(h) => Some(h),
+            Work::Batch(..) => None,
+        }
+    }
 }
 
 /// Handlers registered per queue, ready to start.
@@ -121,7 +138,23 @@ impl Runtime {
     /// Runs `handler` for jobs of `queue`.
     pub fn handle(mut self, queue: impl Into<String>, opts: WorkerOptions, handler: impl Handler) -> Runtime {
         let queue = queue.into();
-        self.queues.insert(queue.clone(), QueueWorker { queue, handler: Arc::new(handler), opts });
+        self.queues.insert(queue.clone(), QueueWorker { queue, work: Work::One(Arc::new(handler)), opts });
+        self
+    }
+
+    /// Runs `handler` for batches of up to `batch.max` jobs of `queue` at once (waiting up to
+    /// `batch.linger` for a batch to fill). `opts.concurrency` is the number of batches in
+    /// flight. The handler returns one result per job, in order.
+    pub fn handle_batch(
+        mut self,
+        queue: impl Into<String>,
+        opts: WorkerOptions,
+        batch: BatchOptions,
+        handler: impl BatchHandler,
+    ) -> Runtime {
+        let queue = queue.into();
+        let work = Work::Batch(Arc::new(handler), batch);
+        self.queues.insert(queue.clone(), QueueWorker { queue, work, opts });
         self
     }
 
@@ -139,7 +172,10 @@ impl Runtime {
         });
         let producers = TaskTracker::new();
         for (_, q) in self.queues {
-            producers.spawn(produce(Arc::clone(&shared), q));
+            match q.work {
+                Work::One(_) => producers.spawn(produce(Arc::clone(&shared), q)),
+                Work::Batch(..) => producers.spawn(batch::produce(Arc::clone(&shared), Arc::new(q))),
+            };
         }
         producers.close();
         RuntimeHandle { shared, producers }

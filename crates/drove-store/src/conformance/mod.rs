@@ -173,6 +173,7 @@ macro_rules! conformance_tests {
             completion_racing_the_reaper_has_exactly_one_outcome,
             stale_lease_never_wins,
             group_limit_holds_under_concurrent_claimers,
+            a_waiter_registering_during_a_completion_is_woken,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -169,3 +169,21 @@ pub async fn group_limit_holds_under_concurrent_claimers(s: Arc<dyn Store>) {
     }
     assert_eq!(s.get_queue("q").await.unwrap().unwrap().counts.succeeded, 100);
 }
+
+pub async fn a_waiter_registering_during_a_completion_is_woken(s: Arc<dyn Store>) {
+    for round in 0..200 {
+        let id = submit(&*s, job("q"), at(round)).await.job.id;
+        let c = claim(&*s, "q", 1, at(round)).await.pop().unwrap();
+        let s2 = Arc::clone(&s);
+        let completer = tokio::spawn(async move { complete(&*s2, &c, "1", at(round)).await.unwrap() });
+        // Register, then read, as every waiter does, while the completion commits.
+        let mut watch = s.hub().watch_job(id);
+        let seen = get(&*s, id).await;
+        if !seen.state.is_terminal() {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(30), watch.changed()).await;
+            assert!(woke.is_ok(), "round {round}: the waiter was never woken");
+            assert_eq!(get(&*s, id).await.state, JobState::Succeeded);
+        }
+        completer.await.unwrap();
+    }
+}
