@@ -3,6 +3,7 @@
 //! workers and of the server, cancellation reaching a child, graceful shutdowns, and a fuzz
 //! pass over the request surface.
 
+mod flow;
 mod multinode;
 mod support;
 
