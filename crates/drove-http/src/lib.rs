@@ -1,4 +1,4 @@
-//! Drove's HTTP API (API.md "HTTP API"), its OpenAPI document and, later, the dashboard.
+//! Drove's HTTP API (API.md "HTTP API"), its OpenAPI document, `/metrics`, and the dashboard.
 //!
 //! Key decision: hostile input never reaches a 500. Every extractor answers in the API's own
 //! error format (400 malformed, 404 unknown, 413 too large, 422 invalid naming the field), a
@@ -6,6 +6,7 @@
 //! routes and the OpenAPI document are built from the same `utoipa` annotations so they
 //! cannot drift apart. This crate must not know which store backs the engine.
 
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -110,6 +111,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(metrics::render))
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -132,19 +134,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Who may do what (see `dashboard::auth` for the reasons):
+/// 1. a state-changing request a browser marks as cross-origin is refused (403), token or not;
+/// 2. with a token, every path but the probes and the login page needs `Authorization: Bearer`
+///    or the dashboard's session cookie; dashboard pages send people to the login form.
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !req.method().is_safe() && dashboard::auth::cross_origin(req.headers()) {
+        return dashboard::auth::refuse_cross_origin(path);
+    }
     if let Some(token) = &st.config.token {
-        let path = req.uri().path();
-        if path != "/healthz" && path != "/readyz" {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !same(given.as_bytes(), token.as_bytes()) {
-                return ApiError::unauthorized().into_response();
-            }
+        let open = path == "/healthz" || path == "/readyz" || dashboard::auth::is_public(path);
+        let allowed = open
+            || dashboard::auth::has_bearer(req.headers(), token)
+            || dashboard::auth::has_session(req.headers(), token, drove_core::Millis::now());
+        if !allowed {
+            return dashboard::auth::refuse_unauthenticated(&req);
         }
     }
     next.run(req).await

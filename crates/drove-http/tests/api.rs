@@ -241,7 +241,7 @@ async fn unknown_things_are_404_and_wrong_methods_405() {
         "/v1/jobs/-1",
         "/v1/queues/never",
         "/v1/nothing",
-        "/",
+        "/nothing",
         "/v1/pools/none",
     ] {
         let (s, v) = a.call(Method::GET, uri, None).await;

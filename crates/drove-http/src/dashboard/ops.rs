@@ -1,0 +1,293 @@
+//! `/ops`: what needs a person. Jobs running now (longest first, with progress), partial
+//! successes, and failures grouped by error message ("what broke last night" is the default
+//! 24-hour window).
+//!
+//! Every list is a bounded read (the caps below, stated on the page): the store has no
+//! "failed since" or "partial" index, so failures are the newest failed jobs by id and partial
+//! successes come from each queue's recent runs.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use drove_core::{ErrorKind, Job, JobId, JobState, Millis};
+use drove_store::JobFilter;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::view::{self, Chrome, Nav, PageError, PageQuery, duration, job_href, jobs_href, queue_href, when};
+use crate::AppState;
+
+/// Running jobs read (the store bounds them by concurrency anyway).
+const RUNNING_CAP: usize = 200;
+/// Newest failed jobs read for the grouping.
+const FAILED_CAP: usize = 300;
+/// Recent runs scanned per queue for partial successes, and how many are shown.
+const PARTIAL_SCAN: usize = 2_000;
+const PARTIAL_SHOWN: usize = 30;
+/// Example jobs linked per failure group.
+const EXAMPLES: usize = 5;
+
+#[derive(Deserialize, Default)]
+pub struct OpsQuery {
+    #[serde(default)]
+    since: String,
+}
+
+const WINDOWS: [(&str, i64); 3] = [("1h", 3_600_000), ("24h", 86_400_000), ("7d", 7 * 86_400_000)];
+
+/// Failures that look alike: same kind and same message once numbers are blanked out, so
+/// "timeout after 3012 ms" and "timeout after 2987 ms" count as one problem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Signature {
+    kind: ErrorKind,
+    text: String,
+}
+
+fn signature(kind: ErrorKind, message: &str) -> Signature {
+    let mut text = String::new();
+    let mut in_number = false;
+    for c in message.chars().take(300) {
+        if c.is_ascii_digit() {
+            if !in_number {
+                text.push('#');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            text.push(c);
+        }
+    }
+    Signature { kind, text: text.trim().to_owned() }
+}
+
+struct Group {
+    sample: String,
+    kind: ErrorKind,
+    count: usize,
+    queues: BTreeSet<String>,
+    first: Millis,
+    last: Millis,
+    examples: Vec<JobId>,
+}
+
+fn group_failures(jobs: &[Job], since: Millis) -> Vec<Group> {
+    let mut groups: HashMap<Signature, Group> = HashMap::new();
+    for j in jobs {
+        let Some(e) = &j.error else { continue };
+        let at = j.finished_at.unwrap_or(e.at);
+        if at < since {
+            continue;
+        }
+        let g = groups.entry(signature(e.kind, &e.message)).or_insert_with(|| Group {
+            sample: e.message.clone(),
+            kind: e.kind,
+            count: 0,
+            queues: BTreeSet::new(),
+            first: at,
+            last: at,
+            examples: Vec::new(),
+        });
+        g.count += 1;
+        g.queues.insert(j.queue.clone());
+        g.first = g.first.min(at);
+        g.last = g.last.max(at);
+        if g.examples.len() < EXAMPLES {
+            g.examples.push(j.id);
+        }
+    }
+    let mut out: Vec<Group> = groups.into_values().collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last.cmp(&a.last)));
+    out
+}
+
+pub async fn page(
+    State(st): State<AppState>,
+    PageQuery(q): PageQuery<OpsQuery>,
+) -> Result<Response, PageError> {
+    let (window, window_ms) = match q.since.as_str() {
+        "" => WINDOWS[1],
+        s => *WINDOWS
+            .iter()
+            .find(|(name, _)| *name == s)
+            .ok_or_else(|| PageError::bad_request("since: must be 1h, 24h or 7d"))?,
+    };
+    let store = st.engine.store();
+    let now = Millis::now();
+    let since = now.minus_ms(window_ms);
+
+    let running = JobFilter { state: Some(JobState::Running), ..Default::default() };
+    let mut running = store.list_jobs(running, RUNNING_CAP, None).await?.jobs;
+    running.sort_by_key(|j| j.started_at.unwrap_or(now));
+
+    let failed = JobFilter { state: Some(JobState::Failed), ..Default::default() };
+    let failed = store.list_jobs(failed, FAILED_CAP, None).await?.jobs;
+    let groups = group_failures(&failed, since);
+
+    let mut partial_ids = Vec::new();
+    for queue in store.list_queues().await? {
+        let runs = store.recent_runs(&queue.name, since, PARTIAL_SCAN).await?;
+        partial_ids.extend(runs.iter().filter(|r| r.partial).map(|r| (r.finished_at, r.id)));
+    }
+    partial_ids.sort_unstable_by(|a, b| b.cmp(a));
+    let mut partial = Vec::new();
+    for (_, id) in partial_ids.into_iter().take(PARTIAL_SHOWN) {
+        partial.extend(store.get_job(id).await?.filter(|j| j.partial));
+    }
+
+    let chrome =
+        Chrome { title: "Operations", nav: Nav::Ops, auth: st.config.token.is_some(), live_ms: 5_000 };
+    let body = html! {
+        h1 { "Operations" }
+        p.window {
+            "Failures and partial successes of the last "
+            @for (name, _) in WINDOWS {
+                @if name == window { strong { (name) } } @else { a href={ "/ops?since=" (name) } { (name) } }
+                " "
+            }
+        }
+        div #ops data-live {
+            section.panel {
+                h2 { "Running now" span.muted { " " (running.len()) ", longest first" } }
+                (running_table(&running, now))
+            }
+            section.panel {
+                h2 { "Failures by error" span.muted { " last " (window) } }
+                (failure_table(&groups, now))
+                p.note { "Grouped from the newest " (FAILED_CAP) " failed jobs; messages that differ only in numbers count as one." }
+            }
+            section.panel {
+                h2 { "Partial successes" span.muted { " last " (window) } }
+                (partial_table(&partial, now))
+                p.note { "From each queue's newest " (PARTIAL_SCAN) " finished runs in the window." }
+            }
+        }
+    };
+    Ok(view::html_response(StatusCode::OK, view::layout(&chrome, body)))
+}
+
+fn running_table(jobs: &[Job], now: Millis) -> Markup {
+    html! {
+        @if jobs.is_empty() { p.empty { "Nothing is running." } } @else {
+            div.table-wrap { table.jobs {
+                thead { tr { th { "Job" } th { "Queue" } th { "Key" } th { "Running for" } th { "Progress" } th { "Worker" } } }
+                tbody {
+                    @for j in jobs {
+                        tr data-job=(j.id) {
+                            td { a href=(job_href(j.id)) { (j.id) } @if j.cancel_requested { " " span.badge.held { "cancel requested" } } }
+                            td { a href=(queue_href(&j.queue)) { (j.queue) } }
+                            td { @if let Some(k) = &j.key { (view::clip(k, 40)) } }
+                            td.num { @if let Some(s) = j.started_at { (duration(now.since(s))) } }
+                            td { (view::progress_bar(j.progress.as_ref(), None)) }
+                            td { @if let Some(w) = &j.worker { code { (view::clip(w, 30)) } } }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+fn failure_table(groups: &[Group], now: Millis) -> Markup {
+    html! {
+        @if groups.is_empty() { p.empty { "No failure in this window." } } @else {
+            div.table-wrap { table.failures {
+                thead { tr { th.num { "Jobs" } th { "Error" } th { "Queues" } th { "Last" } th { "First" } th { "Examples" } } }
+                tbody {
+                    @for g in groups {
+                        tr {
+                            td.num.bad-text { strong { (g.count) } }
+                            td { span.badge.state-failed { (g.kind.as_str()) } " " span.error-text { (view::clip(&g.sample, 200)) } }
+                            td { @for q in &g.queues { a href=(jobs_href(q, Some(JobState::Failed))) { (q) } " " } }
+                            td { (when(g.last, now)) }
+                            td { (when(g.first, now)) }
+                            td { @for id in &g.examples { a href=(job_href(*id)) { (id) } " " } }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+fn partial_table(jobs: &[Job], now: Millis) -> Markup {
+    html! {
+        @if jobs.is_empty() { p.empty { "No partial success in this window." } } @else {
+            div.table-wrap { table.jobs {
+                thead { tr { th { "Job" } th { "Queue" } th { "Key" } th { "Finished" } th { "Progress" } th { "Result" } } }
+                tbody {
+                    @for j in jobs {
+                        tr {
+                            td { a href=(job_href(j.id)) { (j.id) } }
+                            td { a href=(queue_href(&j.queue)) { (j.queue) } }
+                            td { @if let Some(k) = &j.key { (view::clip(k, 40)) } }
+                            td { (view::opt_when(j.finished_at, now)) }
+                            td { (view::progress_bar(j.progress.as_ref(), None)) }
+                            td { @if let Some(r) = &j.result { code { (view::clip(r.get(), 80)) } } }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drove_core::JobError;
+
+    fn failed(id: i64, queue: &str, message: &str, at: i64) -> Job {
+        let mut job = base(id);
+        job.queue = queue.into();
+        job.error = Some(JobError { kind: ErrorKind::Retryable, message: message.into(), at: Millis(at) });
+        job.finished_at = Some(Millis(at));
+        job
+    }
+
+    fn base(id: i64) -> Job {
+        Job {
+            id: JobId(id),
+            queue: String::new(),
+            kind: None,
+            payload: drove_core::raw_null(),
+            key: None,
+            group: None,
+            priority: 0,
+            state: JobState::Failed,
+            attempt: 1,
+            max_attempts: 1,
+            run_at: Millis(0),
+            created_at: Millis(0),
+            started_at: None,
+            finished_at: None,
+            progress: None,
+            checkpoint: None,
+            result: None,
+            error: None,
+            cancel_requested: false,
+            partial: false,
+            timeout_ms: None,
+            worker: None,
+            lease_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn failures_group_by_message_shape() {
+        let jobs = vec![
+            failed(5, "a", "timeout after 3012 ms", 500),
+            failed(4, "b", "timeout after 2987 ms", 400),
+            failed(3, "a", "disk full", 300),
+            failed(2, "a", "timeout after 1 ms", 50), // before the window
+        ];
+        let groups = group_failures(&jobs, Millis(100));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].count, 2);
+        assert_eq!(groups[0].queues.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((groups[0].first, groups[0].last), (Millis(400), Millis(500)));
+        assert_eq!(groups[0].examples, [JobId(5), JobId(4)]);
+        assert_eq!(groups[1].sample, "disk full");
+    }
+}
