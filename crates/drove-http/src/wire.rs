@@ -429,6 +429,28 @@ pub struct PoolDoc {
     pub queues: Vec<String>,
 }
 
+/// `POST /v1/queues/NAME/claim`: the jobs leased (empty when the wait ran out).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ClaimDoc {
+    /// Each job has `lease` and `lease_expires_at`.
+    pub jobs: Vec<JobDoc>,
+}
+
+/// `POST /v1/jobs/batch`: the jobs, in the order of the request.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchDoc {
+    pub jobs: Vec<JobDoc>,
+}
+
+/// `POST /v1/jobs/finish`: one entry per entry of the request, in order.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FinishListDoc {
+    pub jobs: Vec<FinishResultDoc>,
+}
+
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct FinishResultDoc {

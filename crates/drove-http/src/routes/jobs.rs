@@ -45,7 +45,7 @@ pub async fn submit(
 
 /// Submit up to 1,000 jobs at once; one invalid entry rejects the whole batch.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
-    responses((status = 200, description = "The jobs, in order", body = crate::wire::JobListDoc),
+    responses((status = 200, description = "The jobs, in order", body = crate::wire::BatchDoc),
         (status = 422, description = "An entry is invalid (the field names its index)", body = crate::wire::ErrorBodyDoc)))]
 pub async fn batch(
     State(st): State<AppState>,

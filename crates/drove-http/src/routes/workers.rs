@@ -21,7 +21,7 @@ use crate::wire::{
 /// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
 #[utoipa::path(post, path = "/v1/queues/{name}/claim", tag = "workers", params(("name" = String, Path)),
     request_body = ClaimBody,
-    responses((status = 200, description = "{jobs: [job + lease + lease_expires_at]} (empty when the wait ran out)", body = crate::wire::JobListDoc),
+    responses((status = 200, description = "{jobs: [job + lease + lease_expires_at]} (empty when the wait ran out)", body = crate::wire::ClaimDoc),
         (status = 422, body = crate::wire::ErrorBodyDoc)))]
 pub async fn claim(
     State(st): State<AppState>,
@@ -130,7 +130,7 @@ pub async fn release(
 
 /// End many runs in one request (an addition for fast workers); each entry stands alone.
 #[utoipa::path(post, path = "/v1/jobs/finish", tag = "workers", request_body = FinishBody,
-    responses((status = 200, description = "{jobs: [{id, state} | {id, error}]} in order", body = Vec<crate::wire::FinishResultDoc>)))]
+    responses((status = 200, description = "{jobs: [{id, state} | {id, error}]} in order", body = crate::wire::FinishListDoc)))]
 pub async fn finish_many(
     State(st): State<AppState>,
     BatchJson(body): BatchJson<FinishBody>,

@@ -74,7 +74,7 @@ impl Settings {
     fn describe(&self) -> Value {
         json!({
             "store": self.store,
-            "database": self.database_url.as_ref().map(|_| "postgres"),
+
             "mode": self.mode,
             "durability": if self.relaxed { "relaxed" } else { "full" },
             "jobs": self.jobs,
