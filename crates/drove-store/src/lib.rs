@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod request;
 mod store;
 

@@ -112,15 +112,6 @@ pub(crate) async fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> R
     Ok(info)
 }
 
-/// The pool's concurrency limit in force.
-pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
-    let adaptive = p.config.adaptive.and(p.limit_now);
-    match (p.config.concurrency, adaptive) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 pub(crate) async fn pool_queues(tx: &Tx<'_>, pool: &str) -> Result<Vec<String>, TxError> {
     tx.query("SELECT name FROM queues WHERE pool = $1 ORDER BY name", &[&pool])
         .await?
@@ -161,4 +152,9 @@ pub(crate) async fn set_limit(
         }
     }
     Ok(())
+}
+
+/// The pool's concurrency limit in force.
+pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
+    drove_store::limits::pool_cap(&p.config, p.limit_now)
 }

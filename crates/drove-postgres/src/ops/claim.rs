@@ -21,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
+use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 
 use super::admin::pool_cap;
@@ -28,13 +29,9 @@ use crate::error::TxError;
 use crate::row::{JOB_COLS, job_from_row};
 use crate::tx::{QueueRow, Tx};
 
-/// The queue's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
+/// The queue's concurrency limit in force.
 pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
-    let adaptive = q.config.adaptive.and(q.limit_now);
-    match (q.config.concurrency, adaptive) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    drove_store::limits::queue_cap(&q.config, q.limit_now)
 }
 
 /// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
@@ -74,24 +71,8 @@ async fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane) -> Result<i64, TxErr
             online_ready |= ready;
         }
     }
-    let free = cap - running_total;
-    Ok(match lane {
-        Lane::Online => free,
-        Lane::Offline if online_ready => {
-            let share = (row.config.offline_min_share() * cap as f64).ceil() as i64;
-            free.min(share - running_offline)
-        }
-        Lane::Offline => free,
-    })
-}
-
-fn earliest(a: Option<Millis>, b: Millis) -> Option<Millis> {
-    Some(a.map_or(b, |a| a.min(b)))
-}
-
-/// Microseconds to the millisecond at or after them.
-fn us_to_ms_ceil(us: i64) -> Millis {
-    Millis(us.div_euclid(1_000) + i64::from(us.rem_euclid(1_000) != 0))
+    let load = PoolLoad { running_total, running_offline, online_ready };
+    Ok(drove_store::limits::pool_room(cap, load, lane, row.config.offline_min_share()))
 }
 
 /// What a claim took from one group, to settle its rate state and derived row.

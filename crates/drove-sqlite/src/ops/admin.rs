@@ -101,15 +101,6 @@ pub(crate) fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<
     Ok(info)
 }
 
-/// The pool's concurrency limit in force.
-pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
-    let adaptive = p.config.adaptive.and(p.limit_now);
-    match (p.config.concurrency, adaptive) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 pub(crate) fn pool_queues(tx: &Tx<'_>, pool: &str) -> Result<Vec<String>, StoreError> {
     tx.conn
         .prepare_cached("SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name")
@@ -159,4 +150,9 @@ pub(crate) fn set_limit(
         }
     }
     Ok(())
+}
+
+/// The pool's concurrency limit in force.
+pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
+    drove_store::limits::pool_cap(&p.config, p.limit_now)
 }

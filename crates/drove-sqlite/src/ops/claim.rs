@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
+use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 use rusqlite::params;
 
@@ -36,20 +37,16 @@ struct Taken {
     n: i64,
 }
 
-/// The queue's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
-pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
-    let adaptive = q.config.adaptive.and(q.limit_now);
-    match (q.config.concurrency, adaptive) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 fn count_running(tx: &Tx<'_>, queue: &str, cap: i64) -> Result<i64, StoreError> {
     tx.conn
         .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 2 LIMIT ?2)")
         .and_then(|mut s| s.query_row(params![queue, cap], |r| r.get(0)))
         .map_err(db_err)
+}
+
+/// The queue's concurrency limit in force.
+pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
+    drove_store::limits::queue_cap(&q.config, q.limit_now)
 }
 
 /// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
@@ -74,24 +71,8 @@ fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane, now: Millis) -> Result<i64
                 .map_err(db_err)?;
         }
     }
-    let free = cap - running_total;
-    Ok(match lane {
-        Lane::Online => free,
-        Lane::Offline if online_ready => {
-            let share = (row.config.offline_min_share() * cap as f64).ceil() as i64;
-            free.min(share - running_offline)
-        }
-        Lane::Offline => free,
-    })
-}
-
-fn earliest(a: Option<Millis>, b: Millis) -> Option<Millis> {
-    Some(a.map_or(b, |a| a.min(b)))
-}
-
-/// Microseconds to the millisecond at or after them.
-fn us_to_ms_ceil(us: i64) -> Millis {
-    Millis(us.div_euclid(1_000) + i64::from(us.rem_euclid(1_000) != 0))
+    let load = PoolLoad { running_total, running_offline, online_ready };
+    Ok(drove_store::limits::pool_room(cap, load, lane, row.config.offline_min_share()))
 }
 
 pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError> {
