@@ -385,8 +385,9 @@ struct ClaimedJob {
     payload: Value,
 }
 
-/// A remote worker as any HTTP client would write it: claims up to its free slots in one
-/// request, runs the handler, and ends runs in batches through `POST /v1/jobs/finish`.
+/// A remote worker as any HTTP client could write it: claims in batches through the public
+/// API (for its free slots plus a bounded buffer, so one claim and one commit serve many short
+/// jobs), runs the handler, and ends runs in batches through `POST /v1/jobs/finish`.
 pub async fn http_worker(
     client: Client,
     queue: String,
@@ -395,6 +396,9 @@ pub async fn http_worker(
     probe: Arc<Probe>,
     stop: CancellationToken,
 ) {
+    /// Claimed jobs held ahead of free slots (a short job's lease is far longer than the
+    /// time it waits here).
+    const PREFETCH: usize = 512;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let finisher = {
         let client = client.clone();
@@ -417,37 +421,60 @@ pub async fn http_worker(
     };
     let slots = Arc::new(Semaphore::new(concurrency));
     let path = format!("/v1/queues/{queue}/claim");
+    let mut buffer: std::collections::VecDeque<ClaimedJob> = std::collections::VecDeque::new();
+    let start = |job: ClaimedJob, permit: tokio::sync::OwnedSemaphorePermit| {
+        let (probe, done_tx) = (Arc::clone(&probe), done_tx.clone());
+        tokio::spawn(async move {
+            probe.started(&job.id, &job.payload);
+            if work.sleep_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(work.sleep_ms)).await;
+            }
+            probe.finished(&job.id);
+            let _ = done_tx.send(json!({ "id": job.id, "lease": job.lease }));
+            drop(permit);
+        });
+    };
+    let prefetch = if work.sleep_ms == 0 { PREFETCH } else { 0 };
     loop {
-        let first = tokio::select! {
+        while !buffer.is_empty() {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { break };
+            start(buffer.pop_front().expect("not empty"), permit);
+        }
+        let free = slots.available_permits();
+        if buffer.len() <= prefetch / 2 && (free > 0 || prefetch > 0) {
+            let idle = buffer.is_empty() && free == concurrency;
+            let want = (free + prefetch - buffer.len()).clamp(1, 1000);
+            let body = json!({ "worker": "bench", "max": want, "wait_ms": if idle { 1000 } else { 0 } });
+            let claimed = tokio::select! {
+                r = client.call::<Claimed>(Method::POST, &path, Some(&body), Duration::from_secs(30)) => r,
+                _ = stop.cancelled() => break,
+            };
+            match claimed {
+                Ok((_, c)) if !c.jobs.is_empty() => {
+                    buffer.extend(c.jobs);
+                    continue;
+                }
+                Ok(_) if idle => continue,
+                Ok(_) => {}
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        // Wait for a slot to free up.
+        let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.expect("open"),
             _ = stop.cancelled() => break,
         };
-        let mut permits = vec![first];
-        while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
-            permits.push(p);
+        match buffer.pop_front() {
+            Some(job) => start(job, permit),
+            None => drop(permit),
         }
-        let body = json!({ "worker": "bench", "max": permits.len(), "wait_ms": 1000 });
-        let claimed = tokio::select! {
-            r = client.call::<Claimed>(Method::POST, &path, Some(&body), Duration::from_secs(30)) => r,
-            _ = stop.cancelled() => break,
-        };
-        let Ok((_, claimed)) = claimed else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        for job in claimed.jobs {
-            let permit = permits.pop().expect("no more jobs than slots");
-            let (probe, done_tx) = (Arc::clone(&probe), done_tx.clone());
-            tokio::spawn(async move {
-                probe.started(&job.id, &job.payload);
-                if work.sleep_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(work.sleep_ms)).await;
-                }
-                probe.finished(&job.id);
-                let _ = done_tx.send(json!({ "id": job.id, "lease": job.lease }));
-                drop(permit);
-            });
-        }
+    }
+    // Jobs claimed but never started go back at once.
+    for job in buffer.drain(..) {
+        let _ = done_tx.send(json!({ "id": job.id, "lease": job.lease, "release": true }));
     }
     // Let running handlers end and their completions go out.
     let _ = slots.acquire_many(concurrency as u32).await;
