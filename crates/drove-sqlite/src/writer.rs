@@ -9,12 +9,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use drove_core::queue::{PoolConfig, QueueConfig};
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, Hub, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::oneshot;
 
 use crate::row::db_err;
 
@@ -292,7 +295,9 @@ fn add_counts(counts: &mut Vec<(String, [i64; 6])>, queue: &str, delta: &[i64; 6
 
 /// The handle the store keeps: a channel to the writer thread.
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Msg>,
+    /// Unbounded: every write has a caller awaiting its reply, so the queue is bounded by the
+    /// callers in flight. A std channel, so the writer thread can wait with a timeout.
+    tx: std_mpsc::Sender<Msg>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -309,7 +314,7 @@ impl Writer {
             counts: HashMap::new(),
             max_payload,
         };
-        let (tx, rx) = mpsc::channel(65_536);
+        let (tx, rx) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("drove-sqlite-writer".into())
             .spawn(move || run(conn, rx, hub, st))
@@ -332,16 +337,13 @@ impl Writer {
                 let _ = reply_tx.send(commit.and(result));
             })
         });
-        self.tx
-            .send(Msg::Write(op))
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        self.tx.send(Msg::Write(op)).map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         reply_rx.await.map_err(|_| StoreError::Unavailable("the store closed before answering".into()))?
     }
 
     pub async fn close(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.tx.send(Msg::Close(done_tx)).await.is_ok() {
+        if self.tx.send(Msg::Close(done_tx)).is_ok() {
             let _ = done_rx.await;
         }
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -361,11 +363,19 @@ fn load_counters(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     Ok((meta("next_id")?.max(max_id + 1), meta("next_lease")?.max(max_lease + 1)))
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: WriterState) {
+/// The longest the writer waits for more writes before starting a batch.
+const GATHER_MAX: Duration = Duration::from_micros(250);
+
+fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: WriterState) {
     let mut batch: Vec<WriteFn> = Vec::with_capacity(MAX_BATCH_WRITES);
     let mut closing: Option<oneshot::Sender<()>> = None;
+    // How many writers are about (the largest recent batch, forgotten one by one) and how long
+    // the last commit took: writers answered by a commit usually come straight back, a few
+    // microseconds apart.
+    let mut expected = 0usize;
+    let mut last_commit = Duration::ZERO;
     while closing.is_none() {
-        let Some(first) = rx.blocking_recv() else {
+        let Ok(first) = rx.recv() else {
             break;
         };
         let mut push = |m: Msg, batch: &mut Vec<WriteFn>| match m {
@@ -373,18 +383,35 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
             Msg::Close(done) => closing = Some(done),
         };
         push(first, &mut batch);
+        // Group commit's gather window (PostgreSQL's commit_delay): right after a commit the
+        // first writer back would otherwise get a commit (an fsync) of its own while the
+        // others arrive microseconds later; batches would alternate one and many. Waiting a
+        // fraction of the last commit's time for as many writers as last time halves the
+        // commits of concurrent one-by-one writers; a lone writer never waits.
+        let gather_until = std::time::Instant::now() + (last_commit / 4).min(GATHER_MAX);
         while batch.len() < MAX_BATCH_WRITES {
-            match rx.try_recv() {
-                Ok(m) => push(m, &mut batch),
-                Err(_) => break,
+            let next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) if batch.len() < expected => {
+                    // Park (no spinning: the writers to wait for need the CPU) until one comes.
+                    let left = gather_until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() { None } else { rx.recv_timeout(left).ok() }
+                }
+                Err(_) => None,
+            };
+            match next {
+                Some(m) => push(m, &mut batch),
+                None => break,
             }
         }
         if !batch.is_empty() {
+            expected = batch.len().max(expected.saturating_sub(1));
+            let started = std::time::Instant::now();
             run_batch(&conn, &hub, &mut st, &mut batch);
+            last_commit = started.elapsed();
         }
     }
     // Writes that raced the close are answered, not dropped.
-    rx.close();
     while let Ok(m) = rx.try_recv() {
         if let Msg::Write(f) = m {
             batch.push(f);
