@@ -31,7 +31,10 @@ pub(crate) async fn claim(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = Millis::now();
+        let asked = std::time::Instant::now();
         let out = store.claim(req.clone(), now).await?;
+        metrics::histogram!("drove_claim_seconds", "queue" => req.queue.clone())
+            .record(asked.elapsed().as_secs_f64());
         if !out.jobs.is_empty() {
             metrics::histogram!("drove_claim_batch_size", "queue" => req.queue.clone())
                 .record(out.jobs.len() as f64);

@@ -488,6 +488,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_work() {
     assert_eq!(value(&after, r#"drove_queue_jobs{queue="metered",state="succeeded"}"#), 2.0);
     assert!(value(&after, r#"drove_run_seconds_count{queue="metered"}"#) >= 2.0);
     assert!(value(&after, r#"drove_claim_batch_size_count{queue="metered"}"#) >= 1.0);
+    assert!(value(&after, r#"drove_claim_seconds_count{queue="metered"}"#) >= 1.0);
     assert!(
         value(&after, r#"drove_store_commit_seconds_count{store="sqlite"}"#)
             > value(&before, r#"drove_store_commit_seconds_count{store="sqlite"}"#)

@@ -57,6 +57,9 @@ pub struct SqliteOptions {
     pub path: PathBuf,
     pub durability: Durability,
     pub max_payload: usize,
+    /// The write connection's page cache, MiB (default 64). Memory is taken as pages are
+    /// read, up to this bound.
+    pub cache_mib: u64,
 }
 
 impl SqliteOptions {
@@ -65,6 +68,7 @@ impl SqliteOptions {
             path: path.into(),
             durability: Durability::Full,
             max_payload: drove_store::request::DEFAULT_MAX_PAYLOAD,
+            cache_mib: 64,
         }
     }
 }
@@ -107,6 +111,11 @@ impl SqliteStore {
         // Every write runs in a SAVEPOINT; its sub-journal belongs in memory, not in a temp
         // file written page by page (measured: the largest cost of a write otherwise).
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(db_err)?;
+        // The writer's page cache (SQLite's default is 2 MiB). Claims, completions and inserts
+        // walk the same index pages over and over; with the default those pages fall out and
+        // come back by `pread` (measured: W2 in process +13%, median of 6 paired runs).
+        let cache_kib = i64::try_from(opts.cache_mib.saturating_mul(1024)).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "cache_size", -cache_kib).map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn).map_err(db_err)?;
         // Statistics for the planner, refreshed only where they are missing or stale.

@@ -22,7 +22,7 @@ pub struct Args {
     /// PostgreSQL: the schema holding Drove's tables.
     #[arg(long, env = "DROVE_SCHEMA", default_value = drove_postgres::DEFAULT_SCHEMA)]
     pub schema: String,
-    /// PostgreSQL: pooled connections (default: 2 per core, 4 to 16).
+    /// PostgreSQL: pooled connections (default: 4 per core, 8 to 32).
     #[arg(long)]
     pub pool_size: Option<usize>,
     /// Address to listen on (loopback by default).
@@ -39,6 +39,9 @@ pub struct Args {
     /// acknowledged jobs.
     #[arg(long)]
     pub relaxed_durability: bool,
+    /// SQLite only: the writer's page cache, MiB (taken as pages are read, up to this bound).
+    #[arg(long, default_value_t = 64)]
+    pub sqlite_cache_mib: u64,
     /// Delete finished jobs this many days after they ended.
     #[arg(long, default_value_t = 7.0)]
     pub retention_days: f64,
@@ -57,6 +60,7 @@ pub async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn Store>> {
     }
     let mut opts = SqliteOptions::new(&args.db);
     opts.max_payload = args.max_payload;
+    opts.cache_mib = args.sqlite_cache_mib;
     if args.relaxed_durability {
         opts.durability = Durability::Relaxed;
     }

@@ -3,6 +3,7 @@
 //! otherwise. Every run starts from a fresh database in a temporary directory on the same
 //! disk as `--dir` (default: the current directory), so fsync costs what it costs there.
 
+mod claims;
 mod target;
 mod workloads;
 
@@ -97,6 +98,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         backlog: a.backlog,
         dir: a.dir,
     };
+    claims::install();
     let names: Vec<&str> = match a.workload.as_str() {
         "all" => vec!["w1", "w2", "w3", "w4", "w5", "w6"],
         w @ ("w1" | "w2" | "w3" | "w4" | "w5" | "w6") => vec![w],

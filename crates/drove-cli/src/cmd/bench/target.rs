@@ -445,10 +445,15 @@ pub async fn http_worker(
             let idle = buffer.is_empty() && free == concurrency;
             let want = (free + prefetch - buffer.len()).clamp(1, 1000);
             let body = json!({ "worker": "bench", "max": want, "wait_ms": if idle { 1000 } else { 0 } });
+            let asked = Instant::now();
             let claimed = tokio::select! {
                 r = client.call::<Claimed>(Method::POST, &path, Some(&body), Duration::from_secs(30)) => r,
                 _ = stop.cancelled() => break,
             };
+            if !idle && claimed.is_ok() {
+                // Not asked to wait: the round trip is the claim's latency.
+                super::claims::record_ms(asked.elapsed().as_secs_f64() * 1e3);
+            }
             match claimed {
                 Ok((_, c)) if !c.jobs.is_empty() => {
                     buffer.extend(c.jobs);
