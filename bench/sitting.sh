@@ -31,7 +31,16 @@ log "peer lab: $peers, W1-W5, $runs run(s)"
 (cd "$repo/../shared/peers" && RUNS="$runs" PEERS="$peers" SCENARIOS="W1 W2 W3 W4 W5" \
   RESULTS_FILE="$out/peers.jsonl" ./run-node-peers.sh > /dev/null)
 
+# The peers (and each store's runs) leave PostgreSQL with dirty buffers that its checkpointer
+# would write out during the next runs, taking fsync time from whatever runs then: flush them
+# before each phase, so each one starts from the same quiet disk.
+settle() {
+  psql -q "$pg" -c CHECKPOINT > /dev/null 2>&1 || log "CHECKPOINT failed (is PostgreSQL up?)"
+  sync
+}
+
 for store in sqlite postgres; do
+  settle
   for mode in inproc http; do
     for w in w1 w2 w3 w4 w5 w6; do
       log "drove bench $w --store $store --mode $mode"
@@ -40,6 +49,7 @@ for store in sqlite postgres; do
     done
   done
 done
+settle
 for mode in inproc http; do
   log "drove bench w1 --relaxed-durability --mode $mode"
   "$drove" bench w1 --mode "$mode" --relaxed-durability --runs "$runs" --json --dir "$out" >> "$out/drove.jsonl"

@@ -22,6 +22,11 @@ export interface JobError {
   at: string;
 }
 
+/** One run that ended in an error, in a job's history (a Drove addition to API.md). */
+export interface AttemptError extends JobError {
+  attempt: number;
+}
+
 export interface Progress {
   done: number;
   total: number | null;
@@ -48,6 +53,8 @@ export interface Job<P = unknown, R = unknown> {
   checkpoint: unknown;
   result: R | null;
   error: JobError | null;
+  /** Every run that ended in an error, oldest first (the newest 25 are kept). */
+  errors?: AttemptError[];
   cancel_requested: boolean;
   partial: boolean;
   timeout_ms?: number | null;

@@ -194,6 +194,47 @@ pub struct JobError {
     pub at: Millis,
 }
 
+/// Runs kept in a job's error history ([`Job::errors`]): the newest ones.
+pub const ERROR_HISTORY: usize = 25;
+
+/// One run that ended in an error, in a job's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttemptError {
+    /// The job's `attempt` during that run (a throttled run repeats the number it had).
+    pub attempt: i64,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub at: Millis,
+}
+
+/// How the stores keep an entry of the history: `{"attempt", "kind" (the code), "message", "at"}`.
+#[derive(Deserialize)]
+struct StoredAttemptError {
+    attempt: i64,
+    kind: i64,
+    #[serde(default)]
+    message: Option<String>,
+    at: i64,
+}
+
+/// Reads a stored error history (a JSON array written by the store's trigger), oldest first;
+/// entries it cannot read are left out rather than failing the job.
+pub fn errors_from_stored(text: &str) -> Vec<AttemptError> {
+    let entries: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<StoredAttemptError>(v).ok())
+        .filter_map(|e| {
+            Some(AttemptError {
+                attempt: e.attempt,
+                kind: ErrorKind::from_code(e.kind)?,
+                message: e.message.unwrap_or_default(),
+                at: Millis(e.at),
+            })
+        })
+        .collect()
+}
+
 /// Progress a worker reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -240,6 +281,10 @@ pub struct Job {
     pub checkpoint: Option<RawJson>,
     pub result: Option<RawJson>,
     pub error: Option<JobError>,
+    /// Every run that ended in an error (retryable, permanent, throttled, timeout, lost), oldest
+    /// first, the last [`ERROR_HISTORY`] of them; kept by the store whatever path recorded it.
+    /// An addition to API.md's job model.
+    pub errors: Vec<AttemptError>,
     pub cancel_requested: bool,
     pub partial: bool,
     pub timeout_ms: Option<i64>,
@@ -272,6 +317,7 @@ impl PartialEq for Job {
             && raw(&self.checkpoint) == raw(&other.checkpoint)
             && raw(&self.result) == raw(&other.result)
             && self.error == other.error
+            && self.errors == other.errors
             && self.cancel_requested == other.cancel_requested
             && self.partial == other.partial
             && self.timeout_ms == other.timeout_ms
@@ -283,6 +329,28 @@ impl PartialEq for Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_error_histories_read_back_and_skip_what_they_cannot_read() {
+        let text = r#"[{"attempt":1,"kind":0,"message":"boom","at":5},
+                       {"attempt":2,"kind":4,"message":null,"at":9},
+                       {"attempt":3,"kind":99,"message":"unknown kind","at":10},
+                       "not an entry"]"#;
+        let got = errors_from_stored(text);
+        assert_eq!(
+            got,
+            vec![
+                AttemptError {
+                    attempt: 1,
+                    kind: ErrorKind::Retryable,
+                    message: "boom".into(),
+                    at: Millis(5)
+                },
+                AttemptError { attempt: 2, kind: ErrorKind::Lost, message: String::new(), at: Millis(9) },
+            ]
+        );
+        assert!(errors_from_stored("not json").is_empty());
+    }
 
     #[test]
     fn job_ids_parse_only_canonical_text() {

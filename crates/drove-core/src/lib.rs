@@ -15,7 +15,10 @@ pub mod queue;
 pub mod time;
 pub mod validation;
 
-pub use job::{ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict, Progress};
+pub use job::{
+    AttemptError, ERROR_HISTORY, ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict,
+    Progress, errors_from_stored,
+};
 pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit};
 pub use time::Millis;
 pub use validation::ValidationError;

@@ -340,6 +340,18 @@ pub struct ErrorDoc {
     pub at: String,
 }
 
+/// One run that ended in an error (an addition to API.md's job model).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AttemptErrorDoc {
+    /// The job's attempt during that run.
+    pub attempt: i64,
+    /// retryable, permanent, throttled, timeout or lost
+    pub kind: String,
+    pub message: String,
+    pub at: String,
+}
+
 /// A job (API.md "Job model").
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -366,6 +378,8 @@ pub struct JobDoc {
     #[schema(value_type = Option<Object>)]
     pub result: (),
     pub error: Option<ErrorDoc>,
+    /// Every run that ended in an error, oldest first (the newest 25 are kept).
+    pub errors: Vec<AttemptErrorDoc>,
     pub cancel_requested: bool,
     pub partial: bool,
     pub timeout_ms: Option<i64>,

@@ -457,6 +457,31 @@ async fn openapi_document_lists_exactly_the_routes() {
 }
 
 #[tokio::test]
+async fn the_documented_job_shape_matches_the_served_one() {
+    let a = api();
+    let (_, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;
+    let documented: std::collections::BTreeSet<String> =
+        doc["components"]["schemas"]["JobDoc"]["properties"].as_object().unwrap().keys().cloned().collect();
+    // A job that failed once and holds a lease: every optional part is present.
+    a.call(Method::PUT, "/v1/queues/shape", Some(json!({"backoff": {"base_ms": 0, "max_ms": 0}}))).await;
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "shape", "key": "k"}))).await;
+    let (_, c) = a.call(Method::POST, "/v1/queues/shape/claim", Some(json!({"max": 1}))).await;
+    let id = c["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let body = json!({"lease": c["jobs"][0]["lease"], "error": {"message": "boom"}});
+    a.call(Method::POST, &format!("/v1/jobs/{id}/fail"), Some(body)).await;
+    let (_, c) = a.call(Method::POST, "/v1/queues/shape/claim", Some(json!({"max": 1}))).await;
+    let claimed = &c["jobs"][0];
+    assert_eq!(claimed["errors"][0]["message"], "boom", "{claimed}");
+    assert_eq!(claimed["errors"][0]["kind"], "retryable");
+    assert_eq!(claimed["errors"][0]["attempt"], 1);
+    let served: std::collections::BTreeSet<String> = claimed.as_object().unwrap().keys().cloned().collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "served but not in JobDoc: {undocumented:?}");
+    let missing: Vec<_> = documented.difference(&served).filter(|k| *k != "deduplicated").collect();
+    assert!(missing.is_empty(), "in JobDoc but never served: {missing:?}");
+}
+
+#[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_with_the_work() {
     let a = api();
     let scrape = |a: &Api| {

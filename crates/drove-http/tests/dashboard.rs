@@ -109,7 +109,7 @@ async fn pages_hold_their_data_without_javascript() {
         s.submit(NewJob::new("exports", json(r#"{"table": "orders"}"#)).with_key("export:orders")).await;
     let (_, lease) = s.claim("exports").await;
     s.progress(job.id, lease, 40, 100, "page 40").await;
-    s.failed_job("exports", "disk full after 1200 rows").await;
+    let failed = s.failed_job("exports", "disk full after 1200 rows").await;
     s.failed_job("exports", "disk full after 977 rows").await;
 
     let overview = page(&s, "/").await;
@@ -125,6 +125,9 @@ async fn pages_hold_their_data_without_javascript() {
     assert!(job_page.contains(r#"<progress id="job-progress" value="40" max="100""#), "{job_page}");
     assert!(job_page.contains("export:orders") && job_page.contains("&quot;table&quot;: &quot;orders&quot;"));
     assert!(job_page.contains(r#"id="cancel""#) && !job_page.contains(r#"id="retry""#));
+    let failed_page = page(&s, &format!("/jobs/{}", failed.id)).await;
+    let history = &failed_page[failed_page.find(r#"id="job-history""#).expect("a history panel")..];
+    assert!(history.contains("permanent") && history.contains("disk full after 1200 rows"), "{history}");
 
     let ops = page(&s, "/ops").await;
     // The two "disk full" failures differ only in numbers: one group of 2.

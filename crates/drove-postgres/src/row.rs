@@ -1,6 +1,8 @@
 //! Rows to jobs.
 
-use drove_core::{ErrorKind, Job, JobError, JobId, JobState, Millis, Progress, raw_from_stored};
+use drove_core::{
+    ErrorKind, Job, JobError, JobId, JobState, Millis, Progress, errors_from_stored, raw_from_stored,
+};
 use drove_store::StoreError;
 use tokio_postgres::Row;
 
@@ -10,7 +12,10 @@ use crate::error::TxError;
 pub(crate) const JOB_COLS: &str = "id, queue, kind, payload, key, grp, priority, state, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, progress, checkpoint, result, \
     error_kind, error_message, error_at, cancel_requested, partial, timeout_ms, worker, \
-    lease_expires_at";
+    lease_expires_at, errors";
+
+/// How many columns `JOB_COLS` names (a statement may return more after them).
+pub(crate) const JOB_COL_COUNT: usize = 26;
 
 pub(crate) fn state_of(code: i16) -> Result<JobState, TxError> {
     JobState::from_code(i64::from(code))
@@ -18,6 +23,7 @@ pub(crate) fn state_of(code: i16) -> Result<JobState, TxError> {
 }
 
 pub(crate) fn job_from_row(row: &Row) -> Result<Job, TxError> {
+    debug_assert_eq!(JOB_COLS.split(',').count(), JOB_COL_COUNT);
     let millis =
         |i: usize| -> Result<Option<Millis>, TxError> { Ok(row.try_get::<_, Option<i64>>(i)?.map(Millis)) };
     let raw = |i: usize| -> Result<Option<drove_core::RawJson>, TxError> {
@@ -57,6 +63,7 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job, TxError> {
         timeout_ms: row.try_get(22)?,
         worker: row.try_get(23)?,
         lease_expires_at: millis(24)?,
+        errors: row.try_get::<_, Option<String>>(25)?.map(|t| errors_from_stored(&t)).unwrap_or_default(),
     })
 }
 

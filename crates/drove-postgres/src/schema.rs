@@ -9,8 +9,10 @@ use tokio_postgres::{Client, NoTls};
 use crate::error::describe;
 
 /// Every migration, in order: (version, name, SQL).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "error_history", include_str!("../migrations/0002_error_history.sql")),
+];
 
 /// The advisory lock key of a schema's migrations: a stable hash (FNV-1a) of its name, so
 /// stores in different schemas of one database do not wait for each other.

@@ -1,6 +1,8 @@
 //! Rows to jobs.
 
-use drove_core::{ErrorKind, Job, JobError, JobId, JobState, Millis, Progress, raw_from_stored};
+use drove_core::{
+    ErrorKind, Job, JobError, JobId, JobState, Millis, Progress, errors_from_stored, raw_from_stored,
+};
 use drove_store::StoreError;
 use rusqlite::Row;
 
@@ -8,7 +10,7 @@ use rusqlite::Row;
 pub(crate) const JOB_COLS: &str = "id, queue, kind, payload, key, grp, priority, state, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, progress, checkpoint, result, \
     error_kind, error_message, error_at, cancel_requested, partial, timeout_ms, worker, \
-    lease_expires_at";
+    lease_expires_at, errors";
 
 pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let state_code: i64 = row.get(7)?;
@@ -58,6 +60,7 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         timeout_ms: row.get(22)?,
         worker: row.get(23)?,
         lease_expires_at: millis(24)?,
+        errors: row.get::<_, Option<String>>(25)?.map(|t| errors_from_stored(&t)).unwrap_or_default(),
     })
 }
 

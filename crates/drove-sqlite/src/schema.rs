@@ -7,7 +7,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     k TEXT PRIMARY KEY,
     v INTEGER NOT NULL
@@ -105,7 +106,27 @@ CREATE TABLE pools (
     config    TEXT NOT NULL,
     limit_now INTEGER
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: every run that ended in an error is kept in the job's history (the newest 25), by a
+    // trigger, so no path that records an error can forget it. A statement records a new error
+    // when it names `error_at` and changes the error or its time; the success path names none of
+    // the error columns and never fires it.
+    r#"
+ALTER TABLE jobs ADD COLUMN errors TEXT;
+CREATE TRIGGER jobs_error_history AFTER UPDATE OF error_at ON jobs
+WHEN NEW.error_at IS NOT NULL AND NEW.error_kind IS NOT NULL AND (
+    NEW.error_at IS NOT OLD.error_at OR NEW.error_kind IS NOT OLD.error_kind
+    OR NEW.error_message IS NOT OLD.error_message OR NEW.attempt IS NOT OLD.attempt)
+BEGIN
+    UPDATE jobs SET errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
+        'attempt', NEW.attempt, 'kind', NEW.error_kind, 'message', NEW.error_message,
+        'at', NEW.error_at))
+    WHERE id = NEW.id;
+    UPDATE jobs SET errors = json_remove(errors, '$[0]')
+    WHERE id = NEW.id AND json_array_length(errors) > 25;
+END;
+"#,
+];
 
 /// Brings the schema up to date. Safe to call on every open.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -98,7 +98,6 @@ fn live(job: &Job, now: Millis) -> Markup {
                         @if let Some(t) = job.timeout_ms { tr { th { "timeout" } td { (duration(t)) } } }
                     }
                 }
-                p.muted { "The store keeps a job's current state, its last run and its last error, not every attempt." }
             }
             section.panel {
                 h2 { "Last error" }
@@ -111,6 +110,27 @@ fn live(job: &Job, now: Millis) -> Markup {
                 }
                 h2 { "Result" }
                 div #job-result { (view::json_block(job.result.as_ref(), SHOW_MAX)) }
+            }
+        }
+        section.panel #job-history {
+            h2 { "Runs that failed" }
+            @if job.errors.is_empty() {
+                p.muted { "none" }
+            } @else {
+                div.table-wrap { table.jobs {
+                    thead { tr { th { "attempt" } th { "outcome" } th { "when" } th { "error" } } }
+                    tbody {
+                        @for e in job.errors.iter().rev() {
+                            tr {
+                                td { (e.attempt) }
+                                td { span.badge.state-failed { (e.kind.as_str()) } }
+                                td { (when(e.at, now)) }
+                                td { span.error-text { (view::clip(&e.message, 300)) } }
+                            }
+                        }
+                    }
+                } }
+                p.muted { "Newest first; the last " (drove_core::ERROR_HISTORY) " are kept. Runs that succeeded, were released or snoozed are not listed." }
             }
         }
     }

@@ -266,6 +266,7 @@ mod tests {
             checkpoint: None,
             result: None,
             error: None,
+            errors: Vec::new(),
             cancel_requested: false,
             partial: false,
             timeout_ms: None,

@@ -26,7 +26,7 @@ use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 
 use super::admin::pool_cap;
 use crate::error::TxError;
-use crate::row::{JOB_COLS, job_from_row};
+use crate::row::{JOB_COL_COUNT, JOB_COLS, job_from_row};
 use crate::tx::{QueueRow, Tx};
 
 /// The queue's concurrency limit in force.
@@ -160,7 +160,7 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, req: &ClaimRequest) -> Result<ClaimOu
     let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
         let job = job_from_row(row)?;
-        let token: i64 = row.try_get(25)?;
+        let token: i64 = row.try_get(JOB_COL_COUNT)?;
         jobs.push(Claimed { job, lease: LeaseToken(token), lease_expires_at: expires });
     }
     // The claim order, which RETURNING does not keep.

@@ -143,6 +143,7 @@ async fn prepare(tx: &mut Tx<'_>, new: &NewJob, id: i64) -> Result<Job, TxError>
         checkpoint: None,
         result: None,
         error: None,
+        errors: Vec::new(),
         cancel_requested: false,
         partial: false,
         timeout_ms: new.timeout_ms.or(queue.config.timeout_ms),

@@ -85,6 +85,7 @@ fn submit_one(tx: &mut Tx<'_>, new: NewJob, now: Millis) -> Result<Submitted, St
         checkpoint: None,
         result: None,
         error: None,
+        errors: Vec::new(),
         cancel_requested: false,
         partial: false,
         timeout_ms,

@@ -146,6 +146,7 @@ macro_rules! conformance_tests {
             lost_lease_on_last_attempt_fails_the_job,
             retryable_failure_backs_off_then_fails_after_max_attempts,
             permanent_failure_fails_at_once,
+            every_failed_run_is_kept_in_the_jobs_history,
             throttled_requeues_without_an_attempt_and_holds_the_queue,
             throttled_with_group_rate_holds_only_the_group,
             snooze_requeues_without_an_attempt,

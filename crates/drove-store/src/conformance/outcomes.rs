@@ -325,3 +325,62 @@ pub async fn completion_results_keep_their_json(s: Arc<dyn Store>) {
     let last = out.last().unwrap().as_ref().unwrap();
     assert!(last.result.is_none() && last.partial);
 }
+
+/// Every run that ended in an error is in the job's history, whatever path recorded it (a
+/// worker's failure, a throttle, the reaper), oldest first; successes, releases and snoozes add
+/// nothing; a redrive keeps it; only the newest `ERROR_HISTORY` runs are kept.
+pub async fn every_failed_run_is_kept_in_the_jobs_history(s: Arc<dyn Store>) {
+    use drove_core::ERROR_HISTORY;
+    no_backoff(&*s, "q").await;
+    set_queue(&*s, "q", r#"{"max_attempts": 100}"#, T0).await;
+    let id = submit(&*s, job("q"), T0).await.job.id;
+    // Run 1 fails (retryable), run 2 is throttled (no attempt) in the same millisecond, run 3
+    // is snoozed and run 4 released (neither is an error), run 5 is lost to the reaper.
+    let c = claim(&*s, "q", 1, at(1)).await.pop().unwrap();
+    fail(&*s, &c, FailKind::Retryable, None, at(2)).await.unwrap();
+    let c = claim(&*s, "q", 1, at(2)).await.pop().unwrap();
+    fail(&*s, &c, FailKind::Throttled, Some(1), at(2)).await.unwrap();
+    s.promote(at(3), 10).await.unwrap();
+    let c = claim(&*s, "q", 1, at(3)).await.pop().unwrap();
+    fail(&*s, &c, FailKind::Snooze, Some(1), at(3)).await.unwrap();
+    s.promote(at(4), 10).await.unwrap();
+    let c = claim(&*s, "q", 1, at(4)).await.pop().unwrap();
+    end(&*s, &c, Outcome::Release, at(4)).await.unwrap();
+    let c = claim(&*s, "q", 1, at(5)).await.pop().unwrap();
+    assert_eq!(c.job.attempt, 2, "throttled, snoozed and released runs used no attempt");
+    s.reap(at(5).plus_ms(10_000), 100).await.unwrap();
+    let j = get(&*s, id).await;
+    let seen: Vec<_> = j.errors.iter().map(|e| (e.attempt, e.kind, e.at)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, ErrorKind::Retryable, at(2)),
+            (2, ErrorKind::Throttled, at(2)),
+            (2, ErrorKind::Lost, at(5).plus_ms(10_000)),
+        ]
+    );
+    assert_eq!(j.errors[0].message, "Retryable failure");
+    // A success adds nothing and keeps the history; so does a redrive of a failed job.
+    let c = claim(&*s, "q", 1, at(20_000)).await.pop().unwrap();
+    let done = complete(&*s, &c, "1", at(20_001)).await.unwrap();
+    assert_eq!(done.errors.len(), 3);
+    set_queue(&*s, "p", r#"{"max_attempts": 1}"#, T0).await;
+    let id = submit(&*s, job("p"), T0).await.job.id;
+    let c = claim(&*s, "p", 1, at(1)).await.pop().unwrap();
+    fail(&*s, &c, FailKind::Permanent, None, at(2)).await.unwrap();
+    let again = s.retry(id, at(3)).await.unwrap();
+    assert_eq!(again.errors.len(), 1);
+    // Only the newest runs are kept.
+    no_backoff(&*s, "r").await;
+    set_queue(&*s, "r", r#"{"max_attempts": 1000}"#, T0).await;
+    let id = submit(&*s, job("r"), T0).await.job.id;
+    let runs = ERROR_HISTORY as i64 + 5;
+    for n in 1..=runs {
+        let c = claim(&*s, "r", 1, at(n)).await.pop().unwrap();
+        fail(&*s, &c, FailKind::Retryable, None, at(n)).await.unwrap();
+    }
+    let j = get(&*s, id).await;
+    assert_eq!(j.errors.len(), ERROR_HISTORY);
+    assert_eq!(j.errors.first().map(|e| e.attempt), Some(6));
+    assert_eq!(j.errors.last().map(|e| e.attempt), Some(runs));
+}
