@@ -23,7 +23,6 @@ pub(crate) fn state_of(code: i16) -> Result<JobState, TxError> {
 }
 
 pub(crate) fn job_from_row(row: &Row) -> Result<Job, TxError> {
-    debug_assert_eq!(JOB_COLS.split(',').count(), JOB_COL_COUNT);
     let millis =
         |i: usize| -> Result<Option<Millis>, TxError> { Ok(row.try_get::<_, Option<i64>>(i)?.map(Millis)) };
     let raw = |i: usize| -> Result<Option<drove_core::RawJson>, TxError> {
@@ -73,5 +72,15 @@ pub(crate) fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {
         std::borrow::Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_col_count_matches_job_cols() {
+        assert_eq!(JOB_COLS.split(',').count(), JOB_COL_COUNT);
     }
 }

@@ -9,14 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 
 use drove_core::queue::{PoolConfig, QueueConfig};
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, Hub, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::sync::mpsc as std_mpsc;
-
 use tokio::sync::oneshot;
 
 use crate::row::db_err;
@@ -388,13 +387,13 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
         // others arrive microseconds later; batches would alternate one and many. Waiting a
         // fraction of the last commit's time for as many writers as last time halves the
         // commits of concurrent one-by-one writers; a lone writer never waits.
-        let gather_until = std::time::Instant::now() + (last_commit / 4).min(GATHER_MAX);
+        let gather_until = Instant::now() + (last_commit / 4).min(GATHER_MAX);
         while batch.len() < MAX_BATCH_WRITES {
             let next = match rx.try_recv() {
                 Ok(m) => Some(m),
                 Err(_) if batch.len() < expected => {
                     // Park (no spinning: the writers to wait for need the CPU) until one comes.
-                    let left = gather_until.saturating_duration_since(std::time::Instant::now());
+                    let left = gather_until.saturating_duration_since(Instant::now());
                     if left.is_zero() { None } else { rx.recv_timeout(left).ok() }
                 }
                 Err(_) => None,
@@ -406,7 +405,7 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
         }
         if !batch.is_empty() {
             expected = batch.len().max(expected.saturating_sub(1));
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             run_batch(&conn, &hub, &mut st, &mut batch);
             last_commit = started.elapsed();
         }
@@ -428,7 +427,7 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
 }
 
 fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec<WriteFn>) {
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = db_err(e);
         for f in batch.drain(..) {
@@ -451,7 +450,7 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
         }
         effects.merge(ctx);
     }
-    let t1 = std::time::Instant::now();
+    let t1 = Instant::now();
     let commit = flush(conn, st).and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
     metrics::histogram!("drove_store_batch_writes", "store" => "sqlite").record(replies.len() as f64);
     metrics::histogram!("drove_store_work_seconds", "store" => "sqlite").record((t1 - t0).as_secs_f64());

@@ -61,6 +61,38 @@ impl NewJob {
         self
     }
 
+    /// The job this submit creates (not yet stored): the queue's defaults applied, scheduled
+    /// when `run_at` is after `now`, else queued.
+    pub fn into_job(self, id: JobId, queue: &QueueConfig, now: Millis) -> Job {
+        let run_at = self.run_at.unwrap_or(now);
+        Job {
+            id,
+            state: if run_at <= now { JobState::Queued } else { JobState::Scheduled },
+            max_attempts: self.max_attempts.unwrap_or_else(|| queue.max_attempts()),
+            timeout_ms: self.timeout_ms.or(queue.timeout_ms),
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload,
+            key: self.key,
+            group: self.group,
+            priority: self.priority,
+            attempt: 0,
+            run_at,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            progress: None,
+            checkpoint: None,
+            result: None,
+            error: None,
+            errors: Vec::new(),
+            cancel_requested: false,
+            partial: false,
+            worker: None,
+            lease_expires_at: None,
+        }
+    }
+
     /// Checks every field (API.md "Job model", "Numbers").
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         check_queue_name("queue", &self.queue)?;

@@ -37,28 +37,7 @@ async fn p1_five_hundred_http_submitters_of_ten_keys_run_ten_jobs() {
         &strs(&cmd),
         &[("EXEC_LOG", log.to_str().unwrap())],
     );
-    let http = Http::new(&server.url);
-    let tasks: Vec<_> = (0..500)
-        .map(|i| {
-            let http = http.clone();
-            tokio::spawn(async move {
-                let item = i % 10;
-                let body =
-                    json!({"queue": "compute", "key": format!("item:{item}"), "payload": {"item": item}, "reuse_for_ms": 60000});
-                let (status, job) = http.post("/v1/jobs?wait=60s", body).await;
-                (item, status, job)
-            })
-        })
-        .collect();
-    let mut ids: HashMap<i64, String> = HashMap::new();
-    for t in tasks {
-        let (item, status, job) = t.await.unwrap();
-        assert!(status == 200 || status == 201, "{status} {job}");
-        assert_eq!(job["state"], "succeeded", "{job}");
-        assert_eq!(job["result"], json!({"item": item}), "each submitter gets its key's result");
-        let id = job["id"].as_str().unwrap().to_owned();
-        assert_eq!(ids.entry(item).or_insert_with(|| id.clone()), &id);
-    }
+    submit_ten_keys_and_wait(&[Http::new(&server.url)], 500).await;
     assert_eq!(read_lines(&log).len(), 10, "exactly one execution per key");
 }
 

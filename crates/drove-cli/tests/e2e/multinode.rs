@@ -1,6 +1,6 @@
 //! Several `drove serve` nodes on one PostgreSQL schema: every guarantee holds fleet-wide.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,27 +22,7 @@ async fn three_nodes_share_keys_and_waiters_answer_wherever_they_wait() {
     let _w =
         Worker::start_env(&nodes[0].url, "compute", 16, &[], &cmd, &[("EXEC_LOG", log.to_str().unwrap())]);
     let clients: Vec<Http> = nodes.iter().map(|n| Http::new(&n.url)).collect();
-    let tasks: Vec<_> = (0..300)
-        .map(|i| {
-            let http = clients[i % 3].clone();
-            tokio::spawn(async move {
-                let item = (i % 10) as i64;
-                let body =
-                    json!({"queue": "compute", "key": format!("item:{item}"), "payload": {"item": item}, "reuse_for_ms": 60000});
-                let (status, job) = http.post("/v1/jobs?wait=60s", body).await;
-                (item, status, job)
-            })
-        })
-        .collect();
-    let mut ids: HashMap<i64, String> = HashMap::new();
-    for t in tasks {
-        let (item, status, job) = t.await.unwrap();
-        assert!(status == 200 || status == 201, "{status} {job}");
-        assert_eq!(job["state"], "succeeded", "{job}");
-        assert_eq!(job["result"], json!({"item": item}));
-        let id = job["id"].as_str().unwrap().to_owned();
-        assert_eq!(ids.entry(item).or_insert_with(|| id.clone()), &id, "one job per key across nodes");
-    }
+    submit_ten_keys_and_wait(&clients, 300).await;
     assert_eq!(read_lines(&log).len(), 10, "exactly one execution per key across three nodes");
 }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_drove");
 
@@ -191,6 +193,33 @@ impl Http {
 
 /// Waits for a condition that no notification announces (a file a child writes, a process
 /// exiting), checking every 20 ms up to `limit`.
+/// P1 over HTTP: `n` submitters, spread over `clients` in turn, each submit one of ten keys of
+/// queue `compute` with `?wait` (`reuse_for_ms` 60 s); every one must get its key's result from
+/// the one job of that key.
+pub async fn submit_ten_keys_and_wait(clients: &[Http], n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let http = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let item = (i % 10) as i64;
+                let body =
+                    json!({"queue": "compute", "key": format!("item:{item}"), "payload": {"item": item}, "reuse_for_ms": 60000});
+                let (status, job) = http.post("/v1/jobs?wait=60s", body).await;
+                (item, status, job)
+            })
+        })
+        .collect();
+    let mut ids: HashMap<i64, String> = HashMap::new();
+    for t in tasks {
+        let (item, status, job) = t.await.unwrap();
+        assert!(status == 200 || status == 201, "{status} {job}");
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["result"], json!({"item": item}), "each submitter gets its key's result");
+        let id = job["id"].as_str().unwrap().to_owned();
+        assert_eq!(ids.entry(item).or_insert_with(|| id.clone()), &id, "one job per key");
+    }
+}
+
 pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {

@@ -247,32 +247,12 @@ mod tests {
     }
 
     fn base(id: i64) -> Job {
-        Job {
-            id: JobId(id),
-            queue: String::new(),
-            kind: None,
-            payload: drove_core::raw_null(),
-            key: None,
-            group: None,
-            priority: 0,
-            state: JobState::Failed,
-            attempt: 1,
-            max_attempts: 1,
-            run_at: Millis(0),
-            created_at: Millis(0),
-            started_at: None,
-            finished_at: None,
-            progress: None,
-            checkpoint: None,
-            result: None,
-            error: None,
-            errors: Vec::new(),
-            cancel_requested: false,
-            partial: false,
-            timeout_ms: None,
-            worker: None,
-            lease_expires_at: None,
-        }
+        let new = drove_store::NewJob::new("", drove_core::raw_null());
+        let mut job = new.into_job(JobId(id), &drove_core::QueueConfig::default(), Millis(0));
+        job.state = JobState::Failed;
+        job.attempt = 1;
+        job.max_attempts = 1;
+        job
     }
 
     #[test]

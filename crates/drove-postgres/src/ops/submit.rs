@@ -120,36 +120,8 @@ impl<'j> Rows<'j> {
 
 /// The job a submit creates, with the queue's defaults applied (not yet inserted).
 async fn prepare(tx: &mut Tx<'_>, new: &NewJob, id: i64) -> Result<Job, TxError> {
-    let now = tx.now;
     let queue = tx.queue(&new.queue).await?;
-    let run_at = new.run_at.unwrap_or(now);
-    let state = if run_at <= now { JobState::Queued } else { JobState::Scheduled };
-    Ok(Job {
-        id: JobId(id),
-        queue: new.queue.clone(),
-        kind: new.kind.clone(),
-        payload: new.payload.clone(),
-        key: new.key.clone(),
-        group: new.group.clone(),
-        priority: new.priority,
-        state,
-        attempt: 0,
-        max_attempts: new.max_attempts.unwrap_or_else(|| queue.config.max_attempts()),
-        run_at,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        progress: None,
-        checkpoint: None,
-        result: None,
-        error: None,
-        errors: Vec::new(),
-        cancel_requested: false,
-        partial: false,
-        timeout_ms: new.timeout_ms.or(queue.config.timeout_ms),
-        worker: None,
-        lease_expires_at: None,
-    })
+    Ok(new.clone().into_job(JobId(id), &queue.config, tx.now))
 }
 
 /// Bookkeeping for a created job.

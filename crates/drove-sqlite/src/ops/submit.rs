@@ -39,11 +39,7 @@ fn submit_one(tx: &mut Tx<'_>, new: NewJob, now: Millis) -> Result<Submitted, St
         }
     }
 
-    let run_at = new.run_at.unwrap_or(now);
-    let state = if run_at <= now { JobState::Queued } else { JobState::Scheduled };
-    let max_attempts = new.max_attempts.unwrap_or_else(|| queue.config.max_attempts());
-    let timeout_ms = new.timeout_ms.or(queue.config.timeout_ms);
-    let id = tx.alloc_id();
+    let job = new.into_job(JobId(tx.alloc_id()), &queue.config, now);
     tx.conn
         .prepare_cached(
             "INSERT INTO jobs (id, queue, kind, payload, key, grp, priority, state, max_attempts, \
@@ -51,47 +47,22 @@ fn submit_one(tx: &mut Tx<'_>, new: NewJob, now: Millis) -> Result<Submitted, St
         )
         .and_then(|mut s| {
             s.execute(params![
-                id,
-                new.queue,
-                new.kind,
-                new.payload.get(),
-                new.key,
-                new.group,
-                new.priority,
-                state.code(),
-                max_attempts,
-                run_at.0,
+                job.id.0,
+                job.queue,
+                job.kind,
+                job.payload.get(),
+                job.key,
+                job.group,
+                job.priority,
+                job.state.code(),
+                job.max_attempts,
+                job.run_at.0,
                 now.0,
-                timeout_ms
+                job.timeout_ms
             ])
         })
         .map_err(db_err)?;
-    let job = Job {
-        id: JobId(id),
-        queue: new.queue,
-        kind: new.kind,
-        payload: new.payload,
-        key: new.key,
-        group: new.group,
-        priority: new.priority,
-        state,
-        attempt: 0,
-        max_attempts,
-        run_at,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        progress: None,
-        checkpoint: None,
-        result: None,
-        error: None,
-        errors: Vec::new(),
-        cancel_requested: false,
-        partial: false,
-        timeout_ms,
-        worker: None,
-        lease_expires_at: None,
-    };
+    let state = job.state;
     tx.moved(&job.queue, None, Some(state));
     if state == JobState::Queued {
         if let Some(g) = &job.group {
