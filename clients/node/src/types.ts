@@ -92,6 +92,8 @@ export interface PoolInfo {
   name: string;
   config: Record<string, unknown>;
   limit_now: number | null;
+  /** With `adaptive`: running jobs allowed before offline queues wait (a Drove extension). */
+  offline_limit_now?: number | null;
   queues: string[];
 }
 

@@ -51,6 +51,10 @@ pub trait Algorithm {
     fn estimate(&self) -> f64 {
         self.limit() as f64
     }
+    /// Calls allowed in flight before offline work must wait (at most `limit`).
+    fn offline_limit(&self) -> i64 {
+        self.limit()
+    }
     fn name(&self) -> &'static str;
 }
 
@@ -88,6 +92,8 @@ pub struct P50GradientConfig {
     pub tolerance: f64,
     /// The baseline is re-measured this long after it was last lowered...
     pub baseline_ttl_us: i64,
+    /// ...and the first one, measured in one window at a low limit, this soon.
+    pub first_baseline_ttl_us: i64,
     /// ...stretched by up to this fraction at random, so a fleet does not probe in step.
     pub baseline_ttl_jitter: f64,
     /// Windows spent at each halved limit while probing (the first drains, the last measures).
@@ -98,6 +104,9 @@ pub struct P50GradientConfig {
     pub probe_max_halvings: u32,
     /// Factor applied on explicit overload.
     pub backoff: f64,
+    /// Weight of each window in the moving average of the downstream's capacity (the offline
+    /// limit).
+    pub capacity_weight: f64,
 }
 
 impl Default for P50GradientConfig {
@@ -110,11 +119,13 @@ impl Default for P50GradientConfig {
             window_min_samples: 20,
             tolerance: 1.25,
             baseline_ttl_us: 10_000_000,
+            first_baseline_ttl_us: 1_000_000,
             baseline_ttl_jitter: 0.2,
             probe_windows: 2,
             probe_rehalve_ratio: 1.5,
             probe_max_halvings: 3,
             backoff: 0.9,
+            capacity_weight: 0.3,
         }
     }
 }
@@ -131,6 +142,7 @@ impl P50GradientConfig {
 struct Window {
     start_us: Option<i64>,
     rtts: Vec<i64>,
+    sum_rtt_us: f64,
     count: usize,
     max_inflight: i64,
     overload: bool,
@@ -154,11 +166,20 @@ struct Probe {
 /// - any overload in the window: `L ← 0.9 L`;
 /// - else, unless the window was under-used (max in-flight < `L/2`):
 ///   `L ← L · clamp(1.25 · baseline / p50, 0.5, 1) + sqrt(L)`;
-/// - the baseline is the lowest window p50; ~10 s after it was last lowered the limit is halved
-///   for two windows and the last window's p50 becomes the baseline.
+/// - the baseline is the lowest window p50; ~10 s after it was last lowered (1 s after the
+///   first one) the limit is halved for two windows and the last window's p50 becomes the
+///   baseline. A probe still queueing halves again, but never below the capacity estimate.
 ///
 /// `sqrt(L)` is added even when the gradient is below 1: at high service-time variance the
 /// lowest window p50 is biased low, and without the headroom the limit collapses.
+///
+/// The headroom means the limit settles above the downstream's capacity and the calls beyond
+/// it queue there. For work that must not delay others (offline lanes) it also estimates the
+/// capacity itself, per window: mean in-flight (Little's law: summed run time ÷ window length)
+/// × reference ÷ p50, which counts the calls being served and not those queued; the reference
+/// is the probes' p50s averaged (the baseline until the first probe), a moving average over
+/// windows. [`Algorithm::offline_limit`] is that estimate plus `sqrt` of it, halved during a
+/// probe so offline work drains with the limit.
 #[derive(Clone, Debug)]
 pub struct P50Gradient {
     cfg: P50GradientConfig,
@@ -168,6 +189,8 @@ pub struct P50Gradient {
     window: Window,
     probe: Option<Probe>,
     last_p50_us: Option<f64>,
+    capacity: Option<f64>,
+    probe_p50_us: Option<f64>,
 }
 
 impl P50Gradient {
@@ -182,6 +205,8 @@ impl P50Gradient {
             window: Window::default(),
             probe: None,
             last_p50_us: None,
+            capacity: None,
+            probe_p50_us: None,
         }
     }
 
@@ -193,6 +218,12 @@ impl P50Gradient {
     /// The p50 of the last closed window (µs).
     pub fn last_p50_us(&self) -> Option<f64> {
         self.last_p50_us
+    }
+
+    /// The downstream's capacity estimate: how many calls it serves at once without queueing
+    /// (the moving average, over windows, of mean in-flight × reference ÷ p50).
+    pub fn capacity(&self) -> Option<f64> {
+        self.capacity
     }
 
     /// Whether a baseline probe (halved limit) is under way.
@@ -210,9 +241,13 @@ impl P50Gradient {
     }
 
     fn set_baseline(&mut self, p50: f64, now_us: i64, rand: f64) {
+        let first = self.baseline_us.is_none();
         self.baseline_us = Some(p50);
         let stretch = 1.0 + self.cfg.baseline_ttl_jitter * rand.clamp(0.0, 1.0);
-        self.baseline_expires_us = now_us.saturating_add((self.cfg.baseline_ttl_us as f64 * stretch) as i64);
+        // The first baseline comes from one window at a low limit, the least trustworthy; a
+        // lucky low one would hold the limit down for a whole period.
+        let ttl = if first { self.cfg.first_baseline_ttl_us } else { self.cfg.baseline_ttl_us };
+        self.baseline_expires_us = now_us.saturating_add((ttl as f64 * stretch) as i64);
     }
 
     fn close_window(&mut self, now_us: i64, rand: f64) {
@@ -223,6 +258,17 @@ impl P50Gradient {
         self.window.rtts = std::mem::take(&mut w.rtts);
         self.window.rtts.clear();
         self.last_p50_us = p50;
+        if self.probe.is_none()
+            && !w.overload
+            && let (Some(p), Some(b), Some(start)) = (p50, self.probe_p50_us.or(self.baseline_us), w.start_us)
+        {
+            // Little's law: the window's mean in-flight is its summed run time over its length.
+            // Scaled by baseline / p50 it counts the calls being served, not those queued.
+            let in_flight = w.sum_rtt_us / (now_us - start).max(1) as f64;
+            let estimate = in_flight * b / p.max(1.0);
+            let w = self.cfg.capacity_weight;
+            self.capacity = Some(self.capacity.map_or(estimate, |c| (1.0 - w) * c + w * estimate));
+        }
 
         if let Some(mut probe) = self.probe {
             if w.overload {
@@ -238,10 +284,14 @@ impl P50Gradient {
                 Some(p)
                     if p > self.cfg.probe_rehalve_ratio * probe.reference_us
                         && probe.halvings < self.cfg.probe_max_halvings
-                        && halved >= self.cfg.min as f64 =>
+                        && halved >= self.cfg.min as f64
+                        && self.capacity.is_none_or(|c| halved >= c) =>
                 {
                     // Still queueing at the halved limit: it was more than twice the
                     // downstream's capacity, so halve again before trusting the measurement.
+                    // Not below the capacity estimate: there nothing queues, and a slow p50
+                    // is the service time's own variance (at high variance the lowest window
+                    // p50, the reference, is far below a typical one).
                     self.limit = halved;
                     self.probe = Some(Probe {
                         windows_left: self.cfg.probe_windows,
@@ -251,6 +301,9 @@ impl P50Gradient {
                 }
                 Some(p) => {
                     self.set_baseline(p, now_us, rand);
+                    // The capacity estimate's reference: probes' p50s averaged, unbiased where
+                    // the baseline (a minimum of noisy p50s) is biased low.
+                    self.probe_p50_us = Some(self.probe_p50_us.map_or(p, |old| 0.5 * old + 0.5 * p));
                     self.limit = self.bound(probe.restore);
                     self.probe = None;
                 }
@@ -298,7 +351,10 @@ impl Algorithm for P50Gradient {
     fn on_sample(&mut self, s: &Sample) {
         match s.outcome {
             Outcome::Ignore => return,
-            Outcome::Success => self.window.rtts.push(s.rtt_us.max(0)),
+            Outcome::Success => {
+                self.window.rtts.push(s.rtt_us.max(0));
+                self.window.sum_rtt_us += s.rtt_us.max(0) as f64;
+            }
             Outcome::Overload => self.window.overload = true,
         }
         let start = *self.window.start_us.get_or_insert(s.now_us);
@@ -317,6 +373,17 @@ impl Algorithm for P50Gradient {
 
     fn estimate(&self) -> f64 {
         self.limit
+    }
+
+    fn offline_limit(&self) -> i64 {
+        let limit = self.limit();
+        let Some(c) = self.capacity else { return limit };
+        let mut offline = c + c.sqrt();
+        if self.probe.is_some() {
+            // The probe measures an unqueued baseline: offline work must drain with the limit.
+            offline /= 2.0;
+        }
+        (offline.ceil() as i64).clamp(self.cfg.min, limit)
     }
 
     fn name(&self) -> &'static str {
@@ -813,6 +880,45 @@ mod tests {
         closed_loop(&mut g, t, 5_000_000, 16.0, 10_000.0);
         let l16 = g.limit();
         assert!((17..=28).contains(&l16), "c=16: {l16}");
+    }
+
+    #[test]
+    fn p50_gradient_estimates_capacity_for_offline_work_and_follows_steps() {
+        let mut g = P50Gradient::new(P50GradientConfig::default());
+        assert_eq!(g.offline_limit(), g.limit(), "no estimate yet: the whole limit");
+        // c = 8: the limit runs above 8 (its headroom queues), the estimate finds the 8 slots.
+        let t = closed_loop(&mut g, 0, 20_000_000, 8.0, 10_000.0);
+        let c8 = g.capacity().unwrap_or_default();
+        assert!((7.0..=9.0).contains(&c8), "c=8: estimate {c8}");
+        assert!(
+            (8..=12).contains(&g.offline_limit()) && g.offline_limit() <= g.limit(),
+            "{}",
+            g.offline_limit()
+        );
+        // Halved capacity: the estimate follows it down.
+        let t = closed_loop(&mut g, t, 5_000_000, 4.0, 10_000.0);
+        let c4 = g.capacity().unwrap_or_default();
+        assert!((3.0..=5.0).contains(&c4), "c=4: estimate {c4}");
+        // Doubled: the limit's headroom probes upward and the estimate follows.
+        closed_loop(&mut g, t, 5_000_000, 16.0, 10_000.0);
+        let c16 = g.capacity().unwrap_or_default();
+        assert!((13.0..=17.0).contains(&c16), "c=16: estimate {c16}");
+    }
+
+    #[test]
+    fn p50_gradient_offline_limit_drains_with_the_probe() {
+        let mut g = P50Gradient::new(P50GradientConfig::default());
+        let mut now = closed_loop(&mut g, 0, 9_000_000, 8.0, 10_000.0);
+        let before = g.offline_limit();
+        let mut during = Vec::new();
+        while now < 14_000_000 {
+            now = closed_loop(&mut g, now, 10_000, 8.0, 10_000.0);
+            if g.probing() {
+                during.push(g.offline_limit());
+            }
+        }
+        assert!(!during.is_empty(), "a probe ran");
+        assert!(during.iter().all(|&o| o <= (before + 1) / 2 + 1), "{before} then {during:?}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every 100 ms it feeds a [`P50Gradient`] per scope with the run times of the scope's jobs
 //! that ended since its last look (`Store::recent_runs`, so runs ended on any node count) and
 //! with the throttled outcomes this node saw (overload: the limit drops by a tenth), and writes
-//! the limit with `Store::set_limit` when it changed. Claims enforce the limit inside the
+//! the limit with `Store::set_limit` when it changed; for a pool also its offline limit (the
+//! capacity estimate, `Store::set_offline_limit`). Claims enforce the limits inside the
 //! store, so it holds fleet-wide. With several nodes each runs this service on the same
 //! fleet-wide run times; throttle signals are per node and the last limit written wins.
 
@@ -49,6 +50,7 @@ struct Scope {
     /// The last sample time fed (samples must not go back in time).
     last_us: i64,
     written: Option<i64>,
+    written_offline: Option<i64>,
 }
 
 impl Scope {
@@ -59,6 +61,7 @@ impl Scope {
             seen_until: now.minus_ms(LAG_MS),
             last_us: 0,
             written: None,
+            written_offline: None,
         }
     }
 
@@ -144,6 +147,15 @@ impl Limiter {
             }
             scope.seen_until = scope.seen_until.max(window_end);
             let limit = scope.alg.limit().clamp(bounds.min, bounds.max);
+            if let LimitScope::Pool(pool) = &key {
+                // Offline queues of the pool stop at the capacity estimate (API.md "Pools and
+                // lanes"); online ones may use the whole limit.
+                let offline = scope.alg.offline_limit().clamp(bounds.min, limit);
+                if scope.written_offline != Some(offline) {
+                    store.set_offline_limit(pool, Some(offline)).await?;
+                    scope.written_offline = Some(offline);
+                }
+            }
             if scope.written != Some(limit) {
                 store.set_limit(key, Some(limit)).await?;
                 scope.written = Some(limit);

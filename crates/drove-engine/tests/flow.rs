@@ -141,3 +141,65 @@ async fn p4_the_adaptive_limit_follows_the_downstreams_capacity_down_and_back_up
     assert!(!left.jobs.is_empty());
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_offline_queue_fills_the_downstreams_capacity_and_online_work_the_headroom() {
+    let (engine, _dir) = node();
+    let pool: drove_core::queue::PoolPatch =
+        serde_json::from_value(json!({"adaptive": {"min": 1, "max": 64}})).unwrap();
+    engine.store().put_pool("provider", pool).await.unwrap();
+    set_queue(&engine, "live", json!({"pool": "provider"})).await;
+    set_queue(&engine, "bulk", json!({"pool": "provider", "lane": "offline"})).await;
+    let backlog: Vec<NewJob> = (0..20_000).map(|_| NewJob::new("bulk", raw(json!(null)))).collect();
+    for chunk in backlog.chunks(1000) {
+        engine.submit(chunk.to_vec()).await.unwrap();
+    }
+    let provider = Arc::new(Provider { slots: Arc::new(Semaphore::new(8)), calls: AtomicUsize::new(0) });
+    let mut rt = Runtime::new(engine.clone());
+    for queue in ["live", "bulk"] {
+        let p = Arc::clone(&provider);
+        rt = rt.handle(queue, WorkerOptions::concurrency(64), move |_ctx: JobContext| {
+            let p = Arc::clone(&p);
+            async move {
+                p.call().await;
+                Ok(json!(null))
+            }
+        });
+    }
+    let rt = rt.start();
+    // Online work arrives all along, a quarter of the downstream's 400 calls/s.
+    let submitter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                engine.submit(vec![NewJob::new("live", raw(json!(null)))]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // Judged on the last 4 of 8 s, sampled every 200 ms.
+    let (mut offline, mut limit, mut bulk_running) = (Vec::new(), Vec::new(), Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        if start.elapsed() >= Duration::from_secs(4) {
+            let p = engine.store().get_pool("provider").await.unwrap().unwrap();
+            let q = engine.store().get_queue("bulk").await.unwrap().unwrap();
+            offline.push(p.offline_limit_now.expect("the limit service writes the offline limit"));
+            limit.push(p.limit_now.unwrap());
+            bulk_running.push(q.counts.running);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    submitter.abort();
+    let (offline, limit, bulk_running) = (median(offline), median(limit), median(bulk_running));
+    assert!(provider.calls.load(Ordering::Relaxed) > 1000, "the downstream was kept busy");
+    // 8 slots + sqrt(8) headroom ≈ 11; the limit itself runs higher (online work may use it).
+    assert!((6..=14).contains(&offline), "the offline limit is near the 8 slots: {offline} (limit {limit})");
+    assert!(offline < limit, "below the limit: {offline} >= {limit}");
+    assert!(
+        bulk_running <= offline,
+        "offline work stops there: {bulk_running} running, offline limit {offline}"
+    );
+    rt.shutdown(Duration::from_secs(5)).await;
+    engine.shutdown().await;
+}

@@ -48,7 +48,8 @@ pub enum Source {
 pub enum Priority {
     /// Oldest first, whatever the lane.
     Fifo,
-    /// Online first; offline gets the rest and never less than `offline_min_share` of the limit
+    /// Online first, up to the limit; offline gets the rest up to the algorithm's offline limit
+    /// (the downstream's capacity estimate), and never less than `offline_min_share` of that
     /// (when it has work), so it cannot starve.
     Strict { offline_min_share: f64 },
 }
@@ -135,6 +136,8 @@ pub struct ConcData {
     pub unfinished: Vec<(Class, i64)>,
     /// `(t_us, limit estimate)` every `trace_every_us`.
     pub trace: Vec<(i64, f64)>,
+    /// `(t_us, offline limit)` every `trace_every_us`.
+    pub offline_trace: Vec<(i64, f64)>,
 }
 
 #[derive(Default)]
@@ -204,13 +207,17 @@ impl Client {
                 (None, None) => None,
             },
             Priority::Strict { offline_min_share } => {
-                let floor = (offline_min_share * limit as f64).ceil() as i64;
+                // Offline work fills the downstream's capacity, not the limit: the headroom
+                // above capacity would only queue it in the downstream, where online calls
+                // would then wait behind it.
+                let offline_limit = self.alg.borrow().offline_limit().min(limit);
+                let floor = (offline_min_share * offline_limit as f64).ceil() as i64;
                 let offline_waiting = lanes[1].head().is_some();
                 if offline_waiting && lanes[1].inflight < floor {
                     Some(Class::Offline)
                 } else if lanes[0].head().is_some() {
                     Some(Class::Online)
-                } else if offline_waiting {
+                } else if offline_waiting && self.inflight.get() < offline_limit {
                     Some(Class::Offline)
                 } else {
                     None
@@ -307,8 +314,15 @@ async fn steps(client: Rc<Client>, steps: Vec<(i64, i64)>) {
 async fn trace(client: Rc<Client>, every_us: i64) {
     let mut t = 0;
     loop {
-        let est = client.alg.borrow().estimate();
-        client.data.borrow_mut().trace.push((t, est));
+        let (est, offline) = {
+            let alg = client.alg.borrow();
+            (alg.estimate(), alg.offline_limit() as f64)
+        };
+        {
+            let mut data = client.data.borrow_mut();
+            data.trace.push((t, est));
+            data.offline_trace.push((t, offline));
+        }
         t += every_us;
         client.clock.sleep_until_us(t).await;
     }

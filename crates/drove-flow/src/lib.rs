@@ -12,8 +12,10 @@
 //!   Drove's policy is one GCRA scope shared by every instance (`drove_core::gcra`, as the
 //!   store keeps it), its rate set by `AimdRate`, held until Retry-After on a 429, no attempt
 //!   used; against naive immediate retry, a static bucket per instance and the known limit.
-//! - Scenario C, online vs offline on one downstream: strict priority with an offline minimum
-//!   share in front of the adaptive limiter; against FIFO and the oracle.
+//! - Scenario C, online vs offline on one downstream: strict priority in front of the adaptive
+//!   limiter, offline work held to the limiter's offline limit (its capacity estimate) with a
+//!   minimum share of it; against FIFO and the oracle. flow.md's cells (c = 8, σ = 0.3), plus
+//!   the busiest one at c = 32 and at σ = 1.2.
 //!
 //! Key decision: everything runs on a current-thread tokio runtime with a paused clock, so a
 //! minute of traffic costs a second or two of CPU and a run is a function of its seed (no wall
@@ -44,7 +46,8 @@
 //!    Retry-After in the store (`gcra::hold_until`) and uses no attempt. Cancelled runs and lost
 //!    leases are `Ignore`.
 //! 3. The limit is written with `Store::set_limit(LimitScope::Queue(name) |
-//!    LimitScope::Pool(name), Some(limit))` when it changed. The claim transaction enforces it,
+//!    LimitScope::Pool(name), Some(limit))` when it changed, and a pool's offline limit
+//!    (`Algorithm::offline_limit`) with `Store::set_offline_limit`. The claim transaction enforces it,
 //!    so it holds fleet-wide although one node computes it; any node may run the service
 //!    (the samples come from the store, so each computes nearly the same limit, and the last
 //!    writer wins).

@@ -83,7 +83,7 @@ pub(crate) struct Spec {
 #[derive(Default)]
 pub(crate) struct Cache {
     unloaded: Mutex<HashMap<(u64, u64), (f64, f64)>>,
-    alone: Mutex<HashMap<(u64, u64), f64>>,
+    alone: Mutex<HashMap<(u64, u64, i64, u64), f64>>,
 }
 
 struct Times {
@@ -278,6 +278,7 @@ fn alg_settings(alg: &AlgSpec) -> serde_json::Value {
             "algorithm": "p50-gradient", "min": c.min, "max": c.max, "initial": c.initial,
             "window_min_us": c.window_min_us, "window_min_samples": c.window_min_samples,
             "tolerance": c.tolerance, "baseline_ttl_us": c.baseline_ttl_us,
+            "first_baseline_ttl_us": c.first_baseline_ttl_us, "capacity_weight": c.capacity_weight,
             "baseline_ttl_jitter": c.baseline_ttl_jitter, "probe_windows": c.probe_windows,
             "probe_rehalve_ratio": c.probe_rehalve_ratio, "probe_max_halvings": c.probe_max_halvings,
             "backoff": c.backoff,
@@ -356,9 +357,17 @@ fn scenario_b(t: &Times, out: &mut Vec<Spec>) {
 }
 
 fn scenario_c(t: &Times, out: &mut Vec<Spec>) {
-    let cap = 8.0 * 1e6 / SERVICE_MEAN_US;
-    for rho in [0.1, 0.3, 0.6] {
-        let cell = format!("c8 online {rho}");
+    // flow.md's cells (c = 8, σ = 0.3), then the busiest one on a wider and on a more variable
+    // downstream: the same parameters must hold there too.
+    let mut cells: Vec<(i64, f64, f64)> = [0.1, 0.3, 0.6].iter().map(|&rho| (8, 0.3, rho)).collect();
+    cells.extend([(32, 0.3, 0.6), (8, 1.2, 0.6)]);
+    for (c, sigma, rho) in cells {
+        let cap = c as f64 * 1e6 / SERVICE_MEAN_US;
+        let cell = if (c, sigma) == (8, 0.3) {
+            format!("c8 online {rho}")
+        } else {
+            format!("c{c} s{sigma} online {rho}")
+        };
         let strict = Priority::Strict { offline_min_share: OFFLINE_MIN_SHARE };
         let variants = [
             ("strict+p50-gradient", AlgSpec::P50Gradient(candidate()), strict, Role::Candidate),
@@ -368,9 +377,10 @@ fn scenario_c(t: &Times, out: &mut Vec<Spec>) {
         for (name, alg, priority, role) in variants {
             let sources = vec![
                 Source::Poisson { class: Class::Online, per_s: rho * cap, from_us: 0, until_us: t.dur },
-                Source::Backlog { class: Class::Offline, from_us: 0, jobs: 100_000 },
+                // flow.md's 100 k at c = 8: more than a run can finish, at any c.
+                Source::Backlog { class: Class::Offline, from_us: 0, jobs: 12_500 * c as u64 },
             ];
-            let ds = DownstreamConfig::new(8, SERVICE_MEAN_US, 0.3);
+            let ds = DownstreamConfig::new(c, SERVICE_MEAN_US, sigma);
             let settings = json!({
                 "downstream": ds, "sources": sources, "priority": priority, "limit": alg_settings(&alg),
             });
@@ -468,7 +478,7 @@ impl Cache {
 
     /// Online p99 (enqueue to done) with no offline work and no limit.
     fn online_alone(&self, run: &ConcRun, rho: f64, warm: i64) -> Result<f64, FlowError> {
-        let key = (rho.to_bits(), run.seed);
+        let key = (rho.to_bits(), run.seed, run.downstream.slots, run.downstream.sigma.to_bits());
         if let Some(v) = self.alone.lock().map_err(|_| FlowError::Poisoned)?.get(&key) {
             return Ok(*v);
         }
@@ -572,6 +582,7 @@ pub(crate) fn measure(spec: &Spec, seed: u64, warm: i64, cache: &Cache) -> Resul
                 f("online_p99x", Better::Lower, percentile(&mut lat, 0.99) / alone),
                 f("offline_of_leftover", Better::Higher, offline as f64 / leftover),
                 f("limit", Better::Lower, median_trace(&data.trace, warm, end)),
+                f("offline_limit", Better::Lower, median_trace(&data.offline_trace, warm, end)),
             ])
         }
     }

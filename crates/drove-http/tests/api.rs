@@ -389,6 +389,7 @@ async fn queues_show_counts_and_take_settings() {
     let (s, p) = a.call(Method::PUT, "/v1/pools/api", Some(json!({"concurrency": 5}))).await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(p["limit_now"], 5);
+    assert_eq!(p["offline_limit_now"], Value::Null, "only an adaptive pool has an offline limit");
 }
 
 #[tokio::test]

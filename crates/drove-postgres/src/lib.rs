@@ -420,6 +420,16 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
+        let pool: Arc<str> = pool.into();
+        self.shared
+            .write(Millis::now(), move |tx| -> TxFuture<'_, _> {
+                let pool = Arc::clone(&pool);
+                Box::pin(async move { ops::admin::set_offline_limit(tx, &pool, limit).await })
+            })
+            .await
+    }
+
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(read::get_job(c, id)) }).await
     }

@@ -6,7 +6,7 @@ use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, RunSample, St
 use tokio_postgres::Row;
 
 use crate::error::TxError;
-use crate::ops::admin::{COUNTS_SQL, add_count, pool_cap};
+use crate::ops::admin::{COUNTS_SQL, add_count};
 use crate::ops::claim::queue_cap;
 use crate::row::{JOB_COLS, job_from_row, state_of};
 use crate::tx::{Params, PoolRow, QUEUE_COLS, queue_from_row};
@@ -90,7 +90,8 @@ pub(crate) async fn list_queues(c: &Object, now: Millis) -> Result<Vec<QueueInfo
 }
 
 pub(crate) async fn get_pool(c: &Object, name: &str) -> Result<Option<PoolInfo>, TxError> {
-    let Some(row) = query_opt(c, "SELECT config, limit_now FROM pools WHERE name = $1", &[&name]).await?
+    let Some(row) =
+        query_opt(c, "SELECT config, limit_now, offline_limit FROM pools WHERE name = $1", &[&name]).await?
     else {
         return Ok(None);
     };
@@ -98,13 +99,14 @@ pub(crate) async fn get_pool(c: &Object, name: &str) -> Result<Option<PoolInfo>,
     let row = PoolRow {
         config: serde_json::from_str(&config).map_err(|e| StoreError::Internal(e.to_string()))?,
         limit_now: row.try_get(1)?,
+        offline_limit: row.try_get(2)?,
     };
     let queues = query(c, "SELECT name FROM queues WHERE pool = $1 ORDER BY name", &[&name])
         .await?
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<Vec<String>, _>>()?;
-    Ok(Some(PoolInfo { name: name.to_owned(), limit_now: pool_cap(&row), config: row.config, queues }))
+    Ok(Some(row.info(name, queues)))
 }
 
 /// Jobs matching `filter`, newest first. Each shape of filter is served by an index walked in

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use drove_core::queue::{PoolConfig, QueueConfig};
+use drove_core::queue::QueueConfig;
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, StoreError};
 use tokio_postgres::Row;
@@ -46,11 +46,7 @@ pub(crate) fn queue_from_row(name: &str, row: &Row) -> Result<QueueRow, TxError>
     })
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct PoolRow {
-    pub config: PoolConfig,
-    pub limit_now: Option<i64>,
-}
+pub(crate) use drove_store::limits::PoolRow;
 
 /// What a transition asks of a group's row, applied when the transaction ends.
 #[derive(Debug, Default, Clone, Copy)]
@@ -168,9 +164,9 @@ impl<'a> Tx<'a> {
 
     pub async fn pool(&self, name: &str, lock: bool) -> Result<Option<PoolRow>, TxError> {
         let sql = if lock {
-            "SELECT config, limit_now FROM pools WHERE name = $1 FOR UPDATE"
+            "SELECT config, limit_now, offline_limit FROM pools WHERE name = $1 FOR UPDATE"
         } else {
-            "SELECT config, limit_now FROM pools WHERE name = $1"
+            "SELECT config, limit_now, offline_limit FROM pools WHERE name = $1"
         };
         let Some(row) = self.query_opt(sql, &[&name]).await? else {
             return Ok(None);
@@ -180,6 +176,7 @@ impl<'a> Tx<'a> {
             config: serde_json::from_str(&config)
                 .map_err(|e| StoreError::Internal(format!("pool {name} config: {e}")))?,
             limit_now: row.try_get(1)?,
+            offline_limit: row.try_get(2)?,
         }))
     }
 

@@ -218,6 +218,11 @@ impl Store for SqliteStore {
         self.writer.write(move |tx| ops::admin::set_limit(tx, scope, limit, Millis::now())).await
     }
 
+    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
+        let pool = pool.to_owned();
+        self.writer.write(move |tx| ops::admin::set_offline_limit(tx, &pool, limit)).await
+    }
+
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.readers.with(move |c| read::get_job(c, id)).await
     }

@@ -7,7 +7,6 @@ use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, RunSample, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::ops::admin::pool_cap;
 use crate::ops::claim::queue_cap;
 use crate::row::{JOB_COLS, db_err, job_from_row};
 use crate::writer::{PoolRow, QueueRow};
@@ -140,22 +139,23 @@ pub(crate) fn list_queues(conn: &Connection, now: Millis) -> Result<Vec<QueueInf
 }
 
 pub(crate) fn get_pool(conn: &Connection, name: &str) -> Result<Option<PoolInfo>, StoreError> {
-    let found: Option<(String, Option<i64>)> = conn
-        .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
-        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+    let found: Option<(String, Option<i64>, Option<i64>)> = conn
+        .prepare_cached("SELECT config, limit_now, offline_limit FROM pools WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(db_err)?;
-    let Some((config, limit_now)) = found else {
+    let Some((config, limit_now, offline_limit)) = found else {
         return Ok(None);
     };
     let row = PoolRow {
         config: serde_json::from_str(&config).map_err(|e| StoreError::Internal(e.to_string()))?,
         limit_now,
+        offline_limit,
     };
     let queues = conn
         .prepare_cached("SELECT name FROM queues WHERE json_extract(config, '$.pool') = ?1 ORDER BY name")
         .and_then(|mut s| s.query_map([name], |r| r.get(0))?.collect())
         .map_err(db_err)?;
-    Ok(Some(PoolInfo { name: name.to_owned(), limit_now: pool_cap(&row), config: row.config, queues }))
+    Ok(Some(row.info(name, queues)))
 }
 
 /// Jobs matching `filter`, newest first. Each shape of filter is served by an index walked in

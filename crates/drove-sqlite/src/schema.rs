@@ -126,6 +126,11 @@ BEGIN
     WHERE id = NEW.id AND json_array_length(errors) > 25;
 END;
 "#,
+    // 3: an adaptive pool's offline limit (the downstream's capacity estimate): its offline
+    // queues stop there, its online queues may use the whole limit.
+    r#"
+ALTER TABLE pools ADD COLUMN offline_limit INTEGER;
+"#,
 ];
 
 /// Brings the schema up to date. Safe to call on every open.

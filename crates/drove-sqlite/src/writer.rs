@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use drove_core::queue::{PoolConfig, QueueConfig};
+use drove_core::queue::QueueConfig;
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, Hub, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -47,11 +47,7 @@ pub(crate) struct QueueRow {
     pub limit_now: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct PoolRow {
-    pub config: PoolConfig,
-    pub limit_now: Option<i64>,
-}
+pub(crate) use drove_store::limits::PoolRow;
 
 /// What the writer keeps between writes.
 pub(crate) struct WriterState {
@@ -253,16 +249,19 @@ impl Tx<'_> {
         }
         let found = self
             .conn
-            .prepare_cached("SELECT config, limit_now FROM pools WHERE name = ?1")
-            .and_then(|mut s| s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?))).optional())
+            .prepare_cached("SELECT config, limit_now, offline_limit FROM pools WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))).optional()
+            })
             .map_err(db_err)?;
-        let Some((config, limit_now)) = found else {
+        let Some((config, limit_now, offline_limit)) = found else {
             return Ok(None);
         };
         let row = Arc::new(PoolRow {
             config: serde_json::from_str(&config)
                 .map_err(|e| StoreError::Internal(format!("pool {name} config: {e}")))?,
             limit_now,
+            offline_limit,
         });
         self.st.pools.insert(name.to_owned(), Arc::clone(&row));
         Ok(Some(row))

@@ -5,6 +5,8 @@
 use drove_core::queue::{PoolConfig, QueueConfig};
 use drove_core::{Lane, Millis};
 
+use crate::PoolInfo;
+
 /// A queue's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
 pub fn queue_cap(config: &QueueConfig, limit_now: Option<i64>) -> Option<i64> {
     lowest(config.concurrency, config.adaptive.and(limit_now))
@@ -13,6 +15,47 @@ pub fn queue_cap(config: &QueueConfig, limit_now: Option<i64>) -> Option<i64> {
 /// A pool's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
 pub fn pool_cap(config: &PoolConfig, limit_now: Option<i64>) -> Option<i64> {
     lowest(config.concurrency, config.adaptive.and(limit_now))
+}
+
+/// A pool's row as both stores keep it: its settings and the limits the limit service wrote.
+#[derive(Debug, Clone, Default)]
+pub struct PoolRow {
+    pub config: PoolConfig,
+    pub limit_now: Option<i64>,
+    pub offline_limit: Option<i64>,
+}
+
+impl PoolRow {
+    /// The pool's concurrency limit in force.
+    pub fn cap(&self) -> Option<i64> {
+        pool_cap(&self.config, self.limit_now)
+    }
+
+    /// The offline limit in force: only with `adaptive`, never above the limit in force.
+    pub fn offline_cap(&self) -> Option<i64> {
+        let offline = self.config.adaptive.and(self.offline_limit)?;
+        Some(self.cap().map_or(offline, |cap| offline.min(cap)))
+    }
+
+    /// How many more jobs a queue of `lane` may start now ([`pool_room`]; unbounded without a
+    /// limit).
+    pub fn room(&self, load: PoolLoad, lane: Lane) -> i64 {
+        match self.cap() {
+            Some(cap) => pool_room(cap, self.offline_cap(), load, lane, self.config.offline_min_share()),
+            None => i64::MAX,
+        }
+    }
+
+    /// The pool as the API shows it.
+    pub fn info(&self, name: &str, queues: Vec<String>) -> PoolInfo {
+        PoolInfo {
+            name: name.to_owned(),
+            config: self.config.clone(),
+            limit_now: self.cap(),
+            offline_limit_now: self.offline_cap(),
+            queues,
+        }
+    }
 }
 
 fn lowest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -31,18 +74,29 @@ pub struct PoolLoad {
     pub online_ready: bool,
 }
 
-/// How many more jobs a queue of `lane` may start in a pool with limit `cap` (API.md "Pools and
-/// lanes"): online queues take any free permit; offline queues take what is left while no
-/// online job waits, and never less than their minimum share of the limit.
-pub fn pool_room(cap: i64, load: PoolLoad, lane: Lane, offline_min_share: f64) -> i64 {
+/// How many more jobs a queue of `lane` may start in a pool with limit `cap` and offline limit
+/// `offline_cap` (API.md "Pools and lanes"): online queues take any free permit; offline
+/// queues take what is left below the offline limit while no online job waits, and never less
+/// than their minimum share of the offline limit.
+///
+/// The offline limit is the downstream's capacity estimate: permits above it would only queue
+/// offline calls inside the downstream, where online calls would wait behind them.
+pub fn pool_room(
+    cap: i64,
+    offline_cap: Option<i64>,
+    load: PoolLoad,
+    lane: Lane,
+    offline_min_share: f64,
+) -> i64 {
     let free = cap - load.running_total;
     match lane {
         Lane::Online => free,
-        Lane::Offline if load.online_ready => {
-            let share = (offline_min_share * cap as f64).ceil() as i64;
-            free.min(share - load.running_offline)
+        Lane::Offline => {
+            let offline_cap = offline_cap.map_or(cap, |o| o.min(cap));
+            let share = (offline_min_share * offline_cap as f64).ceil() as i64 - load.running_offline;
+            let rest = if load.online_ready { 0 } else { offline_cap - load.running_total };
+            free.min(share.max(rest))
         }
-        Lane::Offline => free,
     }
 }
 
@@ -63,12 +117,37 @@ mod tests {
     #[test]
     fn offline_keeps_its_share_only_while_online_work_waits() {
         let busy = PoolLoad { running_total: 9, running_offline: 1, online_ready: true };
-        assert_eq!(pool_room(10, busy, Lane::Online, 0.2), 1);
-        assert_eq!(pool_room(10, busy, Lane::Offline, 0.2), 1, "share 2, one running");
+        assert_eq!(pool_room(10, None, busy, Lane::Online, 0.2), 1);
+        assert_eq!(pool_room(10, None, busy, Lane::Offline, 0.2), 1, "share 2, one running");
         let idle_online = PoolLoad { online_ready: false, ..busy };
-        assert_eq!(pool_room(10, idle_online, Lane::Offline, 0.2), 1, "all free permits");
+        assert_eq!(pool_room(10, None, idle_online, Lane::Offline, 0.2), 1, "all free permits");
         let full = PoolLoad { running_total: 10, running_offline: 0, online_ready: true };
-        assert_eq!(pool_room(10, full, Lane::Offline, 0.2), 0);
+        assert_eq!(pool_room(10, None, full, Lane::Offline, 0.2), 0);
+    }
+
+    #[test]
+    fn offline_stops_at_the_offline_limit_online_does_not() {
+        let load = PoolLoad { running_total: 6, running_offline: 5, online_ready: false };
+        assert_eq!(pool_room(20, Some(8), load, Lane::Offline, 0.1), 2, "up to the offline limit");
+        assert_eq!(pool_room(20, Some(8), load, Lane::Online, 0.1), 14, "online: the whole limit");
+        let over = PoolLoad { running_total: 12, running_offline: 0, online_ready: false };
+        assert_eq!(
+            pool_room(20, Some(8), over, Lane::Offline, 0.1),
+            1,
+            "the share (0.1 x 8), above the offline limit"
+        );
+        let three = PoolLoad { running_total: 3, running_offline: 3, online_ready: false };
+        assert_eq!(
+            pool_room(4, Some(8), three, Lane::Offline, 0.1),
+            1,
+            "the offline limit never exceeds the limit"
+        );
+        let waiting = PoolLoad { running_total: 3, running_offline: 0, online_ready: true };
+        assert_eq!(
+            pool_room(20, Some(30), waiting, Lane::Offline, 0.1),
+            2,
+            "share of min(limit, offline limit)"
+        );
     }
 
     #[test]

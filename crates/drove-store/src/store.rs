@@ -87,6 +87,10 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the adaptive concurrency limit in force for a queue (or, with `pool`, a pool).
     async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError>;
 
+    /// Sets how many of an adaptive pool's jobs may run before its offline queues wait (at
+    /// most the pool's limit; `None`: the whole limit).
+    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError>;
+
     // ---- reading ----------------------------------------------------------------------------
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError>;

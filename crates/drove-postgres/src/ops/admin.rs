@@ -7,7 +7,7 @@ use drove_store::{Counts, LimitScope, PoolInfo, QueueInfo, StoreError};
 use super::claim::queue_cap;
 use crate::error::TxError;
 use crate::row::state_of;
-use crate::tx::{PoolRow, QueueRow, Tx};
+use crate::tx::{QueueRow, Tx};
 
 /// Where an adaptive limit starts before the limiter has measured anything.
 pub(crate) const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
@@ -89,8 +89,7 @@ pub(crate) async fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> R
     // Two nodes creating one pool at once: the loser's insert waits, then updates.
     tx.execute("INSERT INTO pools (name, config) VALUES ($1, '{}') ON CONFLICT (name) DO NOTHING", &[&name])
         .await?;
-    let mut row =
-        tx.pool(name, true).await?.unwrap_or(PoolRow { config: Default::default(), limit_now: None });
+    let mut row = tx.pool(name, true).await?.unwrap_or_default();
     row.config.apply(patch);
     row.limit_now =
         row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
@@ -100,12 +99,7 @@ pub(crate) async fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> R
         &[&name, &config, &row.limit_now],
     )
     .await?;
-    let info = PoolInfo {
-        name: name.to_owned(),
-        limit_now: pool_cap(&row),
-        config: row.config,
-        queues: pool_queues(tx, name).await?,
-    };
+    let info = row.info(name, pool_queues(tx, name).await?);
     for q in &info.queues {
         tx.ready(q);
     }
@@ -154,7 +148,18 @@ pub(crate) async fn set_limit(
     Ok(())
 }
 
-/// The pool's concurrency limit in force.
-pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
-    drove_store::limits::pool_cap(&p.config, p.limit_now)
+pub(crate) async fn set_offline_limit(
+    tx: &mut Tx<'_>,
+    pool: &str,
+    limit: Option<i64>,
+) -> Result<(), TxError> {
+    if tx.pool(pool, true).await?.is_none() {
+        return Err(StoreError::NotFound(format!("pool {pool}")).into());
+    }
+    let limit = limit.map(|l| l.max(1));
+    tx.execute("UPDATE pools SET offline_limit = $2 WHERE name = $1", &[&pool, &limit]).await?;
+    for q in pool_queues(tx, pool).await? {
+        tx.ready(&q);
+    }
+    Ok(())
 }

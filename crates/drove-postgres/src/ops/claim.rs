@@ -24,7 +24,6 @@ use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
 use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 
-use super::admin::pool_cap;
 use crate::error::TxError;
 use crate::row::{JOB_COL_COUNT, JOB_COLS, job_from_row};
 use crate::tx::{QueueRow, Tx};
@@ -43,11 +42,11 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
 /// committed.
 async fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane) -> Result<i64, TxError> {
     let Some(row) = tx.pool(pool, false).await? else { return Ok(i64::MAX) };
-    if pool_cap(&row).is_none() {
+    if row.cap().is_none() {
         return Ok(i64::MAX);
     }
     let Some(row) = tx.pool(pool, true).await? else { return Ok(i64::MAX) };
-    let Some(cap) = pool_cap(&row) else { return Ok(i64::MAX) };
+    let Some(cap) = row.cap() else { return Ok(i64::MAX) };
     let rows = tx
         .query(
             "SELECT q.config, \
@@ -72,7 +71,7 @@ async fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane) -> Result<i64, TxErr
         }
     }
     let load = PoolLoad { running_total, running_offline, online_ready };
-    Ok(drove_store::limits::pool_room(cap, load, lane, row.config.offline_min_share()))
+    Ok(row.room(load, lane))
 }
 
 /// What a claim took from one group, to settle its rate state and derived row.

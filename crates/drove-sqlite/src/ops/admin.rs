@@ -9,7 +9,7 @@ use rusqlite::params;
 use super::claim::queue_cap;
 use super::group::refresh_all_groups;
 use crate::row::db_err;
-use crate::writer::{PoolRow, QueueRow, Tx};
+use crate::writer::{QueueRow, Tx};
 
 /// Where an adaptive limit starts before the limiter has measured anything.
 pub(crate) const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
@@ -73,10 +73,7 @@ pub(crate) fn queue_info(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<Que
 pub(crate) fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
     check_queue_name("name", name)?;
     patch.validate()?;
-    let mut row = tx
-        .pool(name)?
-        .map(|p| (*p).clone())
-        .unwrap_or(PoolRow { config: Default::default(), limit_now: None });
+    let mut row = tx.pool(name)?.map(|p| (*p).clone()).unwrap_or_default();
     row.config.apply(patch);
     row.limit_now =
         row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
@@ -88,12 +85,7 @@ pub(crate) fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<
         )
         .and_then(|mut s| s.execute(params![name, config, row.limit_now]))
         .map_err(db_err)?;
-    let info = PoolInfo {
-        name: name.to_owned(),
-        config: row.config.clone(),
-        limit_now: pool_cap(&row),
-        queues: pool_queues(tx, name)?,
-    };
+    let info = row.info(name, pool_queues(tx, name)?);
     for q in &info.queues {
         tx.ready(q);
     }
@@ -152,7 +144,20 @@ pub(crate) fn set_limit(
     Ok(())
 }
 
-/// The pool's concurrency limit in force.
-pub(crate) fn pool_cap(p: &PoolRow) -> Option<i64> {
-    drove_store::limits::pool_cap(&p.config, p.limit_now)
+pub(crate) fn set_offline_limit(tx: &mut Tx<'_>, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
+    let Some(p) = tx.pool(pool)? else {
+        return Err(StoreError::NotFound(format!("pool {pool}")));
+    };
+    let mut row = (*p).clone();
+    row.offline_limit = limit.map(|l| l.max(1));
+    tx.conn
+        .prepare_cached("UPDATE pools SET offline_limit = ?2 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![pool, row.offline_limit]))
+        .map_err(db_err)?;
+    let queues = pool_queues(tx, pool)?;
+    tx.cache_pool(pool, row);
+    for q in &queues {
+        tx.ready(q);
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 use rusqlite::params;
 
-use super::admin::{pool_cap, pool_queues};
+use super::admin::pool_queues;
 use super::group::refresh_group;
 use super::{id_list, load_jobs};
 use crate::row::db_err;
@@ -54,7 +54,7 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
 /// left while no online job is ready, and never less than their minimum share.
 fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane, now: Millis) -> Result<i64, StoreError> {
     let Some(row) = tx.pool(pool)? else { return Ok(i64::MAX) };
-    let Some(cap) = pool_cap(&row) else { return Ok(i64::MAX) };
+    let Some(cap) = row.cap() else { return Ok(i64::MAX) };
     let mut running_total = 0;
     let mut running_offline = 0;
     let mut online_ready = false;
@@ -72,7 +72,7 @@ fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane, now: Millis) -> Result<i64
         }
     }
     let load = PoolLoad { running_total, running_offline, online_ready };
-    Ok(drove_store::limits::pool_room(cap, load, lane, row.config.offline_min_share()))
+    Ok(row.room(load, lane))
 }
 
 pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError> {

@@ -78,6 +78,43 @@ pub async fn a_pools_limit_is_shared_by_its_queues(s: Arc<dyn Store>) {
     assert!(claim(&*s, "a", 10, at(5)).await.is_empty(), "3 running, limit 2");
 }
 
+pub async fn offline_lanes_stop_at_the_pools_offline_limit(s: Arc<dyn Store>) {
+    let pool: drove_core::queue::PoolPatch =
+        serde_json::from_str(r#"{"adaptive": {"min": 1, "max": 20}, "offline_min_share": 0.1}"#).unwrap();
+    s.put_pool("llm", pool).await.unwrap();
+    set_queue(&*s, "live", r#"{"pool": "llm"}"#, T0).await;
+    set_queue(&*s, "bulk", r#"{"pool": "llm", "lane": "offline"}"#, T0).await;
+    s.set_limit(LimitScope::Pool("llm".into()), Some(12)).await.unwrap();
+    s.set_offline_limit("llm", Some(5)).await.unwrap();
+    let p = s.get_pool("llm").await.unwrap().unwrap();
+    assert_eq!((p.limit_now, p.offline_limit_now), (Some(12), Some(5)));
+    s.submit((0..20).map(|_| job("bulk")).collect(), T0).await.unwrap();
+    assert_eq!(claim(&*s, "bulk", 20, at(1)).await.len(), 5, "offline stops at the offline limit");
+    s.submit((0..7).map(|_| job("live")).collect(), T0).await.unwrap();
+    let live = claim(&*s, "live", 20, at(2)).await;
+    assert_eq!(live.len(), 7, "online may use the whole limit");
+    for c in &live {
+        complete(&*s, c, "null", at(3)).await.unwrap();
+    }
+    assert!(
+        claim(&*s, "bulk", 20, at(4)).await.is_empty(),
+        "7 permits free, but offline is at its offline limit"
+    );
+    s.set_offline_limit("llm", Some(50)).await.unwrap();
+    let p = s.get_pool("llm").await.unwrap().unwrap();
+    assert_eq!(p.offline_limit_now, Some(12), "never above the limit");
+    assert_eq!(claim(&*s, "bulk", 20, at(5)).await.len(), 7);
+    s.set_offline_limit("llm", None).await.unwrap();
+    assert_eq!(s.get_pool("llm").await.unwrap().unwrap().offline_limit_now, None);
+    assert!(matches!(s.set_offline_limit("nope", Some(1)).await, Err(StoreError::NotFound(_))));
+    // Without `adaptive` the pool has no offline limit: its fixed concurrency is all there is.
+    let fixed: drove_core::queue::PoolPatch =
+        serde_json::from_str(r#"{"adaptive": null, "concurrency": 3}"#).unwrap();
+    s.put_pool("llm", fixed).await.unwrap();
+    s.set_offline_limit("llm", Some(1)).await.unwrap();
+    assert_eq!(s.get_pool("llm").await.unwrap().unwrap().offline_limit_now, None);
+}
+
 pub async fn offline_lanes_yield_to_online_work_but_keep_their_share(s: Arc<dyn Store>) {
     let pool: drove_core::queue::PoolPatch =
         serde_json::from_str(r#"{"concurrency": 10, "offline_min_share": 0.2}"#).unwrap();

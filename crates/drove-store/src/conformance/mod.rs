@@ -168,6 +168,7 @@ macro_rules! conformance_tests {
             group_rate_limits_each_group_apart,
             adaptive_limit_in_force_caps_claims,
             a_pools_limit_is_shared_by_its_queues,
+            offline_lanes_stop_at_the_pools_offline_limit,
             offline_lanes_yield_to_online_work_but_keep_their_share,
             concurrent_submits_of_one_key_create_one_job,
             concurrent_claimers_never_share_a_job,
