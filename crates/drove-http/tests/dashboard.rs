@@ -366,3 +366,22 @@ async fn without_a_token_cross_site_writes_are_still_refused() {
     assert_eq!(post_form(&s, "/queues/emails/pause", &[], &[]).await.status(), StatusCode::SEE_OTHER);
     assert!(s.store().get_queue("emails").await.unwrap().unwrap().config.is_paused());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_queues_page_shows_the_pools_limits() {
+    let s = Server::start(None).await;
+    let pool = serde_json::from_str(r#"{"adaptive": {"min": 3, "max": 3}}"#).unwrap();
+    s.store().put_pool("llm", pool).await.unwrap();
+    let bulk = serde_json::from_str(r#"{"pool": "llm", "lane": "offline"}"#).unwrap();
+    s.store().put_queue("bulk", bulk, Millis::now()).await.unwrap();
+    // The limit service writes the offline limit on its first look at the pool.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.store().get_pool("llm").await.unwrap().unwrap().offline_limit_now.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the limit service never wrote the offline limit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let html = page(&s, "/queues/bulk").await;
+    assert!(html.contains(r#"id="pool-limits""#), "{html}");
+    assert!(html.contains("limit 3"), "{html}");
+    assert!(html.contains(r#"data-offline-limit="3""#), "{html}");
+}

@@ -296,8 +296,8 @@ pub struct QueueInfo {
     pub name: String,
     pub config: QueueConfig,
     pub counts: Counts,
-    /// The concurrency limit in force (the lowest of `concurrency`, the adaptive limit and the
-    /// pool's), or `null` when nothing limits the queue.
+    /// The queue's own concurrency limit in force (the lower of `concurrency` and the adaptive
+    /// limit), or `null` when it has none; a pool's limits are shown on the pool.
     pub limit_now: Option<i64>,
     /// While set and in the future, no job starts (a throttled outcome held the queue).
     pub held_until: Option<Millis>,

@@ -58,6 +58,10 @@ async fn render(
     let now = Millis::now();
     let runs = store.recent_runs(&q.name, now.minus_ms(charts::WINDOW_MS), charts::SAMPLE_CAP).await?;
     let stats = RunStats::new(&runs, now);
+    let pool = match &q.config.pool {
+        Some(p) => store.get_pool(p).await?,
+        None => None,
+    };
     let mut by_state = Vec::new();
     for s in JobState::ALL {
         if q.counts.get(s) == 0 {
@@ -81,6 +85,19 @@ async fn render(
                 h2 { "Now" }
                 div #queue-now data-live {
                     p { (status(&q, now)) " limit in force: " (limit_text(&q)) }
+                    @if let Some(p) = &pool {
+                        p #pool-limits {
+                            "Pool " code { (p.name) } ": "
+                            @match p.limit_now {
+                                Some(l) => { "limit " (l) }
+                                None => { "no limit" }
+                            }
+                            @if let Some(o) = p.offline_limit_now {
+                                "; offline queues stop at " span data-offline-limit=(o) { (o) }
+                                " (the downstream's estimated capacity)"
+                            }
+                        }
+                    }
                     table.counts {
                         tbody {
                             @for s in JobState::ALL {

@@ -35,7 +35,8 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
 
 /// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
 /// limit is shared by its queues; online queues get permits first; offline queues get what is
-/// left while no online job is ready, and never less than their minimum share.
+/// left below the offline limit while no online job is ready, and never less than their
+/// minimum share ([`drove_store::limits::pool_room`]).
 ///
 /// A pool with a limit has its row locked (after the queue's, the order every path keeps), so
 /// claims of the pool's queues take turns on every node and each counts after the last one

@@ -51,7 +51,8 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
 
 /// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
 /// limit is shared by its queues; online queues get permits first; offline queues get what is
-/// left while no online job is ready, and never less than their minimum share.
+/// left below the offline limit while no online job is ready, and never less than their
+/// minimum share ([`drove_store::limits::pool_room`]).
 fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane, now: Millis) -> Result<i64, StoreError> {
     let Some(row) = tx.pool(pool)? else { return Ok(i64::MAX) };
     let Some(cap) = row.cap() else { return Ok(i64::MAX) };
