@@ -107,6 +107,9 @@ pub struct P50GradientConfig {
     /// Weight of each window in the moving average of the downstream's capacity (the offline
     /// limit).
     pub capacity_weight: f64,
+    /// The clock's tick in the run times fed (µs): run times below it read as 0, and a
+    /// baseline of 0 must not read as infinitely fast.
+    pub resolution_us: i64,
 }
 
 impl Default for P50GradientConfig {
@@ -126,6 +129,7 @@ impl Default for P50GradientConfig {
             probe_max_halvings: 3,
             backoff: 0.9,
             capacity_weight: 0.3,
+            resolution_us: 1,
         }
     }
 }
@@ -258,16 +262,23 @@ impl P50Gradient {
         self.window.rtts = std::mem::take(&mut w.rtts);
         self.window.rtts.clear();
         self.last_p50_us = p50;
+        let resolution = self.cfg.resolution_us.max(1) as f64;
         if self.probe.is_none()
             && !w.overload
             && let (Some(p), Some(b), Some(start)) = (p50, self.probe_p50_us.or(self.baseline_us), w.start_us)
         {
-            // Little's law: the window's mean in-flight is its summed run time over its length.
-            // Scaled by baseline / p50 it counts the calls being served, not those queued.
-            let in_flight = w.sum_rtt_us / (now_us - start).max(1) as f64;
-            let estimate = in_flight * b / p.max(1.0);
-            let w = self.cfg.capacity_weight;
-            self.capacity = Some(self.capacity.map_or(estimate, |c| (1.0 - w) * c + w * estimate));
+            if b < 4.0 * resolution {
+                // Run times of a few clock ticks: their ratios are rounding, not queueing.
+                self.capacity = None;
+            } else {
+                // Little's law: the window's mean in-flight is its summed run time over its
+                // length. Scaled by reference / p50 it counts the calls being served, not
+                // those queued.
+                let in_flight = w.sum_rtt_us / (now_us - start).max(1) as f64;
+                let estimate = in_flight * b / p.max(resolution);
+                let w = self.cfg.capacity_weight;
+                self.capacity = Some(self.capacity.map_or(estimate, |c| (1.0 - w) * c + w * estimate));
+            }
         }
 
         if let Some(mut probe) = self.probe {
@@ -329,7 +340,8 @@ impl P50Gradient {
             // App-limited guard: latency says nothing about a limit that was not reached, and
             // growing it while under-used would leave a later burst unprotected.
             if w.max_inflight as f64 >= self.limit / 2.0 {
-                let gradient = (self.cfg.tolerance * baseline / p.max(1.0)).clamp(0.5, 1.0);
+                let gradient =
+                    (self.cfg.tolerance * baseline.max(resolution) / p.max(resolution)).clamp(0.5, 1.0);
                 self.limit = self.bound(self.limit * gradient + self.limit.sqrt());
             }
         }
@@ -760,6 +772,30 @@ mod tests {
             assert!((3..=12).contains(&g.limit()));
         }
         assert_eq!(g.limit(), 3);
+    }
+
+    #[test]
+    fn p50_gradient_grows_for_run_times_below_the_clocks_tick() {
+        // Millisecond clock, jobs of about a millisecond: run times read 0 or 1 ms.
+        let cfg = P50GradientConfig { resolution_us: 1_000, initial: 4, ..Default::default() };
+        let mut g = P50Gradient::new(cfg);
+        let mut now = 0;
+        for i in 0..20_000 {
+            now += 100;
+            let l = g.limit();
+            // A first stretch at 0 ms sets a baseline of 0; then 1 ms, one tick more.
+            let rtt = if i < 2_000 { 0 } else { 1_000 };
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: rtt,
+                inflight: l,
+                outcome: Outcome::Success,
+                rand: 0.5,
+            });
+        }
+        assert!(g.limit() > 100, "no queueing seen, so no reason to stay low: {}", g.limit());
+        assert_eq!(g.capacity(), None, "no capacity estimate from rounded run times");
+        assert_eq!(g.offline_limit(), g.limit());
     }
 
     #[test]

@@ -57,7 +57,11 @@ impl Scope {
     fn new(bounds: Adaptive, now: Millis) -> Scope {
         Scope {
             bounds,
-            alg: P50Gradient::new(P50GradientConfig::bounded(bounds.min, bounds.max)),
+            // Run times come from the store in whole milliseconds.
+            alg: P50Gradient::new(P50GradientConfig {
+                resolution_us: 1_000,
+                ..P50GradientConfig::bounded(bounds.min, bounds.max)
+            }),
             seen_until: now.minus_ms(LAG_MS),
             last_us: 0,
             written: None,
