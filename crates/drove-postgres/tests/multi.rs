@@ -187,6 +187,31 @@ async fn migrations_run_by_three_instances_at_once_apply_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before() {
+    let Some(guard) = new_schema().await else { return };
+    let opts = common::options(&guard);
+    migrate(&opts).await.expect("migrate");
+    let client = admin(&guard).await;
+    let schema = &guard.schema;
+    // Back to version 3's predecessor, with a pool in it.
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".pools DROP COLUMN offline_limit; \
+             DELETE FROM \"{schema}\".schema_migrations WHERE version = 3; \
+             INSERT INTO \"{schema}\".pools (name, config, limit_now) VALUES ('api', '{{}}', 4);"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(SCHEMA_VERSION, 3, "this test undoes version 3; a newer migration needs its own");
+    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![3]);
+    let store = PostgresStore::open(opts).await.expect("open");
+    let pool = store.get_pool("api").await.unwrap().expect("the pool survived");
+    assert_eq!((pool.limit_now, pool.offline_limit_now), (None, None), "no adaptive: neither limit in force");
+    store.set_offline_limit("api", Some(2)).await.unwrap();
+    store.close().await;
+}
+
 /// Waits until `sql` (run on the admin connection) returns true.
 async fn until(client: &tokio_postgres::Client, sql: &str, what: &str) {
     let deadline = Instant::now() + WAIT;

@@ -144,3 +144,32 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_every_older_version_upgrades_keeping_its_rows() {
+        for from in 1..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(from) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
+            }
+            conn.execute("INSERT INTO pools (name, config, limit_now) VALUES ('api', '{}', 4)", []).unwrap();
+            migrate(&mut conn).unwrap();
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64, "from version {from}");
+            let row: (String, Option<i64>, Option<i64>) = conn
+                .query_row("SELECT config, limit_now, offline_limit FROM pools WHERE name = 'api'", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
+            assert_eq!(row, ("{}".to_owned(), Some(4), None), "from version {from}");
+            // Running it again changes nothing.
+            migrate(&mut conn).unwrap();
+        }
+    }
+}
