@@ -74,6 +74,11 @@ impl Algorithm for StaticLimit {
     }
 }
 
+/// How long after the last online run a pool's offline work stays held at the offline limit;
+/// a pool with no online work for longer lets offline work use the whole limit (holding it
+/// below the limit protects nobody then, and the capacity estimate can err low).
+pub const OFFLINE_HOLD_US: i64 = 10_000_000;
+
 /// Settings of [`P50Gradient`]. The defaults are the one parameter set the benchmark runs every
 /// cell with; only `min`, `max` (the queue's bounds) and `initial` are meant to be changed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -183,7 +188,9 @@ struct Probe {
 /// × reference ÷ p50, which counts the calls being served and not those queued; the reference
 /// is the probes' p50s averaged (the baseline until the first probe), a moving average over
 /// windows. [`Algorithm::offline_limit`] is that estimate plus `sqrt` of it, halved during a
-/// probe so offline work drains with the limit.
+/// probe so offline work drains with the limit; until a probe has measured the reference it is
+/// the whole limit (the lowest window p50 alone would hold offline work far below capacity at
+/// high variance).
 #[derive(Clone, Debug)]
 pub struct P50Gradient {
     cfg: P50GradientConfig,
@@ -389,7 +396,9 @@ impl Algorithm for P50Gradient {
 
     fn offline_limit(&self) -> i64 {
         let limit = self.limit();
-        let Some(c) = self.capacity else { return limit };
+        // Until a probe has measured the reference, the estimate rests on the lowest window
+        // p50, biased low at high variance: it would hold offline work far below capacity.
+        let (Some(c), Some(_)) = (self.capacity, self.probe_p50_us) else { return limit };
         let mut offline = c + c.sqrt();
         if self.probe.is_some() {
             // The probe measures an unqueued baseline: offline work must drain with the limit.
@@ -922,8 +931,11 @@ mod tests {
     fn p50_gradient_estimates_capacity_for_offline_work_and_follows_steps() {
         let mut g = P50Gradient::new(P50GradientConfig::default());
         assert_eq!(g.offline_limit(), g.limit(), "no estimate yet: the whole limit");
+        let t = closed_loop(&mut g, 0, 500_000, 8.0, 10_000.0);
+        assert!(g.capacity().is_some());
+        assert_eq!(g.offline_limit(), g.limit(), "no probe has measured the reference yet");
         // c = 8: the limit runs above 8 (its headroom queues), the estimate finds the 8 slots.
-        let t = closed_loop(&mut g, 0, 20_000_000, 8.0, 10_000.0);
+        let t = closed_loop(&mut g, t, 20_000_000, 8.0, 10_000.0);
         let c8 = g.capacity().unwrap_or_default();
         assert!((7.0..=9.0).contains(&c8), "c=8: estimate {c8}");
         assert!(

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use drove_core::adaptive::{Algorithm, Outcome, P50Gradient, P50GradientConfig, Sample};
-use drove_core::{Adaptive, Millis};
+use drove_core::adaptive::{Algorithm, OFFLINE_HOLD_US, Outcome, P50Gradient, P50GradientConfig, Sample};
+use drove_core::{Adaptive, Lane, Millis};
 use drove_store::{LimitScope, QueueInfo, StoreError};
 
 use crate::Engine;
@@ -50,7 +50,9 @@ struct Scope {
     /// The last sample time fed (samples must not go back in time).
     last_us: i64,
     written: Option<i64>,
-    written_offline: Option<i64>,
+    written_offline: Option<Option<i64>>,
+    /// When this node last saw an online queue of the pool busy.
+    online_seen: Option<Millis>,
 }
 
 impl Scope {
@@ -66,6 +68,7 @@ impl Scope {
             last_us: 0,
             written: None,
             written_offline: None,
+            online_seen: None,
         }
     }
 
@@ -132,7 +135,13 @@ impl Limiter {
             let inflight: i64 = members.iter().map(|q| q.counts.running).sum();
             let mut runs = Vec::new();
             for q in &members {
-                runs.extend(store.recent_runs(&q.name, scope.seen_until.plus_ms(1), MAX_RUNS).await?);
+                let ended = store.recent_runs(&q.name, scope.seen_until.plus_ms(1), MAX_RUNS).await?;
+                if q.config.lane() == Lane::Online
+                    && (!ended.is_empty() || q.counts.running > 0 || q.counts.queued > 0)
+                {
+                    scope.online_seen = Some(now);
+                }
+                runs.extend(ended);
             }
             runs.retain(|r| r.finished_at <= window_end);
             runs.sort_by_key(|r| r.finished_at);
@@ -152,11 +161,13 @@ impl Limiter {
             scope.seen_until = scope.seen_until.max(window_end);
             let limit = scope.alg.limit().clamp(bounds.min, bounds.max);
             if let LimitScope::Pool(pool) = &key {
-                // Offline queues of the pool stop at the capacity estimate (API.md "Pools and
-                // lanes"); online ones may use the whole limit.
-                let offline = scope.alg.offline_limit().clamp(bounds.min, limit);
+                // While online work is about, offline queues of the pool stop at the capacity
+                // estimate (API.md "Pools and lanes"); online ones may use the whole limit.
+                // With none for a while, offline work may use the whole limit too.
+                let online_active = scope.online_seen.is_some_and(|t| now.since(t) * 1_000 < OFFLINE_HOLD_US);
+                let offline = online_active.then(|| scope.alg.offline_limit().clamp(bounds.min, limit));
                 if scope.written_offline != Some(offline) {
-                    store.set_offline_limit(pool, Some(offline)).await?;
+                    store.set_offline_limit(pool, offline).await?;
                     scope.written_offline = Some(offline);
                 }
             }

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use drove_core::adaptive::{
-    Algorithm, Gradient2, Gradient2Config, Outcome, P50Gradient, P50GradientConfig, Sample, StaticLimit,
-    Vegas, VegasConfig,
+    Algorithm, Gradient2, Gradient2Config, OFFLINE_HOLD_US, Outcome, P50Gradient, P50GradientConfig, Sample,
+    StaticLimit, Vegas, VegasConfig,
 };
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -186,12 +186,25 @@ struct Client {
     priority: Priority,
     lanes: RefCell<[Lane; 2]>,
     inflight: Cell<i64>,
+    /// When an online call last started or ended.
+    online_seen_us: Cell<Option<i64>>,
     notify: Notify,
     rng: RefCell<SimRng>,
     data: RefCell<ConcData>,
 }
 
 impl Client {
+    /// Calls in flight beyond which offline work waits: the algorithm's offline limit while
+    /// online work is about (running, waiting, or seen within [`OFFLINE_HOLD_US`]), else the
+    /// whole limit.
+    fn offline_limit(&self, lanes: &[Lane; 2], limit: i64) -> i64 {
+        let now = self.clock.now_us();
+        let online_active = lanes[0].inflight > 0
+            || lanes[0].head().is_some()
+            || self.online_seen_us.get().is_some_and(|t| now - t < OFFLINE_HOLD_US);
+        if online_active { self.alg.borrow().offline_limit().min(limit) } else { limit }
+    }
+
     /// The next job to send, if the gate has room.
     fn next(&self) -> Option<(Class, i64, bool)> {
         let limit = self.alg.borrow().limit();
@@ -210,7 +223,7 @@ impl Client {
                 // Offline work fills the downstream's capacity, not the limit: the headroom
                 // above capacity would only queue it in the downstream, where online calls
                 // would then wait behind it.
-                let offline_limit = self.alg.borrow().offline_limit().min(limit);
+                let offline_limit = self.offline_limit(&lanes, limit);
                 let floor = (offline_min_share * offline_limit as f64).ceil() as i64;
                 let offline_waiting = lanes[1].head().is_some();
                 if offline_waiting && lanes[1].inflight < floor {
@@ -224,6 +237,9 @@ impl Client {
                 }
             }
         }?;
+        if class == Class::Online {
+            self.online_seen_us.set(Some(self.clock.now_us()));
+        }
         let lane = &mut lanes[class.idx()];
         let (enq, from_backlog) = lane.pop()?;
         lane.inflight += 1;
@@ -236,6 +252,9 @@ impl Client {
         let inflight = self.inflight.get();
         let resp = self.downstream.call().await;
         let done_us = self.clock.now_us();
+        if class == Class::Online {
+            self.online_seen_us.set(Some(done_us));
+        }
         let ok = resp == Response::Ok;
         self.inflight.set(self.inflight.get() - 1);
         {
@@ -314,10 +333,11 @@ async fn steps(client: Rc<Client>, steps: Vec<(i64, i64)>) {
 async fn trace(client: Rc<Client>, every_us: i64) {
     let mut t = 0;
     loop {
-        let (est, offline) = {
+        let (est, limit) = {
             let alg = client.alg.borrow();
-            (alg.estimate(), alg.offline_limit() as f64)
+            (alg.estimate(), alg.limit())
         };
+        let offline = client.offline_limit(&client.lanes.borrow(), limit) as f64;
         {
             let mut data = client.data.borrow_mut();
             data.trace.push((t, est));
@@ -342,6 +362,7 @@ impl ConcRun {
                 priority: run.priority,
                 lanes: RefCell::new([Lane::default(), Lane::default()]),
                 inflight: Cell::new(0),
+                online_seen_us: Cell::new(None),
                 notify: Notify::new(),
                 rng: RefCell::new(SimRng::new(run.seed, 0xB0)),
                 data: RefCell::new(ConcData::default()),

@@ -440,8 +440,9 @@ pub struct PoolDoc {
     #[schema(value_type = Object)]
     pub config: (),
     pub limit_now: Option<i64>,
-    /// With `adaptive`: running jobs allowed before offline queues wait (the downstream's
-    /// capacity estimate); online queues may use all of `limit_now`.
+    /// With `adaptive`, while online work is about: running jobs allowed before offline queues
+    /// wait (the downstream's capacity estimate); online queues may use all of `limit_now`.
+    /// `null`: offline queues may use the whole limit too.
     pub offline_limit_now: Option<i64>,
     pub queues: Vec<String>,
 }

@@ -374,7 +374,11 @@ async fn a_pooled_queues_page_shows_the_pools_limits() {
     s.store().put_pool("llm", pool).await.unwrap();
     let bulk = serde_json::from_str(r#"{"pool": "llm", "lane": "offline"}"#).unwrap();
     s.store().put_queue("bulk", bulk, Millis::now()).await.unwrap();
-    // The limit service writes the offline limit on its first look at the pool.
+    // Online work waiting in the pool: the limit service holds offline work at the offline
+    // limit, written on its first look.
+    let live = serde_json::from_str(r#"{"pool": "llm"}"#).unwrap();
+    s.store().put_queue("live", live, Millis::now()).await.unwrap();
+    s.submit(NewJob::new("live", json("{}"))).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while s.store().get_pool("llm").await.unwrap().unwrap().offline_limit_now.is_none() {
         assert!(std::time::Instant::now() < deadline, "the limit service never wrote the offline limit");

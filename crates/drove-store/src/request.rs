@@ -309,8 +309,9 @@ pub struct PoolInfo {
     pub name: String,
     pub config: PoolConfig,
     pub limit_now: Option<i64>,
-    /// With `adaptive`: how many of the pool's jobs may run before offline work waits (the
-    /// downstream's capacity estimate; online work may use all of `limit_now`).
+    /// With `adaptive`, while online work is about: how many of the pool's jobs may run before
+    /// offline work waits (the downstream's capacity estimate; online work may use all of
+    /// `limit_now`). `null`: offline work may use the whole limit too.
     pub offline_limit_now: Option<i64>,
     pub queues: Vec<String>,
 }
