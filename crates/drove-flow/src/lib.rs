@@ -47,10 +47,10 @@
 //!    leases are `Ignore`.
 //! 3. The limit is written with `Store::set_limit(LimitScope::Queue(name) |
 //!    LimitScope::Pool(name), Some(limit))` when it changed, and a pool's offline limit
-//!    (`Algorithm::offline_limit`) with `Store::set_offline_limit`. The claim transaction enforces it,
-//!    so it holds fleet-wide although one node computes it; any node may run the service
-//!    (the samples come from the store, so each computes nearly the same limit, and the last
-//!    writer wins).
+//!    (`Algorithm::offline_limit`) with `Store::set_offline_limit`. The claim transaction
+//!    enforces them, so they hold fleet-wide although one node computes them; any node may
+//!    run the service (the samples come from the store, so each computes nearly the same
+//!    limits, and the last writer wins).
 //!
 //! The same goes for rates: `AimdRate` per throttled scope, its rate written as the scope's GCRA
 //! limit, `gcra::hold_until` on a 429.

@@ -279,6 +279,7 @@ fn alg_settings(alg: &AlgSpec) -> serde_json::Value {
             "window_min_us": c.window_min_us, "window_min_samples": c.window_min_samples,
             "tolerance": c.tolerance, "baseline_ttl_us": c.baseline_ttl_us,
             "first_baseline_ttl_us": c.first_baseline_ttl_us, "capacity_weight": c.capacity_weight,
+            "resolution_us": c.resolution_us,
             "baseline_ttl_jitter": c.baseline_ttl_jitter, "probe_windows": c.probe_windows,
             "probe_rehalve_ratio": c.probe_rehalve_ratio, "probe_max_halvings": c.probe_max_halvings,
             "backoff": c.backoff,

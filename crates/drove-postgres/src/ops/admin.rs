@@ -132,17 +132,13 @@ pub(crate) async fn set_limit(
             tx.ready(name);
         }
         LimitScope::Pool(name) => {
-            let Some(mut row) = tx.pool(name, true).await? else {
-                return Err(StoreError::NotFound(format!("pool {name}")).into());
-            };
-            row.limit_now = match (row.config.adaptive, limit) {
+            let row = tx.pool(name, true).await?;
+            let Some(row) = row else { return Err(StoreError::NotFound(format!("pool {name}")).into()) };
+            let limit_now = match (row.config.adaptive, limit) {
                 (Some(a), Some(l)) => Some(l.clamp(a.min, a.max)),
                 _ => limit,
             };
-            tx.execute("UPDATE pools SET limit_now = $2 WHERE name = $1", &[name, &row.limit_now]).await?;
-            for q in pool_queues(tx, name).await? {
-                tx.ready(&q);
-            }
+            update_pool(tx, name, "UPDATE pools SET limit_now = $2 WHERE name = $1", limit_now).await?;
         }
     }
     Ok(())
@@ -157,8 +153,14 @@ pub(crate) async fn set_offline_limit(
         return Err(StoreError::NotFound(format!("pool {pool}")).into());
     }
     let limit = limit.map(|l| l.max(1));
-    tx.execute("UPDATE pools SET offline_limit = $2 WHERE name = $1", &[&pool, &limit]).await?;
-    for q in pool_queues(tx, pool).await? {
+    update_pool(tx, pool, "UPDATE pools SET offline_limit = $2 WHERE name = $1", limit).await
+}
+
+/// Writes one limit of a (locked) pool with `sql` (`$1` the name, `$2` the value); the pool's
+/// queues may then claim again.
+async fn update_pool(tx: &mut Tx<'_>, name: &str, sql: &str, value: Option<i64>) -> Result<(), TxError> {
+    tx.execute(sql, &[&name, &value]).await?;
+    for q in pool_queues(tx, name).await? {
         tx.ready(&q);
     }
     Ok(())

@@ -9,7 +9,7 @@ use rusqlite::params;
 use super::claim::queue_cap;
 use super::group::refresh_all_groups;
 use crate::row::db_err;
-use crate::writer::{QueueRow, Tx};
+use crate::writer::{PoolRow, QueueRow, Tx};
 
 /// Where an adaptive limit starts before the limiter has measured anything.
 pub(crate) const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
@@ -122,40 +122,41 @@ pub(crate) fn set_limit(
             tx.ready(&name);
         }
         LimitScope::Pool(name) => {
-            let Some(p) = tx.pool(&name)? else {
-                return Err(StoreError::NotFound(format!("pool {name}")));
-            };
-            let mut row = (*p).clone();
-            row.limit_now = match (row.config.adaptive, limit) {
-                (Some(a), Some(l)) => Some(l.clamp(a.min, a.max)),
-                _ => limit,
-            };
-            tx.conn
-                .prepare_cached("UPDATE pools SET limit_now = ?2 WHERE name = ?1")
-                .and_then(|mut s| s.execute(params![name, row.limit_now]))
-                .map_err(db_err)?;
-            let queues = pool_queues(tx, &name)?;
-            tx.cache_pool(&name, row);
-            for q in &queues {
-                tx.ready(q);
-            }
+            update_pool(tx, &name, "UPDATE pools SET limit_now = ?2 WHERE name = ?1", |row| {
+                row.limit_now = match (row.config.adaptive, limit) {
+                    (Some(a), Some(l)) => Some(l.clamp(a.min, a.max)),
+                    _ => limit,
+                };
+                row.limit_now
+            })?;
         }
     }
     Ok(())
 }
 
 pub(crate) fn set_offline_limit(tx: &mut Tx<'_>, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
-    let Some(p) = tx.pool(pool)? else {
-        return Err(StoreError::NotFound(format!("pool {pool}")));
+    update_pool(tx, pool, "UPDATE pools SET offline_limit = ?2 WHERE name = ?1", |row| {
+        row.offline_limit = limit.map(|l| l.max(1));
+        row.offline_limit
+    })
+}
+
+/// Changes one limit of a pool: `change` sets it on the row and returns the value `sql` writes
+/// (`?1` the name, `?2` the value); the pool's queues may then claim again.
+fn update_pool(
+    tx: &mut Tx<'_>,
+    name: &str,
+    sql: &str,
+    change: impl FnOnce(&mut PoolRow) -> Option<i64>,
+) -> Result<(), StoreError> {
+    let Some(p) = tx.pool(name)? else {
+        return Err(StoreError::NotFound(format!("pool {name}")));
     };
     let mut row = (*p).clone();
-    row.offline_limit = limit.map(|l| l.max(1));
-    tx.conn
-        .prepare_cached("UPDATE pools SET offline_limit = ?2 WHERE name = ?1")
-        .and_then(|mut s| s.execute(params![pool, row.offline_limit]))
-        .map_err(db_err)?;
-    let queues = pool_queues(tx, pool)?;
-    tx.cache_pool(pool, row);
+    let value = change(&mut row);
+    tx.conn.prepare_cached(sql).and_then(|mut s| s.execute(params![name, value])).map_err(db_err)?;
+    let queues = pool_queues(tx, name)?;
+    tx.cache_pool(name, row);
     for q in &queues {
         tx.ready(q);
     }
