@@ -7,6 +7,10 @@
 //
 // The file is written with one append per page, and each page says which page it is, so a
 // page redone after a crash (at most the one in flight) is visible and easy to skip downstream.
+// A restart of Drove itself is ridden out too: the worker backs off while the server is away
+// and carries on (from the last checkpoint, if the lease ran out meanwhile) when it is back.
+// A deadlock or a dropped connection thrown by a real query is retried fast as transient,
+// without using an attempt; a wrong DROVE_TOKEN stops the worker (and this process).
 
 import { appendFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -45,6 +49,10 @@ const worker = drove.worker(
 );
 worker.on('completed', (job, result) => console.log(`job ${job.id}: exported ${result.rows} rows to ${result.out}`));
 worker.on('error', (err) => console.error(`worker: ${err.message}`));
+worker.done.then((err) => {
+  // Only a refused token (401/403) stops a worker on its own.
+  if (err) process.exit(1);
+});
 console.log('export worker ready');
 
 process.once('SIGTERM', async () => {

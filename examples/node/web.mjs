@@ -2,7 +2,8 @@
 // computation. The computation runs as a Drove job keyed by the item, through drove.once():
 // however many requests ask for an item at once, on however many instances of this service,
 // it is computed once and every request gets that one result (and, for a minute after,
-// requests reuse it like a cache).
+// requests reuse it like a cache). Within one instance, concurrent requests for an item share
+// one request to Drove.
 //
 //   DROVE_URL=http://127.0.0.1:7070 PORT=3000 node web.mjs
 //   curl 'localhost:3000/api?item=42'

@@ -1,5 +1,6 @@
 // The client: submitting and awaiting jobs, reading them, and queue settings. Workers live in
-// worker.ts; both speak only the v1 contract of API.md.
+// worker.ts; both speak only the v1 contract of API.md. once() shares one request among the
+// concurrent callers of a key in this process, on top of the server's one job per key.
 
 import { DroveError, JobFailedError, WaitTimeoutError } from './errors.js';
 import { Transport, delay, snakeKeys, type TransportOptions } from './http.js';
@@ -41,10 +42,33 @@ export function isTerminal(job: Pick<Job, 'state'>): boolean {
   return TERMINAL.has(job.state);
 }
 
+/** A once() call in flight, shared by every caller of its queue and key in this process. */
+interface SharedOnce {
+  promise: Promise<unknown>;
+  /** When the shared wait ends: the latest deadline of the callers that joined. */
+  wait: { deadline: number };
+  /** Aborts the shared call when every caller that joined has aborted (made when the first
+   * caller has a signal). */
+  controller: AbortController | undefined;
+  /** A caller without a signal joined: the shared call runs to its end. */
+  pinned: boolean;
+  /** Callers with a signal, by signal: one abort listener per signal, not per caller (adding a
+   * listener to an AbortSignal takes time in proportion to those it has, and an application
+   * may well pass one shutdown signal to every call). */
+  groups: Map<AbortSignal, OnceGroup> | undefined;
+}
+
+interface OnceGroup {
+  callers: Array<{ resolve: (v: unknown) => void; reject: (e: unknown) => void }>;
+  onAbort: () => void;
+}
+
 export class Drove {
   /** @internal The HTTP transport, shared with this client's workers. */
   readonly http: Transport;
   private readonly longPollMs: number;
+  /** once() calls in flight, by queue and key. */
+  private readonly onces = new Map<string, SharedOnce>();
 
   constructor(opts: DroveOptions) {
     this.http = new Transport(opts);
@@ -93,10 +117,86 @@ export class Drove {
    * One computation per key: every caller, in this process or any other, that asks for the same
    * `(queue, key)` while its job is active (or, with `reuseForMs`, succeeded that recently)
    * gets the result of that one job.
+   *
+   * In one process, concurrent calls for the same queue and key share one request (one submit
+   * and wait): the first caller's payload and options are sent, as a join on the server would
+   * keep the first submit's; every caller gets the same result object (or error). The shared
+   * wait lasts until the latest caller's `waitMs` is up. A caller whose `signal` aborts leaves
+   * alone; the request is aborted only once every caller has. A caller whose wait would end
+   * before the shared one's makes its own request.
    */
   once<R = unknown, P = unknown>(queue: string, key: string, payload?: P, opts: OnceOptions = {}): Promise<R> {
     const { reuseForMs, waitMs, signal, submit } = opts;
-    return this.submitAndWait<R, P>(queue, payload, { ...submit, key, reuseForMs, waitMs, signal });
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    // (Queue names cannot hold a NUL, so the pair cannot be confused with another.)
+    const id = `${queue}\u0000${key}`;
+    const deadline = Date.now() + Math.max(0, waitMs ?? DEFAULT_WAIT_MS);
+    let shared = this.onces.get(id);
+    if (shared && deadline < shared.wait.deadline) {
+      return this.submitAndWait<R, P>(queue, payload, { ...submit, key, reuseForMs, waitMs, signal });
+    }
+    if (shared) {
+      shared.wait.deadline = deadline;
+    } else {
+      const controller = signal ? new AbortController() : undefined;
+      const wait = { deadline };
+      const entry: SharedOnce = { promise: undefined as unknown as Promise<unknown>, wait, controller, pinned: false, groups: undefined };
+      entry.promise = this.submitWaiting(queue, payload, { ...submit, key, reuseForMs, waitMs, signal: controller?.signal }, wait).then((job) => {
+        if (job.state === 'succeeded') return job.result;
+        throw new JobFailedError(job);
+      });
+      const forget = () => {
+        if (this.onces.get(id) === entry) this.onces.delete(id);
+      };
+      entry.promise.then(forget, forget);
+      this.onces.set(id, entry);
+      shared = entry;
+    }
+    if (!signal) {
+      shared.pinned = true;
+      // A promise of the caller's own, so that a caller who drops it hears of its rejection.
+      return shared.promise.then() as Promise<R>;
+    }
+    return this.joinOnce<R>(id, shared, signal);
+  }
+
+  /** A caller with a signal: it may leave before the shared call ends. */
+  private joinOnce<R>(id: string, shared: SharedOnce, signal: AbortSignal): Promise<R> {
+    if (!shared.groups) {
+      const groups = (shared.groups = new Map());
+      const settle = (outcome: { ok: boolean; value: unknown }) => {
+        for (const [sig, group] of groups) {
+          sig.removeEventListener('abort', group.onAbort);
+          for (const c of group.callers) outcome.ok ? c.resolve(outcome.value) : c.reject(outcome.value);
+        }
+        groups.clear();
+      };
+      shared.promise.then(
+        (value) => settle({ ok: true, value }),
+        (value: unknown) => settle({ ok: false, value }),
+      );
+    }
+    const groups = shared.groups;
+    let group = groups.get(signal);
+    if (!group) {
+      const g: OnceGroup = {
+        callers: [],
+        onAbort: () => {
+          groups.delete(signal);
+          for (const c of g.callers) c.reject(signal.reason);
+          if (!shared.pinned && groups.size === 0) {
+            // Nobody waits any more: stop the request, and let later callers start afresh.
+            if (this.onces.get(id) === shared) this.onces.delete(id);
+            shared.controller?.abort(signal.reason);
+          }
+        },
+      };
+      signal.addEventListener('abort', g.onAbort, { once: true });
+      groups.set(signal, g);
+      group = g;
+    }
+    const callers = group.callers;
+    return new Promise<R>((resolve, reject) => callers.push({ resolve: resolve as (v: unknown) => void, reject }));
   }
 
   /**
@@ -106,9 +206,9 @@ export class Drove {
   async get<R = unknown>(id: string, opts: WaitOptions = {}): Promise<Job<unknown, R>> {
     const path = `/v1/jobs/${encodeURIComponent(id)}`;
     if (opts.waitMs === undefined) return (await this.http.request<Job<unknown, R>>('GET', path, undefined, opts)).body;
-    const deadline = Date.now() + Math.max(0, opts.waitMs);
-    const first = await this.http.request<Job<unknown, R>>('GET', `${path}?wait=${this.pollMs(deadline)}ms`, undefined, opts);
-    return (await this.follow(first.body, deadline, opts.signal)) as Job<unknown, R>;
+    const wait = { deadline: Date.now() + Math.max(0, opts.waitMs) };
+    const first = await this.http.request<Job<unknown, R>>('GET', `${path}?wait=${this.pollMs(wait.deadline)}ms`, undefined, opts);
+    return (await this.follow(first.body, wait, opts.signal)) as Job<unknown, R>;
   }
 
   /** Lists jobs, newest first; pass `next_cursor` back as `cursor` for the next page. */
@@ -157,8 +257,9 @@ export class Drove {
 
   /**
    * Starts a worker on `queue` and returns it at once. `handler` gets a JobContext per job and
-   * returns the result, or throws Throttled, Permanent, Snooze or any other error (retryable).
-   * Stop it with `await worker.close()`.
+   * returns the result, or throws Throttled, Transient, Permanent, Snooze or any other error
+   * (transient when `isTransientError` or the `classify` option says so, else retryable).
+   * Stop it with `await worker.close()`; `worker.done` resolves once it has stopped.
    */
   worker<P = unknown, R = unknown>(queue: string, handler: Handler<P, R>, opts: WorkerOptions = {}): Worker<P, R> {
     return new Worker<P, R>(this.http, queue, handler, opts);
@@ -171,9 +272,11 @@ export class Drove {
     return Math.min(this.longPollMs, Math.max(0, Math.ceil(deadline - Date.now())));
   }
 
-  private async submitWaiting<P>(queue: string, payload: P | undefined, opts: SubmitAndWaitOptions): Promise<Job> {
+  /** Submits and waits until the job ends or `wait.deadline` passes (which once() may move
+   * later while this runs). */
+  private async submitWaiting<P>(queue: string, payload: P | undefined, opts: SubmitAndWaitOptions, wait?: { deadline: number }): Promise<Job> {
     const waitMs = Math.max(0, opts.waitMs ?? DEFAULT_WAIT_MS);
-    const deadline = Date.now() + waitMs;
+    wait ??= { deadline: Date.now() + waitMs };
     const body = submitBody(queue, payload, opts);
     // A keyed submit that joins is safe to repeat: a repeat joins the same job (or reuses its
     // result), so a server restart or a dropped connection is retried within the wait.
@@ -181,10 +284,10 @@ export class Drove {
     let pause = 50;
     for (;;) {
       try {
-        const first = await this.http.request<Job>('POST', `/v1/jobs?wait=${this.pollMs(deadline)}ms`, body, opts);
-        return await this.follow(first.body, deadline, opts.signal, waitMs);
+        const first = await this.http.request<Job>('POST', `/v1/jobs?wait=${this.pollMs(wait.deadline)}ms`, body, opts);
+        return await this.follow(first.body, wait, opts.signal, waitMs);
       } catch (err) {
-        if (!repeatable || !(err instanceof DroveError) || !err.transient || Date.now() + pause >= deadline) throw err;
+        if (!repeatable || !(err instanceof DroveError) || !err.transient || Date.now() + pause >= wait.deadline) throw err;
         await delay(pause, opts.signal);
         pause = Math.min(pause * 2, 2_000);
       }
@@ -192,24 +295,24 @@ export class Drove {
   }
 
   /**
-   * Long-polls `GET /v1/jobs/ID?wait=` until the job is terminal or `deadline` passes. With
-   * `timeoutAfterMs`, an unfinished job at the deadline is a WaitTimeoutError; without, the
-   * job is answered as it is. Transient failures (server restarting, 503) are retried.
+   * Long-polls `GET /v1/jobs/ID?wait=` until the job is terminal or `wait.deadline` passes.
+   * With `timeoutAfterMs`, an unfinished job at the deadline is a WaitTimeoutError; without,
+   * the job is answered as it is. Transient failures (server restarting, 503) are retried.
    */
-  private async follow(job: Job, deadline: number, signal?: AbortSignal, timeoutAfterMs?: number): Promise<Job> {
+  private async follow(job: Job, wait: { deadline: number }, signal?: AbortSignal, timeoutAfterMs?: number): Promise<Job> {
     const path = `/v1/jobs/${encodeURIComponent(job.id)}`;
     let pause = 50;
     while (!isTerminal(job)) {
-      if (Date.now() >= deadline) {
+      if (Date.now() >= wait.deadline) {
         if (timeoutAfterMs !== undefined) throw new WaitTimeoutError(job, timeoutAfterMs);
         return job;
       }
       try {
-        job = (await this.http.request<Job>('GET', `${path}?wait=${this.pollMs(deadline)}ms`, undefined, { signal })).body;
+        job = (await this.http.request<Job>('GET', `${path}?wait=${this.pollMs(wait.deadline)}ms`, undefined, { signal })).body;
         pause = 50;
       } catch (err) {
         if (!(err instanceof DroveError) || !err.transient) throw err;
-        await delay(Math.min(pause, Math.max(0, deadline - Date.now())), signal);
+        await delay(Math.min(pause, Math.max(0, wait.deadline - Date.now())), signal);
         pause = Math.min(pause * 2, 2_000);
       }
     }

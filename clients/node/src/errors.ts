@@ -1,5 +1,6 @@
 // Errors: what the server said (DroveError and its refinements), what a job ended with
-// (JobFailedError), what a handler throws to steer its job (Throttled, Permanent, Snooze), and
+// (JobFailedError), what a handler throws to steer its job (Throttled, Transient, Permanent,
+// Snooze), and
 // why a handler's signal was aborted (JobCancelledError, LeaseLostError, JobTimeoutError,
 // WorkerClosedError).
 
@@ -50,7 +51,7 @@ export class KeyConflictError extends DroveError {
 
 /**
  * The awaited job failed or was cancelled. `kind` is the job's error kind (`retryable`,
- * `permanent`, `throttled`, `timeout`, `lost`), or `cancelled` for a cancelled job.
+ * `transient`, `permanent`, `throttled`, `timeout`, `lost`), or `cancelled` for a cancelled job.
  */
 export class JobFailedError extends Error {
   override name = 'JobFailedError';
@@ -90,6 +91,53 @@ export class Throttled extends Error {
   constructor(retryAfterMs?: number, message = 'throttled') {
     super(message);
     this.retryAfterMs = retryAfterMs;
+  }
+
+  /**
+   * From a downstream's answer (a fetch `Response`, or anything with `status` and
+   * `headers.get`): `Retry-After` in seconds or as an HTTP date becomes `retryAfterMs`; without
+   * a usable one, the server's default applies (1 s).
+   */
+  static fromResponse(res: ResponseLike, message?: string): Throttled {
+    const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+    const where = res.url ? ` from ${res.url}` : '';
+    return new Throttled(retryAfterMs, message ?? `throttled: HTTP ${res.status}${where}`);
+  }
+}
+
+/** What `Throttled.fromResponse` reads of a response. */
+export interface ResponseLike {
+  status: number;
+  url?: string;
+  headers: { get(name: string): string | null | undefined };
+}
+
+/**
+ * A `Retry-After` header as milliseconds from `now`: delay-seconds (`120`) or an HTTP date
+ * (`Wed, 21 Oct 2015 07:28:00 GMT`; a date in the past is 0). Undefined when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  const text = value.trim();
+  if (text === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1_000);
+  // Only a date with letters in it: Date.parse also takes bare numbers and odd shapes.
+  if (!/[a-z]/i.test(text)) return undefined;
+  const at = Date.parse(text);
+  return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
+}
+
+/**
+ * Worth retrying soon: a deadlock, a lock wait timeout, a dropped connection, a 503. The server
+ * retries the job quickly (tens of milliseconds to about a second, with jitter) on a budget of
+ * its own, so these do not use up `max_attempts`. The worker also recognises the usual suspects
+ * by itself (see `isTransientError`).
+ */
+export class Transient extends Error {
+  override name = 'Transient';
+
+  constructor(message = 'transient', options?: { cause?: unknown }) {
+    super(message, options);
   }
 }
 
@@ -141,7 +189,9 @@ export class JobTimeoutError extends Error {
 export class WorkerClosedError extends Error {
   override name = 'WorkerClosedError';
 
-  constructor() {
-    super('the worker is closing: the job is handed back to the queue');
+  /** With a `cause`, the worker stopped because of it (the server refused its token). */
+  constructor(options?: { cause?: unknown }) {
+    const why = options?.cause instanceof Error ? ` (${options.cause.message})` : '';
+    super(`the worker is closing${why}: the job is handed back to the queue`, options);
   }
 }

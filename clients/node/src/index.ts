@@ -9,6 +9,7 @@ export {
   type JobContext,
   type WorkerOptions,
 } from './worker.js';
+export { isTransientError, classifyError, type Classifier, type ErrorClass } from './classify.js';
 export {
   DroveError,
   LeaseLostError,
@@ -16,6 +17,9 @@ export {
   JobFailedError,
   WaitTimeoutError,
   Throttled,
+  Transient,
+  parseRetryAfter,
+  type ResponseLike,
   Permanent,
   Snooze,
   JobCancelledError,

@@ -11,10 +11,12 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export type JobState = 'scheduled' | 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 /** The error kinds a job can record. `snooze` never shows up here: it is not an error. */
-export type ErrorKind = 'retryable' | 'permanent' | 'throttled' | 'timeout' | 'lost';
+export type ErrorKind = 'retryable' | 'transient' | 'permanent' | 'throttled' | 'timeout' | 'lost';
 
-/** What a worker may report when a run fails (`POST /v1/jobs/ID/fail`). */
-export type FailKind = 'retryable' | 'permanent' | 'throttled' | 'snooze';
+/** What a worker may report when a run fails (`POST /v1/jobs/ID/fail`). `transient` is newer
+ * than API.md's first version: an older server refuses it (422), and the worker then reports
+ * `retryable` instead. */
+export type FailKind = 'retryable' | 'transient' | 'permanent' | 'throttled' | 'snooze';
 
 export interface JobError {
   kind: ErrorKind;
@@ -55,6 +57,9 @@ export interface Job<P = unknown, R = unknown> {
   error: JobError | null;
   /** Every run that ended in an error, oldest first (the newest 25 are kept). */
   errors?: AttemptError[];
+  /** Runs that failed with kind `transient` and were retried on the transient budget, without
+   * using an attempt (servers that know the kind). */
+  transient_retries?: number;
   cancel_requested: boolean;
   partial: boolean;
   timeout_ms?: number | null;

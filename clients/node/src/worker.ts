@@ -7,18 +7,27 @@
 //   end (not just until the handler returns), so a slow or retried completion never lets the
 //   lease lapse. Progress rides on heartbeats (throttled); a checkpoint is sent at once and
 //   saveCheckpoint() resolves only when the server has stored it.
+// - Every request goes through one Link per worker (link.ts): while the server is away, the
+//   claim loop, the heartbeats of every held job and the finisher wait their turn there, one
+//   request per backoff interval in all, and all resume the moment the server answers again.
+//   Each retrier also backs off on its own (capped, jittered), should the server answer others.
 // - The handler's AbortSignal fires when the job is cancelled (a heartbeat says so), the lease
 //   is lost (409, or no heartbeat answered before it ran out), the job's timeout passes, or
-//   the worker closes and its grace runs out.
+//   the worker closes and its grace runs out. When the lease is lost, every checkpoint not yet
+//   confirmed is rejected at once, including the one a heartbeat still carries (that request
+//   may never be answered), so no saveCheckpoint() is left pending. A handler still running
+//   `stuckAfterMs` after its signal fired is reported ('stuck'); its slot is free when it returns.
 // - A handler's outcome is always reported, even after its signal fired: the server fences it
 //   by the lease (a late completion is refused and reported as a 'refused' event; a cancelled
 //   job's failure makes it cancelled; a completion despite a cancel records the success).
 // - Run ends are batched through POST /v1/jobs/finish (see finisher.ts); a slot is free as
 //   soon as the handler settles, while its end is still on the way.
+// - A 401 or 403 stops the worker (as close() with no grace): retrying cannot fix a token.
 
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 
+import { classifyError, type Classifier } from './classify.js';
 import {
   DroveError,
   JobCancelledError,
@@ -28,6 +37,7 @@ import {
 } from './errors.js';
 import { Finisher, type Ending, type Settled } from './finisher.js';
 import { Transport, delay } from './http.js';
+import { Link, backoffMs, isAuthError } from './link.js';
 import type { ClaimedJob } from './types.js';
 
 export interface JobContext<P = unknown> {
@@ -45,10 +55,12 @@ export interface JobContext<P = unknown> {
    * closes past its grace; `signal.reason` says which (JobCancelledError, LeaseLostError,
    * JobTimeoutError, WorkerClosedError). */
   readonly signal: AbortSignal;
-  /** Reports progress; sent with the next heartbeat (at most one per `progressIntervalMs`). */
+  /** Reports progress; sent with the next heartbeat (at most one per `progressIntervalMs`).
+   * Never throws and returns nothing to await: safe to call at any time. */
   progress(done: number, total?: number | null, message?: string | null): void;
-  /** Stores a checkpoint (any JSON); resolves once the server has stored it, rejects with
-   * LeaseLostError when the lease is gone (then nothing was stored). */
+  /** Stores a checkpoint (any JSON); resolves once the server has stored it. While the server is
+   * away it keeps trying; it rejects with LeaseLostError when the lease is gone before the server
+   * confirmed it (the next run resumes from whichever checkpoint the server holds). */
   saveCheckpoint(value: unknown): Promise<void>;
 }
 
@@ -70,6 +82,15 @@ export interface WorkerOptions {
   progressIntervalMs?: number;
   /** End runs through POST /v1/jobs/finish, many per request (default true). */
   batchFinish?: boolean;
+  /**
+   * Your own rules for errors a handler throws (other than Throttled, Transient, Permanent and
+   * Snooze, which say it themselves): return `'transient'`, `'retryable'`, `'permanent'` or
+   * `'throttled'`, or undefined for the default rules (see `isTransientError`; else retryable).
+   */
+  classify?: Classifier;
+  /** A handler still running this long after its signal fired is reported with a `stuck`
+   * event (or a console warning) (default 10 s; 0 turns it off). */
+  stuckAfterMs?: number;
 }
 
 /**
@@ -80,12 +101,25 @@ export interface WorkerOptions {
  * - `released` (job): the job was handed back unrun (close past its grace).
  * - `refused` (job, error): the server refused the end of the run (lease lost: another run owns
  *   the job now, or it timed out); nothing was changed.
- * - `error` (error): a claim or request failed; the worker keeps trying.
- * Without listeners, `refused` and `error` are written to stderr.
+ * - `error` (error): a claim or request failed; the worker keeps trying (an outage is reported
+ *   once, when it begins), except after a 401 or 403: then the worker stops (see `done`).
+ * - `offline` (error): the server stopped answering; requests now wait their turn and back off.
+ * - `online` (ms): the server answered again after `ms` offline.
+ * - `stuck` (job, reason, ms): a handler still runs `ms` after its signal fired (`reason`); it
+ *   holds its slot until it returns.
+ * - `closed` (error | undefined): the worker has stopped (as `done` resolves).
+ * Without listeners, `refused`, `error` and `stuck` are written to stderr, and so are the start
+ * and end of an outage when neither `error` nor `offline`/`online` has one.
  */
 export class Worker<P = unknown, R = unknown> extends EventEmitter {
   readonly queue: string;
-  private readonly http: Transport;
+  /**
+   * Resolves once the worker has stopped and the server has acknowledged every run's end (or
+   * refused it): with the DroveError that stopped it (a 401 or 403: the token is wrong), or
+   * undefined after close(). Never rejects.
+   */
+  readonly done: Promise<DroveError | undefined>;
+  private readonly link: Link;
   private readonly handler: Handler<P, R>;
   private readonly concurrency: number;
   private readonly leaseMs: number | undefined;
@@ -93,6 +127,8 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private readonly pollMs: number;
   private readonly graceMs: number;
   private readonly progressIntervalMs: number;
+  private readonly stuckAfterMs: number;
+  private readonly classify: Classifier | undefined;
   private readonly finisher: Finisher;
   /** Runs whose handler has not settled yet (these hold slots). A set, not a map by job id: a
    * zombie run (lease lost, handler still going) and the job's next run may both be here. */
@@ -101,7 +137,12 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private readonly live = new Set<Run>();
   private readonly claimAbort = new AbortController();
   private closing = false;
-  private closed: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  /** close() has resolved. */
+  private stopped = false;
+  /** The refusal (401/403) that stopped the worker. */
+  private fatalError: DroveError | undefined;
+  private resolveDone!: (err: DroveError | undefined) => void;
   /** The claimer, waiting for a free slot. */
   private wakers: Array<() => void> = [];
   /** Slots asked for by the claim on its way. */
@@ -111,7 +152,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   constructor(http: Transport, queue: string, handler: Handler<P, R>, opts: WorkerOptions = {}) {
     super();
     if (typeof handler !== 'function') throw new TypeError('worker(queue, handler) needs a handler function');
-    this.http = http;
+    if (opts.classify !== undefined && typeof opts.classify !== 'function') throw new TypeError('worker option classify must be a function');
     this.queue = queue;
     this.handler = handler;
     this.concurrency = Math.max(1, Math.floor(opts.concurrency ?? 1));
@@ -120,13 +161,38 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     this.pollMs = Math.min(60_000, Math.max(0, opts.pollMs ?? 20_000));
     this.graceMs = Math.max(0, opts.graceMs ?? 30_000);
     this.progressIntervalMs = Math.max(0, opts.progressIntervalMs ?? 1_000);
-    this.finisher = new Finisher(http, 2, opts.batchFinish ?? true, (err) => this.report(err));
+    this.stuckAfterMs = Math.max(0, opts.stuckAfterMs ?? 10_000);
+    this.classify = opts.classify;
+    this.done = new Promise((res) => (this.resolveDone = res));
+    this.link = new Link(http, {
+      offline: (err) => {
+        // A request still out when close() resolved may fail later: that is no news.
+        if (this.stopped) return;
+        const heard = this.listenerCount('error') + this.listenerCount('offline') > 0;
+        if (this.listenerCount('error') > 0) this.emit('error', err);
+        if (this.listenerCount('offline') > 0) this.emit('offline', err);
+        if (!heard) console.warn(`[drove-client] worker ${this.queue}: the server is unreachable, retrying with backoff: ${err.message}`);
+      },
+      online: (ms) => {
+        if (this.stopped) return;
+        const heard = this.listenerCount('error') + this.listenerCount('online') > 0;
+        if (this.listenerCount('online') > 0) this.emit('online', ms);
+        if (!heard) console.warn(`[drove-client] worker ${this.queue}: the server answers again after ${ms} ms`);
+      },
+      fatal: (err) => this.fatal(err),
+    });
+    this.finisher = new Finisher(this.link, 2, opts.batchFinish ?? true);
     this.loopDone = this.claimLoop();
   }
 
   /** Handlers running now. */
   get running(): number {
     return this.handling.size;
+  }
+
+  /** The server is unreachable as far as this worker knows (between `offline` and `online`). */
+  get offline(): boolean {
+    return this.link.offline;
   }
 
   /**
@@ -137,8 +203,8 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
    * the same promise.
    */
   close(opts: { graceMs?: number } = {}): Promise<void> {
-    this.closed ??= this.shutdown(opts.graceMs ?? this.graceMs);
-    return this.closed;
+    this.stopping ??= this.shutdown(opts.graceMs ?? this.graceMs);
+    return this.stopping;
   }
 
   private async shutdown(graceMs: number): Promise<void> {
@@ -146,7 +212,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     this.claimAbort.abort(new WorkerClosedError());
     for (const wake of this.wakers.splice(0)) wake();
     await this.loopDone;
-    if (this.handling.size > 0) {
+    if (this.handling.size > 0 && graceMs > 0) {
       const settled = Promise.all([...this.handling].map((r) => r.settled));
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([settled, new Promise<void>((res) => (timer = setTimeout(res, graceMs)))]);
@@ -155,6 +221,18 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     for (const run of [...this.handling]) this.release(run);
     await Promise.all([...this.live].map((r) => r.ended));
     await this.finisher.drained();
+    this.stopped = true;
+    this.emit('closed', this.fatalError);
+    this.resolveDone(this.fatalError);
+  }
+
+  /** The server refused the worker's token (401/403): trying again cannot help, so the worker
+   * says why and stops at once; its jobs' leases run out on the server. */
+  private fatal(err: DroveError): void {
+    if (this.fatalError || this.stopping) return;
+    this.fatalError = err;
+    this.report(err);
+    void this.close({ graceMs: 0 });
   }
 
   // ---- claiming
@@ -166,7 +244,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
    */
   private async claimLoop(): Promise<void> {
     const path = `/v1/queues/${encodeURIComponent(this.queue)}/claim`;
-    let pause = 100;
+    let failures = 0;
     while (!this.closing) {
       const free = this.free();
       if (free <= 0) {
@@ -179,15 +257,18 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
       let jobs: ClaimedJob<P>[];
       this.reserved += max;
       try {
-        jobs = (await this.http.request<{ jobs: ClaimedJob<P>[] }>('POST', path, body, { signal: this.claimAbort.signal })).body.jobs;
-        pause = 100;
+        jobs = (await this.link.request<{ jobs: ClaimedJob<P>[] }>('POST', path, body, { signal: this.claimAbort.signal })).body.jobs;
+        failures = 0;
       } catch (err) {
-        if (this.closing) break;
-        this.report(err);
-        // A refused claim (a bad lease_ms, a bad queue name) will not get better by itself,
-        // but an operator may fix the queue: keep trying, slowly.
+        if (this.closing) break; // close(), or a 401/403 that stops the worker
+        // A server that is away: the Link reported it and paces the retries. A refused claim
+        // (a bad lease_ms, a bad queue name) will not get better by itself, but an operator
+        // may fix the queue: report it and keep trying, slowly.
+        const transient = err instanceof DroveError && err.transient;
+        if (!transient) this.report(err);
+        const pause = transient ? backoffMs(failures) : Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
+        failures += 1;
         await delay(pause, this.claimAbort.signal).catch(() => undefined);
-        pause = Math.min(pause * 2, 5_000);
         continue;
       } finally {
         this.reserved -= max;
@@ -239,7 +320,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
       if (result instanceof PartialResult) result = result.value;
     } catch (err) {
       thrown = err;
-      ending = failure(err);
+      ending = this.failure(err);
     }
     run.handlerSettled();
     this.handling.delete(run);
@@ -257,6 +338,19 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     this.announce(run, ending, answer, result, thrown);
   }
 
+  /** What a handler's throw tells the server (see classify.ts); a `classify` option that throws
+   * is reported and the default rules apply. */
+  private failure(err: unknown): Ending {
+    let kind;
+    try {
+      kind = classifyError(err, this.classify);
+    } catch (oops) {
+      this.report(oops);
+      kind = classifyError(err);
+    }
+    return failure(err, kind);
+  }
+
   /** The run's end is acknowledged (or refused): its heartbeats stop. */
   private retire(run: Run): void {
     run.finished();
@@ -269,7 +363,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     if (run.released) return;
     run.released = true;
     this.handling.delete(run);
-    run.abort(new WorkerClosedError());
+    run.abort(new WorkerClosedError(this.fatalError ? { cause: this.fatalError } : undefined));
     void this.finisher.end(run.job.id, run.lease, { kind: 'release' }, () => !run.lost).then((answer) => {
       this.retire(run);
       this.announce(run, { kind: 'release' }, answer, undefined, undefined);
@@ -279,7 +373,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private announce(run: Run, ending: Ending, answer: Settled, result: unknown, thrown: unknown): void {
     if (!answer.ok) {
       if (this.listenerCount('refused') > 0) this.emit('refused', run.job, answer.error);
-      else if (!run.expectedRefusal) {
+      else if (!run.expectedRefusal && !this.fatalError) {
         console.warn(`[drove-client] ${this.queue}: the end of job ${run.job.id}'s run was refused: ${answer.error.message}`);
       }
       return;
@@ -295,9 +389,20 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     else console.warn(`[drove-client] worker ${this.queue}: ${err instanceof Error ? err.message : String(err)}`);
   }
 
+  /** @internal A handler ignores its aborted signal. */
+  stuck(run: Run, reason: Error, ms: number): void {
+    if (this.listenerCount('stuck') > 0) this.emit('stuck', run.job, reason, ms);
+    else {
+      console.warn(
+        `[drove-client] worker ${this.queue}: job ${run.job.id}'s handler still runs ${ms} ms after its signal fired ` +
+          `(${reason.message}); it holds a slot until it returns`,
+      );
+    }
+  }
+
   /** @internal Settings the runs read. */
-  get settings(): { http: Transport; leaseMs: number | undefined; progressIntervalMs: number } {
-    return { http: this.http, leaseMs: this.leaseMs, progressIntervalMs: this.progressIntervalMs };
+  get settings(): { link: Link; leaseMs: number | undefined; progressIntervalMs: number; stuckAfterMs: number } {
+    return { link: this.link, leaseMs: this.leaseMs, progressIntervalMs: this.progressIntervalMs, stuckAfterMs: this.stuckAfterMs };
   }
 }
 
@@ -316,6 +421,8 @@ const MIN_LEASE_MS = 1_000;
 const MAX_MESSAGE_BYTES = 1_024;
 const MAX_ERROR_BYTES = 16 * 1024;
 
+type Waiters = Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+
 /**
  * One run of one job: its lease, heartbeats, progress and checkpoints. Exactly one heartbeat is
  * in flight at a time; what arrives meanwhile (progress, checkpoints) goes in the next one.
@@ -329,9 +436,18 @@ class Run {
   released = false;
   lost = false;
   private readonly worker: Worker<any, any>;
+  private readonly link: Link;
+  private readonly askLeaseMs: number | undefined;
+  private readonly progressIntervalMs: number;
+  private readonly stuckAfterMs: number;
   /** Made when the handler first reads `signal` (most never do); `reason` is kept apart. */
   private controller: AbortController | undefined;
   private reason: Error | undefined;
+  /** Why the lease is gone, for saveCheckpoint() calls after it. */
+  private lostError: LeaseLostError | undefined;
+  /** Made when a heartbeat first waits for its turn on the link (an outage); aborted when the
+   * run loses its lease or ends, so that the wait ends with it. */
+  private halt: AbortController | undefined;
   private readonly leaseMs: number;
   private readonly every: number;
   private handlerDone = false;
@@ -340,20 +456,32 @@ class Run {
   private timer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
+  private stuckTimer: NodeJS.Timeout | undefined;
   private nextBeatAt: number;
   private lastSentAt = 0;
+  /** Heartbeats that failed in a row, and when the next try may go (the run's own backoff). */
+  private failures = 0;
+  private retryAt = 0;
   private progressOut: { done: number; total: number | null; message: string | null } | undefined;
-  private checkpointOut: { value: unknown; waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> } | undefined;
+  /** The latest checkpoint not sent yet, with everyone waiting for it or an older one. */
+  private checkpointOut: { value: unknown; waiters: Waiters } | undefined;
+  /** Those waiting for the checkpoint the heartbeat in flight carries. */
+  private checkpointSent: Waiters | undefined;
   private settle!: () => void;
   private end!: () => void;
 
   constructor(worker: Worker<any, any>, job: ClaimedJob, answeredAt: number) {
     this.worker = worker;
+    const settings = worker.settings;
+    this.link = settings.link;
+    this.askLeaseMs = settings.leaseMs;
+    this.progressIntervalMs = settings.progressIntervalMs;
+    this.stuckAfterMs = settings.stuckAfterMs;
     this.job = job;
     this.lease = String(job.lease);
     // The lease's length, from the server's own two times (no clock skew), else what we asked.
     const granted = Date.parse(job.lease_expires_at) - Date.parse(job.started_at ?? '');
-    this.leaseMs = Math.max(MIN_LEASE_MS, worker.settings.leaseMs ?? (Number.isFinite(granted) && granted > 0 ? granted : 10_000));
+    this.leaseMs = Math.max(MIN_LEASE_MS, this.askLeaseMs ?? (Number.isFinite(granted) && granted > 0 ? granted : 10_000));
     this.every = Math.max(100, Math.floor(this.leaseMs / 3));
     this.nextBeatAt = answeredAt + this.every;
     this.settled = new Promise((res) => (this.settle = res));
@@ -408,11 +536,18 @@ class Run {
     if (this.reason) return;
     this.reason = reason;
     this.controller?.abort(reason);
+    if (!this.handlerDone && this.stuckAfterMs > 0) {
+      // A handler that ignores its signal keeps its slot: say so rather than leak it silently.
+      const firedAt = Date.now();
+      this.stuckTimer = setTimeout(() => this.worker.stuck(this, reason, Date.now() - firedAt), this.stuckAfterMs);
+      this.stuckTimer.unref?.();
+    }
   }
 
   handlerSettled(): void {
     this.handlerDone = true;
     clearTimeout(this.timeoutTimer);
+    clearTimeout(this.stuckTimer);
     this.progressOut = undefined;
     this.settle();
   }
@@ -424,14 +559,13 @@ class Run {
     clearTimeout(this.timer);
     clearTimeout(this.deadlineTimer);
     clearTimeout(this.timeoutTimer);
-    if (this.checkpointOut) {
-      this.failCheckpoints(new LeaseLostError(this.job.id, `job ${this.job.id}: the run has ended; the checkpoint was not stored`, null));
-    }
+    this.halt?.abort(new Error('the run has ended'));
+    this.failCheckpoints(new LeaseLostError(this.job.id, `job ${this.job.id}: the run has ended; the checkpoint was not stored`, null));
     this.end();
   }
 
   private progress(done: number, total?: number | null, message?: string | null): void {
-    if (this.handlerDone || this.over) return;
+    if (this.handlerDone || this.over || this.lost) return;
     this.progressOut = {
       done: Math.trunc(Number(done) || 0),
       total: total === undefined || total === null ? null : Math.trunc(Number(total) || 0),
@@ -441,7 +575,7 @@ class Run {
   }
 
   private saveCheckpoint(value: unknown): Promise<void> {
-    if (this.lost) return Promise.reject(this.reason ?? new LeaseLostError(this.job.id));
+    if (this.lost) return Promise.reject(this.lostError ?? new LeaseLostError(this.job.id));
     if (this.over || this.handlerDone) {
       return Promise.reject(new Error(`job ${this.job.id}: saveCheckpoint after the handler returned`));
     }
@@ -454,14 +588,16 @@ class Run {
   }
 
   /** Sends a heartbeat if one is due (a checkpoint, the regular beat, throttled progress),
-   * else sets a timer for when one will be. */
+   * else sets a timer for when one will be. After a failed heartbeat nothing goes before the
+   * run's backoff allows, not even a checkpoint. */
   private pump(): void {
     if (this.over || this.lost || this.inflight) return;
     clearTimeout(this.timer);
     const now = Date.now();
     let due = this.nextBeatAt;
-    if (this.progressOut) due = Math.min(due, this.lastSentAt + this.worker.settings.progressIntervalMs);
+    if (this.progressOut) due = Math.min(due, this.lastSentAt + this.progressIntervalMs);
     if (this.checkpointOut) due = now;
+    if (due < this.retryAt) due = this.retryAt;
     if (due <= now) {
       void this.beat();
       return;
@@ -472,54 +608,101 @@ class Run {
 
   private async beat(): Promise<void> {
     this.inflight = true;
+    if (this.link.offline) {
+      // The server is away: wait for this worker's turn (shared by all its runs), then send what
+      // is newest by then. The wait ends early when the lease is lost or the run ends.
+      try {
+        await this.link.turn(this.haltSignal());
+      } catch {
+        this.inflight = false;
+        this.failCheckpointsIfGone();
+        return;
+      }
+      if (this.over || this.lost) {
+        this.inflight = false;
+        this.failCheckpointsIfGone();
+        return;
+      }
+    }
     const sentAt = Date.now();
     this.lastSentAt = sentAt;
     const body: Record<string, unknown> = { lease: this.lease };
-    if (this.worker.settings.leaseMs !== undefined) body.lease_ms = this.worker.settings.leaseMs;
+    if (this.askLeaseMs !== undefined) body.lease_ms = this.askLeaseMs;
     const progress = this.progressOut;
     const checkpoint = this.checkpointOut;
     this.progressOut = undefined;
     this.checkpointOut = undefined;
     if (progress) body.progress = progress;
-    if (checkpoint) body.checkpoint = checkpoint.value;
+    if (checkpoint) {
+      body.checkpoint = checkpoint.value;
+      this.checkpointSent = checkpoint.waiters;
+    }
     const path = `/v1/jobs/${encodeURIComponent(this.job.id)}/heartbeat`;
     let retryIn = this.every;
     try {
-      const ack = (await this.worker.settings.http.request<{ lease_expires_at: string; cancel_requested: boolean }>('POST', path, body, { jobId: this.job.id })).body;
-      this.armDeadline(sentAt + this.leaseMs);
-      for (const w of checkpoint?.waiters ?? []) w.resolve();
+      const ack = (await this.link.send<{ lease_expires_at: string; cancel_requested: boolean }>('POST', path, body, { jobId: this.job.id })).body;
+      this.failures = 0;
+      this.retryAt = 0;
+      if (!this.lost && !this.over) this.armDeadline(sentAt + this.leaseMs);
+      this.settleSent((w) => w.resolve());
       if (ack.cancel_requested && !this.handlerDone) this.abort(new JobCancelledError(this.job.id));
     } catch (err) {
       if (err instanceof LeaseLostError || (err instanceof DroveError && err.status === 404)) {
         this.loseLease(err instanceof LeaseLostError ? err : new LeaseLostError(this.job.id, err.message, err.status));
-        for (const w of checkpoint?.waiters ?? []) w.reject(this.reason);
+      } else if (isAuthError(err)) {
+        // The worker stops (the Link told it): nothing more to send.
+        this.settleSent((w) => w.reject(err));
+        retryIn = this.every;
       } else if (err instanceof DroveError && !err.transient) {
         // The server refused what this heartbeat carried (a checkpoint over the size limit):
-        // that save fails; the lease still needs a plain heartbeat, at once.
-        for (const w of checkpoint?.waiters ?? []) w.reject(err);
+        // that save fails; the lease still needs a plain heartbeat, at once if this one carried
+        // something, else after a backoff (a plain one refused again must not spin).
+        this.settleSent((w) => w.reject(err));
         this.worker.report(err);
-        retryIn = 0;
+        retryIn = checkpoint || progress ? 0 : backoffMs(this.failures++);
       } else {
-        // No answer: try again soon, carrying what this one carried unless newer came.
-        this.worker.report(err);
+        // No answer (the Link reported the outage): try again after a backoff, carrying what
+        // this one carried unless newer came.
         // (Read through a helper: TypeScript forgets that the fields may have changed meanwhile.)
         const newer = this.pendingOut();
-        if (checkpoint) {
-          if (newer.checkpoint) newer.checkpoint.waiters.unshift(...checkpoint.waiters);
-          else this.checkpointOut = checkpoint;
+        const sent = this.checkpointSent;
+        this.checkpointSent = undefined;
+        if (checkpoint && sent) {
+          if (newer.checkpoint) newer.checkpoint.waiters.unshift(...sent);
+          else this.checkpointOut = { value: checkpoint.value, waiters: sent };
         }
         if (progress && !newer.progress) this.progressOut = progress;
-        retryIn = Math.min(1_000, this.every);
+        retryIn = backoffMs(this.failures++);
+        this.retryAt = Date.now() + retryIn; // from the failure: a request may take long to fail
       }
     } finally {
       this.inflight = false;
       this.nextBeatAt = sentAt + retryIn;
     }
+    // The lease may have been lost while this heartbeat was out: whatever it carried back
+    // must not wait for a heartbeat that will never go.
+    this.failCheckpointsIfGone();
     this.pump();
   }
 
   private pendingOut(): { checkpoint: Run['checkpointOut']; progress: Run['progressOut'] } {
     return { checkpoint: this.checkpointOut, progress: this.progressOut };
+  }
+
+  /** Settles the waiters of the checkpoint the heartbeat in flight carried (if the lease was
+   * lost meanwhile they were rejected already). */
+  private settleSent(settle: (w: Waiters[number]) => void): void {
+    const sent = this.checkpointSent;
+    this.checkpointSent = undefined;
+    for (const w of sent ?? []) settle(w);
+  }
+
+  private haltSignal(): AbortSignal {
+    if (!this.halt) {
+      this.halt = new AbortController();
+      if (this.lost || this.over) this.halt.abort(this.lostError ?? new Error('the run has ended'));
+    }
+    return this.halt.signal;
   }
 
   /** When no heartbeat has extended the lease by `at`, the lease is gone. */
@@ -535,41 +718,43 @@ class Run {
   private loseLease(err: LeaseLostError): void {
     if (this.lost || this.over) return;
     this.lost = true;
+    this.lostError = err;
+    this.progressOut = undefined;
     clearTimeout(this.timer);
     clearTimeout(this.deadlineTimer);
     this.abort(err);
+    this.halt?.abort(err);
     this.failCheckpoints(err);
   }
 
+  private failCheckpointsIfGone(): void {
+    if (this.lost) this.failCheckpoints(this.lostError ?? new LeaseLostError(this.job.id));
+    else if (this.over) this.failCheckpoints(new LeaseLostError(this.job.id, `job ${this.job.id}: the run has ended; the checkpoint was not stored`, null));
+  }
+
+  /** Rejects every checkpoint not confirmed yet: those waiting to go and the one in flight. */
   private failCheckpoints(err: Error): void {
     const pending = this.checkpointOut;
     this.checkpointOut = undefined;
+    const sent = this.checkpointSent;
+    this.checkpointSent = undefined;
+    for (const w of sent ?? []) w.reject(err);
     for (const w of pending?.waiters ?? []) w.reject(err);
   }
 }
 
-/** What a handler's throw tells the server: Throttled, Permanent, Snooze, else retryable.
- * Matched by name too, so errors from another copy of this package count. */
-function failure(err: unknown): Ending {
-  const e = err as { name?: unknown; message?: unknown; retryAfterMs?: unknown; ms?: unknown } | null;
-  const name = e && typeof e === 'object' ? e.name : undefined;
+/** The wire's failure for a thrown error of class `kind` (see classify.ts). */
+function failure(err: unknown, kind: ReturnType<typeof classifyError>): Ending {
+  const e = err as { retryAfterMs?: unknown; ms?: unknown } | null;
   const message = truncate(describe(err), MAX_ERROR_BYTES);
   const ms = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.round(v) : undefined);
-  if (name === 'Throttled') {
-    const retry = ms(e!.retryAfterMs);
-    return { kind: 'fail', error: { message, kind: 'throttled' }, ...(retry !== undefined ? { retry_after_ms: retry } : {}) };
-  }
-  if (name === 'Permanent') return { kind: 'fail', error: { message, kind: 'permanent' } };
-  if (name === 'Snooze') {
-    const retry = ms(e!.ms);
-    return { kind: 'fail', error: { message, kind: 'snooze' }, ...(retry !== undefined ? { retry_after_ms: retry } : {}) };
-  }
-  return { kind: 'fail', error: { message, kind: 'retryable' } };
+  const retry = kind === 'throttled' ? ms(e?.retryAfterMs) : kind === 'snooze' ? ms(e?.ms) : undefined;
+  return { kind: 'fail', error: { message, kind }, ...(retry !== undefined ? { retry_after_ms: retry } : {}) };
 }
 
 function describe(err: unknown): string {
   if (err instanceof Error) {
-    const plain = ['Error', 'Throttled', 'Permanent', 'Snooze'].includes(err.name);
+    const plain = ['Error', 'Throttled', 'Transient', 'Permanent', 'Snooze'].includes(err.name);
     return plain ? err.message : `${err.name}: ${err.message}`;
   }
   try {

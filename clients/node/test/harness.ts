@@ -1,6 +1,7 @@
 // Test harness: a real `drove serve` on a free loopback port with a fresh database per test
-// file, child processes read line by line, and waits on events with generous timeouts (never a
-// sleep standing in for synchronisation).
+// file (which a test may crash and restart on the same port and file), child processes read
+// line by line, a fetch that counts requests, and waits on events with generous timeouts (never
+// a sleep standing in for synchronisation).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -32,9 +33,14 @@ export interface Server {
   url: string;
   drove: Drove;
   dir: string;
-  proc: ChildProcess;
+  /** The running `drove serve` (a new one after restart()). */
+  readonly proc: ChildProcess;
   /** The server's stderr so far (its log), for failure messages. */
   log(): string;
+  /** SIGKILLs the server (a crash: no graceful shutdown); resolves once it has exited. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same address and database file; resolves once it listens. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -42,18 +48,74 @@ export interface Server {
 export async function startServer(opts: { token?: string } = {}): Promise<Server> {
   const bin = droveBin();
   const dir = await mkdtemp(join(tmpdir(), 'drove-node-test-'));
-  const args = ['serve', '--db', join(dir, 'drove.db'), '--bind', '127.0.0.1:0'];
-  if (opts.token) args.push('--token', opts.token);
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
   let stderr = '';
-  proc.stderr!.setEncoding('utf8');
-  proc.stderr!.on('data', (chunk: string) => {
+  const log = (chunk: string) => {
     stderr = (stderr + chunk).slice(-64 * 1024);
     if (process.env.DROVE_TEST_LOG) process.stderr.write(chunk);
-  });
+  };
+  let serve = await spawnServe(bin, dir, '127.0.0.1:0', opts.token, log, () => stderr);
+  const url = serve.url;
+  return {
+    url,
+    dir,
+    get proc() {
+      return serve.proc;
+    },
+    drove: new Drove({ url, token: opts.token }),
+    log: () => stderr,
+    async kill() {
+      await serve.signal('SIGKILL');
+    },
+    async restart() {
+      await serve.signal('SIGKILL');
+      // The port was the kernel's pick, so it is free again once the old process is gone;
+      // retry a bind that loses a race with the old sockets for a while.
+      const bind = new URL(url).host;
+      for (let tries = 0; ; tries++) {
+        try {
+          serve = await spawnServe(bin, dir, bind, opts.token, log, () => stderr);
+          return;
+        } catch (err) {
+          if (tries >= 50 || !/in use/i.test(String(err))) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
+    async stop() {
+      await serve.signal('SIGTERM');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface Serve {
+  url: string;
+  proc: ChildProcess;
+  /** Sends `sig` (SIGTERM escalates to SIGKILL after 15 s) and resolves once it has exited. */
+  signal(sig: NodeJS.Signals): Promise<void>;
+}
+
+async function spawnServe(
+  bin: string,
+  dir: string,
+  bind: string,
+  token: string | undefined,
+  log: (chunk: string) => void,
+  logSoFar: () => string,
+): Promise<Serve> {
+  const args = ['serve', '--db', join(dir, 'drove.db'), '--bind', bind];
+  if (token) args.push('--token', token);
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', log);
+  const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+  // Should this test process die without its after() hooks, the server goes with it.
+  const orphanGuard = () => proc.kill('SIGKILL');
+  process.once('exit', orphanGuard);
+  void exited.then(() => process.off('exit', orphanGuard));
   const url = await new Promise<string>((res, rej) => {
     const lines = createInterface({ input: proc.stdout! });
-    const timer = setTimeout(() => rej(new Error(`drove serve did not say it listens within 30 s; its log:\n${stderr}`)), 30_000);
+    const timer = setTimeout(() => rej(new Error(`drove serve did not say it listens within 30 s; its log:\n${logSoFar()}`)), 30_000);
     lines.on('line', (line) => {
       const m = /^drove listening on (http:\/\/\S+)$/.exec(line);
       if (m) {
@@ -63,34 +125,41 @@ export async function startServer(opts: { token?: string } = {}): Promise<Server
     });
     proc.once('exit', (code, signal) => {
       clearTimeout(timer);
-      rej(new Error(`drove serve exited (${code ?? signal}) before listening; its log:\n${stderr}`));
+      rej(new Error(`drove serve exited (${code ?? signal}) before listening; its log:\n${logSoFar()}`));
     });
     proc.once('error', (err) => {
       clearTimeout(timer);
       rej(err);
     });
   });
-  const exited = new Promise<void>((res) => proc.once('exit', () => res()));
-  // Should this test process die without its after() hooks, the server goes with it.
-  const orphanGuard = () => proc.kill('SIGKILL');
-  process.once('exit', orphanGuard);
-  void exited.then(() => process.off('exit', orphanGuard));
   return {
     url,
-    dir,
     proc,
-    drove: new Drove({ url, token: opts.token }),
-    log: () => stderr,
-    async stop() {
+    async signal(sig) {
       if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGTERM');
-        const killer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+        proc.kill(sig);
+        const killer = sig === 'SIGKILL' ? undefined : setTimeout(() => proc.kill('SIGKILL'), 15_000);
         await exited;
         clearTimeout(killer);
       }
-      await rm(dir, { recursive: true, force: true });
+      await exited;
     },
   };
+}
+
+/** A `fetch` that counts the requests it starts (also those that get no answer) and keeps
+ * their method and path, for asserting how many requests a client sent. */
+export function countingFetch(): { fetch: typeof fetch; count: number; paths: string[] } {
+  const counter = {
+    count: 0,
+    paths: [] as string[],
+    fetch: ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+      counter.count += 1;
+      counter.paths.push(`${init?.method ?? 'GET'} ${new URL(String(input)).pathname}`);
+      return fetch(input, init);
+    }) as typeof fetch,
+  };
+  return counter;
 }
 
 /** Rejects with `what` if `p` takes longer than `ms` (a generous bound, not a schedule). */

@@ -1,14 +1,15 @@
 // P1 from Node (../../shared/PROBLEMS.md, "Same key, same work"): 500 concurrent `once` calls
 // over 10 keys against a Node worker whose handler takes 300 ms run exactly 10 computations,
-// and every caller gets its own key's result.
+// and every caller gets its own key's result. In one process, concurrent calls for one key
+// share one request; a caller that aborts leaves alone.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { type JobContext } from 'drove-client';
+import { Drove, type JobContext } from 'drove-client';
 
-import { startServer, within, type Server } from './harness.js';
+import { countingFetch, deferred, startServer, within, type Server } from './harness.js';
 
 let server: Server;
 before(async () => {
@@ -90,6 +91,66 @@ test('once() reuses a recent success for reuseForMs, then computes again', async
     const c = await drove.once<{ run: number }>('p1-reuse', 'k', null, { reuseForMs: 0 });
     assert.equal(c.run, 2, 'without reuse the key computes again');
   } finally {
+    await worker.close();
+  }
+});
+
+test('50 concurrent once() calls for one key in one process send one submit', async () => {
+  const counter = countingFetch();
+  const client = new Drove({ url: server.url, fetch: counter.fetch });
+  let runs = 0;
+  const worker = server.drove.worker('p1-coalesce', async () => ({ run: ++runs }));
+  try {
+    const calls = Array.from({ length: 50 }, (_, i) => client.once<{ run: number }>('p1-coalesce', 'k', { caller: i }));
+    const answers = await within(Promise.all(calls), 30_000, '50 once() answers');
+    assert.equal(runs, 1);
+    for (const a of answers) assert.deepEqual(a, { run: 1 });
+    const submits = counter.paths.filter((p) => p === 'POST /v1/jobs');
+    assert.equal(submits.length, 1, `requests: ${counter.paths.join(', ')}`);
+    assert.ok(counter.count <= 2, `one submit (and at most one more poll): ${counter.paths.join(', ')}`);
+
+    // Settled calls are forgotten: the next call asks the server again (which reuses nothing
+    // without reuseForMs: a new computation).
+    const again = await client.once<{ run: number }>('p1-coalesce', 'k', null);
+    assert.deepEqual(again, { run: 2 });
+    assert.equal(counter.paths.filter((p) => p === 'POST /v1/jobs').length, 2);
+  } finally {
+    await worker.close();
+  }
+});
+
+test('a once() caller whose signal aborts leaves alone; the shared call goes on for the others', async () => {
+  const counter = countingFetch();
+  const client = new Drove({ url: server.url, fetch: counter.fetch });
+  const started = deferred();
+  const release = deferred();
+  const worker = server.drove.worker('p1-leave', async () => {
+    started.resolve();
+    await release.promise;
+    return 'shared';
+  });
+  try {
+    const leaving = new AbortController();
+    const staying = new AbortController();
+    const a = client.once<string>('p1-leave', 'k', null, { signal: leaving.signal });
+    const b = client.once<string>('p1-leave', 'k', null, { signal: staying.signal });
+    const c = client.once<string>('p1-leave', 'k', null);
+    await within(started.promise, 30_000, 'the job to start');
+    leaving.abort(new Error('this caller gave up'));
+    await assert.rejects(a, /this caller gave up/);
+    release.resolve();
+    assert.deepEqual(await within(Promise.all([b, c]), 30_000, 'the others\' answers'), ['shared', 'shared']);
+    assert.equal(counter.paths.filter((p) => p === 'POST /v1/jobs').length, 1);
+
+    // When every caller leaves, the shared request is aborted and forgotten.
+    const gone = new AbortController();
+    const d = client.once('p1-leave', 'k2', null, { signal: gone.signal, waitMs: 60_000 });
+    gone.abort(new Error('gone'));
+    await assert.rejects(d, /gone/);
+    const e = client.once('p1-leave', 'k2', null, { waitMs: 60_000 });
+    assert.equal(await within(e, 30_000, 'a fresh call after everyone left'), 'shared');
+  } finally {
+    release.resolve();
     await worker.close();
   }
 });
