@@ -53,6 +53,38 @@ async def test_a_wrong_token_stops_the_async_worker(secured: Server) -> None:
         await worker.close()  # harmless once stopped
 
 
+def test_a_revoked_token_tells_running_handlers(secured: Server) -> None:
+    """The token works for the claim, then the server refuses it (a server restarted with
+    another token): the handler is told, and the worker stops with the error."""
+    from drove_client import WorkerClosed
+
+    from conftest import wait_event
+
+    started, told = threading.Event(), threading.Event()
+    reasons: List[Any] = []
+
+    def handler(ctx: Any) -> Any:
+        started.set()
+        ctx.cancelled.wait(LONG)
+        reasons.append(ctx.cancel_reason)
+        told.set()
+
+    secured.drove.submit("auth-revoked", None)
+    with Drove(secured.url, token=TOKEN) as drove:
+        worker = drove.worker("auth-revoked", handler, lease_ms=1000)
+        wait_event(started, "the handler to start")
+        secured.kill()
+        secured.token = "another-token"
+        secured.start()
+        wait_event(told, "the handler to be told")
+        with pytest.raises(Unauthorized):
+            worker.wait(timeout=LONG)
+    assert isinstance(reasons[0], WorkerClosed) and isinstance(reasons[0].__cause__, Unauthorized)
+    secured.kill()
+    secured.token = TOKEN
+    secured.start()
+
+
 def test_the_right_token_works_for_workers(secured: Server) -> None:
     done = threading.Event()
     with secured.drove.worker("auth-ok", lambda ctx: done.set() or "ok"):

@@ -81,7 +81,8 @@ def test_a_worker_rides_out_a_server_outage(fresh_server: Server) -> None:
 
     # The worker's requests are counted on their way out (an httpx event hook).
     counted = Drove(server.url, worker_http_client=lambda: httpx.AsyncClient(event_hooks={"request": [count]}))
-    worker = counted.worker("outage", handler, concurrency=1 + HOLDERS)
+    events: List[Any] = []
+    worker = counted.worker("outage", handler, concurrency=1 + HOLDERS, on_event=lambda e: e.type in ("offline", "online") and events.append(e))
     try:
         holders = [drove.submit("outage", {"kind": "holder", "n": i}) for i in range(HOLDERS)]
         export = drove.submit("outage", {"kind": "export"})
@@ -116,6 +117,9 @@ def test_a_worker_rides_out_a_server_outage(fresh_server: Server) -> None:
     pages = sorted(p for p, _ in written)
     assert sorted(set(pages)) == list(range(PAGES))
     assert [p for p in set(pages) if pages.count(p) > 1] == [5]
+    # One outage, told once: offline, then online.
+    assert [e.type for e in events] == ["offline", "online"], events
+    assert events[1].ms is not None and events[1].ms >= OUTAGE_S * 1000 * 0.9
     # A few requests per second at most during the outage, though 8 jobs were held.
     per_second = len(during) / OUTAGE_S
     assert len(during) <= 4 * OUTAGE_S, f"{len(during)} requests during a {OUTAGE_S} s outage: {during}"

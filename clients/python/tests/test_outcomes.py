@@ -293,6 +293,32 @@ def test_cancelling_a_running_job_sets_ctx_cancelled(server: Server) -> None:
     assert drove.get(box["id"])["state"] == "cancelled"
 
 
+def test_a_handler_that_ignores_its_cancellation_is_reported_stuck(server: Server) -> None:
+    drove = server.drove
+    started, may_return = threading.Event(), threading.Event()
+    stuck: List[Any] = []
+
+    def handler(ctx: Any) -> Any:
+        started.set()
+        may_return.wait(LONG)  # ignores ctx.cancelled
+        return "late"
+
+    def on_event(e: Any) -> None:
+        if e.type == "stuck":
+            stuck.append(e)
+
+    with drove.worker("stuck", handler, lease_ms=1000, stuck_after_ms=200, on_event=on_event) as worker:
+        job = drove.submit("stuck", None)
+        wait_event(started, "the handler to start")
+        drove.cancel(job["id"])
+        until(lambda: stuck, "the stuck handler to be reported")
+        assert worker.running == 1, "a stuck handler keeps its slot"
+        may_return.set()
+    assert isinstance(stuck[0].error, JobCancelled) and stuck[0].ms >= 200
+    assert stuck[0].job["id"] == job["id"]
+    assert drove.get(job["id"])["state"] == "succeeded", "a handler that completes anyway records the success"
+
+
 def test_a_job_past_its_timeout_is_told_and_fails_with_kind_timeout(server: Server) -> None:
     drove = server.drove
     reasons: List[Any] = []

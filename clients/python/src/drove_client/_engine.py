@@ -84,10 +84,14 @@ class WorkerEvent:
     - ``refused``: the server refused the end of the run (``error``: the lease was lost, another
       run owns the job now, or it timed out); nothing was changed;
     - ``error``: a request failed (``error``); the worker keeps trying;
+    - ``offline``: the server stopped answering (``error``: the first failure); requests wait;
+    - ``online``: the server answers again (``ms``: how long it did not);
+    - ``stuck``: a handler still runs ``stuck_after_ms`` after it was told to stop (``error``:
+      why it was told, ``ms``: since when); it keeps its slot until it returns;
     - ``stopped``: the worker stopped for good (``error``: a 401/403), or closed (no error).
     """
 
-    __slots__ = ("type", "job", "state", "kind", "error", "result")
+    __slots__ = ("type", "job", "state", "kind", "error", "result", "ms")
 
     def __init__(
         self,
@@ -98,6 +102,7 @@ class WorkerEvent:
         kind: Optional[str] = None,
         error: Optional[BaseException] = None,
         result: Any = None,
+        ms: Optional[int] = None,
     ) -> None:
         self.type = type
         self.job = job
@@ -105,6 +110,7 @@ class WorkerEvent:
         self.kind = kind
         self.error = error
         self.result = result
+        self.ms = ms
 
     def __repr__(self) -> str:
         job = self.job.get("id") if self.job else None
@@ -116,14 +122,18 @@ class Gate:
     504, 429) closes the gate; one probe (``GET /readyz``) then tries, with capped exponential
     backoff and jitter, until the server answers, and opens it again. Everything else waits."""
 
-    def __init__(self, http: AsyncHTTP, queue: str) -> None:
+    def __init__(self, http: AsyncHTTP, queue: str, emit: Callable[[WorkerEvent], None]) -> None:
         self.http = http
         self.queue = queue
+        self.emit = emit
         self.online = asyncio.Event()
         self.online.set()
         self.loop = asyncio.get_running_loop()
-        self.backoff = Backoff(0.2, 2.0)
+        # As the Node client: about 0.1 s, 0.2 s, 0.4 s... up to 1 s between probes, so a lease
+        # of a few seconds survives a short outage and a long one costs about a request a second.
+        self.backoff = Backoff(0.1, 1.0)
         self.online_since = self.loop.time()
+        self.offline_since = 0.0
         self.probe: Optional["asyncio.Task[None]"] = None
         self.closed = False
 
@@ -134,7 +144,9 @@ class Gate:
         # A gate that flaps (open, then shut again at once) keeps backing off.
         if self.loop.time() - self.online_since > 10.0:
             self.backoff.reset()
+        self.offline_since = self.loop.time()
         log.warning("drove worker %s: the server does not answer (%s); holding requests until it does", self.queue, err)
+        self.emit(WorkerEvent("offline", error=err))
         self.probe = asyncio.ensure_future(self._probe())
 
     async def _probe(self) -> None:
@@ -152,7 +164,9 @@ class Gate:
         self.online_since = self.loop.time()
         self.online.set()
         if not self.closed:
-            log.warning("drove worker %s: the server answers again", self.queue)
+            ms = int((self.online_since - self.offline_since) * 1000)
+            log.warning("drove worker %s: the server answers again (after %d ms)", self.queue, ms)
+            self.emit(WorkerEvent("online", ms=ms))
 
     async def wait(self, timeout: Optional[float] = None) -> bool:
         if self.online.is_set():
@@ -300,11 +314,20 @@ class Run:
         if self.reason is not None:
             return
         self.reason = reason
+        if not self.handler_done and self.engine.stuck_after_s > 0:
+            self.loop.call_later(self.engine.stuck_after_s, self._stuck, self.loop.time())
         for listener in self.listeners:
             try:
                 listener(reason)
             except Exception:  # a listener must not break the worker
                 log.exception("drove worker: a cancellation listener failed")
+
+    def _stuck(self, told_at: float) -> None:
+        if self.handler_done or self.released:
+            return
+        ms = int((self.loop.time() - told_at) * 1000)
+        log.warning("drove worker %s: the handler of job %s still runs %d ms after it was told to stop (%s)", self.engine.queue, self.id, ms, self.reason)
+        self.engine.emit(WorkerEvent("stuck", self.job, error=self.reason, ms=ms))
 
     def handler_settled(self) -> None:
         self.handler_done = True
@@ -714,6 +737,7 @@ class Engine:
         batch_finish: bool,
         classify: Optional[Classifier],
         on_event: Optional[Callable[[WorkerEvent], None]],
+        stuck_after_ms: int = 10_000,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.http = http
@@ -727,7 +751,8 @@ class Engine:
         self.progress_interval_s = max(0.0, progress_interval_ms / 1000.0)
         self.classify = classify
         self.on_event = on_event
-        self.gate = Gate(http, queue)
+        self.stuck_after_s = max(0.0, stuck_after_ms / 1000.0)
+        self.gate = Gate(http, queue, self.emit)
         self.finisher = Finisher(self, 2, batch_finish)
         self.transient_supported = True
         #: Runs whose handler has not returned yet (these hold slots). A set, not a map by job
@@ -787,7 +812,9 @@ class Engine:
         self.stopped_for_good = True
         log.error("drove worker %s stops: the server refused its credentials (%s)", self.queue, err)
         for run in list(self.handling):
-            run.abort(err)
+            stop = WorkerClosed(f"the worker stopped: {err}")
+            stop.__cause__ = err
+            run.abort(stop)
         for run in list(self.live):
             run.lose_lease(LeaseLost(run.id, f"job {run.id}: the worker stopped ({err.message})", err.status))
         self.close(0.0)

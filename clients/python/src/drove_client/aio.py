@@ -289,6 +289,7 @@ class AsyncDrove:
         batch_finish: bool = True,
         classify: Optional[Classifier] = None,
         on_event: Optional[Callable[[WorkerEvent], None]] = None,
+        stuck_after_ms: int = 10_000,
     ) -> AsyncWorker:
         """Starts a worker on the running event loop and returns it at once (call it from async
         code). ``async def`` handlers run as tasks (``concurrency`` at once) with an
@@ -307,6 +308,7 @@ class AsyncDrove:
             batch_finish=batch_finish,
             classify=classify,
             on_event=on_event,
+            stuck_after_ms=stuck_after_ms,
         )
 
     # ---- waiting

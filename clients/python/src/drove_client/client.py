@@ -325,6 +325,7 @@ class Drove:
         batch_finish: bool = True,
         classify: Optional[Classifier] = None,
         on_event: Optional[Callable[[WorkerEvent], None]] = None,
+        stuck_after_ms: int = 10_000,
     ) -> Worker:
         """Starts a worker on ``queue`` and returns it at once, running. ``handler(ctx)`` gets
         a :class:`JobContext` (or, if it is ``async def``, an :class:`AsyncJobContext`) and
@@ -335,8 +336,10 @@ class Drove:
         asked for (default: the queue's, 10 s); heartbeats go every third of it. ``poll_ms``:
         the longest claim long poll. ``grace_ms``: how long ``close()`` lets handlers finish.
         ``classify(exc)``: overrides how an exception is classified (see
-        :func:`default_classify`). ``on_event(event)``: told of every run's end (called on
-        the worker's loop thread: keep it quick)."""
+        :func:`default_classify`). ``on_event(event)``: told of every run's end, of outages
+        and of stuck handlers (called on the worker's loop thread: keep it quick).
+        ``stuck_after_ms``: a handler still running this long after it was told to stop is
+        reported (``stuck`` event and a warning; 0: never)."""
 
         def make_http() -> AsyncHTTP:
             client = self._worker_http_client() if self._worker_http_client is not None else None
@@ -355,6 +358,7 @@ class Drove:
             batch_finish=batch_finish,
             classify=classify,
             on_event=on_event,
+            stuck_after_ms=stuck_after_ms,
         )
 
     # ---- waiting

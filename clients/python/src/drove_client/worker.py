@@ -262,6 +262,7 @@ class Worker:
         batch_finish: bool = True,
         classify: Optional[Classifier] = None,
         on_event: Optional[Callable[[WorkerEvent], None]] = None,
+        stuck_after_ms: int = 10_000,
     ) -> None:
         _check(queue, handler)
         self.queue = queue
@@ -276,6 +277,7 @@ class Worker:
             batch_finish=batch_finish,
             classify=classify,
             on_event=on_event,
+            stuck_after_ms=stuck_after_ms,
         )
         self._make_http = make_http
         self._pool = _ThreadPool(max(1, int(concurrency)), f"drove-{queue}")
@@ -386,6 +388,7 @@ class AsyncWorker:
         batch_finish: bool = True,
         classify: Optional[Classifier] = None,
         on_event: Optional[Callable[[WorkerEvent], None]] = None,
+        stuck_after_ms: int = 10_000,
     ) -> None:
         _check(queue, handler)
         try:
@@ -408,6 +411,7 @@ class AsyncWorker:
             batch_finish=batch_finish,
             classify=classify,
             on_event=on_event,
+            stuck_after_ms=stuck_after_ms,
         )
         self._engine.start()
 
