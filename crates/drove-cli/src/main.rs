@@ -33,6 +33,22 @@ enum Command {
     /// An HTTP worker for benchmarks (W5 kills it).
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
+    /// Runs one job's command so that none of its descendants outlives it (used by `drove
+    /// worker`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(clap::Args)]
+struct SuperviseArgs {
+    /// The worker's pid.
+    #[arg(long)]
+    parent: i32,
+    /// Between SIGTERM and SIGKILL.
+    #[arg(long)]
+    grace_ms: u64,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 fn init_logs() {
@@ -51,6 +67,15 @@ fn init_logs() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Supervise(a) = &cli.command {
+        // Synchronous, no runtime and no logging: its stdio is the job's.
+        let code = drove_worker::supervise::supervise(
+            &a.command,
+            a.parent,
+            std::time::Duration::from_millis(a.grace_ms),
+        );
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     init_logs();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -70,6 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::BenchWorker(a) => cmd::bench::worker(a).await,
+            Command::Supervise(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

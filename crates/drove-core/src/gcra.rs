@@ -19,35 +19,54 @@ pub struct Grant {
     pub next_at_us: Option<i64>,
 }
 
-/// Emission interval in µs, rounded up so that rounding never lets more through than the limit.
+/// Emission interval in µs, rounded up so that rounding never lets more through than the limit,
+/// and never below 1 µs (so a huge `limit` cannot make it 0). Computed in `i128`: no value a
+/// client can set overflows it.
 pub fn emission_us(rate: &RateLimit) -> i64 {
-    let period_us = rate.period_ms.max(1).saturating_mul(1_000);
-    let limit = rate.limit.max(1);
-    (period_us + limit - 1) / limit
+    let period_us = i128::from(rate.period_ms.max(1)) * 1_000;
+    let limit = i128::from(rate.limit.max(1));
+    clamp((period_us + limit - 1) / limit).max(1)
+}
+
+/// Saturates an `i128` into `i64`.
+fn clamp(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The tolerance `tau = (burst - 1) * T`, in `i128`.
+fn tolerance(rate: &RateLimit, t: i128) -> i128 {
+    i128::from(rate.burst_or_default().max(1) - 1) * t
 }
 
 /// Asks the scope whose stored TAT is `tat_us` (None: never used) for up to `want` starts.
+///
+/// Every intermediate value is an `i128` (the widest product is `i64 * i64`), and the results
+/// saturate into `i64`, so no setting, stored value or clock can overflow or divide by zero.
 pub fn take(rate: &RateLimit, tat_us: Option<i64>, now_us: i64, want: i64) -> Grant {
-    let t = emission_us(rate);
-    let tau = (rate.burst_or_default().max(1) - 1).saturating_mul(t);
-    let tat0 = tat_us.unwrap_or(now_us).max(now_us);
-    let allowed = if now_us.saturating_add(tau) >= tat0 { (now_us + tau - tat0) / t + 1 } else { 0 };
-    let granted = allowed.min(want.max(0));
+    let t = i128::from(emission_us(rate));
+    let tau = tolerance(rate, t);
+    let now = i128::from(now_us);
+    let tat0 = i128::from(tat_us.unwrap_or(now_us)).max(now);
+    let allowed = if now + tau >= tat0 { (now + tau - tat0) / t + 1 } else { 0 };
+    let granted = allowed.min(i128::from(want.max(0)));
     let tat_new = tat0 + granted * t;
     let next_at = tat_new - tau;
     Grant {
-        granted,
-        tat_us: if granted > 0 { tat_new } else { tat_us.unwrap_or(now_us) },
-        next_at_us: if next_at > now_us || granted < want { Some(next_at.max(now_us)) } else { None },
+        granted: clamp(granted),
+        tat_us: if granted > 0 { clamp(tat_new) } else { tat_us.unwrap_or(now_us) },
+        next_at_us: if next_at > now || granted < i128::from(want) {
+            Some(clamp(next_at.max(now)))
+        } else {
+            None
+        },
     }
 }
 
 /// Holds a scope until `until_us` (a throttled outcome's retry-after): no start before then.
 pub fn hold_until(rate: &RateLimit, tat_us: Option<i64>, until_us: i64) -> i64 {
-    let t = emission_us(rate);
-    let tau = (rate.burst_or_default().max(1) - 1).saturating_mul(t);
+    let tau = tolerance(rate, i128::from(emission_us(rate)));
     // The next start is allowed when TAT - tau <= now, so TAT = until + tau holds it until then.
-    tat_us.unwrap_or(i64::MIN).max(until_us.saturating_add(tau))
+    tat_us.unwrap_or(i64::MIN).max(clamp(i128::from(until_us) + tau))
 }
 
 #[cfg(test)]
@@ -109,6 +128,34 @@ mod tests {
         let tat = hold_until(&r, None, 5_000_000);
         assert_eq!(take(&r, Some(tat), 4_999_000, 1).granted, 0);
         assert_eq!(take(&r, Some(tat), 5_000_000, 1).granted, 1);
+    }
+
+    #[test]
+    fn extreme_settings_never_overflow_or_divide_by_zero() {
+        let extremes = [1, 2, 1_000, i64::MAX / 2, i64::MAX - 1, i64::MAX];
+        let times = [0, 1, 1_700_000_000_000_000, i64::MAX / 2, i64::MAX];
+        for &limit in &extremes {
+            for &period_ms in &extremes {
+                for burst in [None, Some(1), Some(i64::MAX)] {
+                    let r = rate(limit, period_ms, burst);
+                    assert!(emission_us(&r) >= 1);
+                    for &now in &times {
+                        for tat in [None, Some(0), Some(now), Some(i64::MAX)] {
+                            for want in [0, 1, 1_000, i64::MAX] {
+                                let g = take(&r, tat, now, want);
+                                assert!((0..=want).contains(&g.granted));
+                            }
+                            hold_until(&r, tat, now);
+                        }
+                    }
+                }
+            }
+        }
+        // The setting of the report: one start per µs at most, and the scope keeps working.
+        let r = rate(i64::MAX, 1, None);
+        let g = take(&r, None, 1_000_000, 5);
+        assert_eq!(g.granted, 1);
+        assert_eq!(take(&r, Some(g.tat_us), 1_000_001, 5).granted, 1);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::name::check_queue_name;
-use crate::validation::{ValidationError, at_least, within};
+use crate::validation::{MAX_COUNT, MAX_DURATION_MS, ValidationError, count, duration_ms, within};
 
 /// Attempts a job gets when neither the submit nor its queue says.
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 20;
@@ -31,10 +31,10 @@ impl RateLimit {
     }
 
     fn validate(&self, field: &str) -> Result<(), ValidationError> {
-        at_least(&format!("{field}.limit"), self.limit, 1)?;
-        at_least(&format!("{field}.period_ms"), self.period_ms, 1)?;
+        count(&format!("{field}.limit"), self.limit, 1)?;
+        duration_ms(&format!("{field}.period_ms"), self.period_ms, 1)?;
         if let Some(b) = self.burst {
-            at_least(&format!("{field}.burst"), b, 1)?;
+            count(&format!("{field}.burst"), b, 1)?;
         }
         Ok(())
     }
@@ -50,8 +50,8 @@ pub struct Adaptive {
 
 impl Adaptive {
     fn validate(&self, field: &str) -> Result<(), ValidationError> {
-        at_least(&format!("{field}.min"), self.min, 1)?;
-        at_least(&format!("{field}.max"), self.max, self.min)?;
+        count(&format!("{field}.min"), self.min, 1)?;
+        within(&format!("{field}.max"), self.max, self.min, MAX_COUNT)?;
         Ok(())
     }
 }
@@ -175,10 +175,10 @@ impl QueuePatch {
     /// Checks every value the patch sets (API.md "Numbers").
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(Some(v)) = self.concurrency {
-            at_least("concurrency", v, 1)?;
+            count("concurrency", v, 1)?;
         }
         if let Some(Some(v)) = self.group_concurrency {
-            at_least("group_concurrency", v, 1)?;
+            count("group_concurrency", v, 1)?;
         }
         if let Some(Some(r)) = &self.rate {
             r.validate("rate")?;
@@ -193,20 +193,20 @@ impl QueuePatch {
             check_queue_name("pool", p)?;
         }
         if let Some(Some(v)) = self.max_attempts {
-            at_least("max_attempts", v, 1)?;
+            count("max_attempts", v, 1)?;
         }
         if let Some(Some(b)) = &self.backoff {
-            at_least("backoff.base_ms", b.base_ms, 0)?;
-            at_least("backoff.max_ms", b.max_ms, b.base_ms)?;
+            duration_ms("backoff.base_ms", b.base_ms, 0)?;
+            within("backoff.max_ms", b.max_ms, b.base_ms, MAX_DURATION_MS)?;
         }
         if let Some(Some(v)) = self.timeout_ms {
-            at_least("timeout_ms", v, 1)?;
+            duration_ms("timeout_ms", v, 1)?;
         }
         if let Some(Some(v)) = self.lease_ms {
             within("lease_ms", v, MIN_LEASE_MS, MAX_LEASE_MS)?;
         }
         if let Some(Some(v)) = self.reuse_for_ms {
-            at_least("reuse_for_ms", v, 0)?;
+            duration_ms("reuse_for_ms", v, 0)?;
         }
         Ok(())
     }
@@ -254,7 +254,7 @@ pub struct PoolPatch {
 impl PoolPatch {
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(Some(v)) = self.concurrency {
-            at_least("concurrency", v, 1)?;
+            count("concurrency", v, 1)?;
         }
         if let Some(Some(a)) = &self.adaptive {
             a.validate("adaptive")?;

@@ -90,8 +90,10 @@ impl Limiter {
         let mut scopes: HashMap<LimitScope, Scope> = HashMap::new();
         let shutdown = self.engine.shutdown_token().clone();
         loop {
-            if let Err(e) = self.tick(&mut scopes).await {
-                tracing::warn!(error = %e, "limit service: store error");
+            match crate::services::unless_shutdown(&shutdown, self.tick(&mut scopes)).await {
+                None => return,
+                Some(Err(e)) => tracing::warn!(error = %e, "limit service: store error"),
+                Some(Ok(())) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -37,6 +37,19 @@ async fn pause_after(e: &StoreError, service: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+/// Runs `step` unless shutdown comes first (`None`): a store that hangs or keeps failing, and
+/// the pauses between tries, never keep a node from stopping.
+pub(crate) async fn unless_shutdown<T>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        out = step => Some(out),
+    }
+}
+
 /// Moves scheduled jobs whose `run_at` has come to queued.
 pub struct Promoter {
     pub engine: Engine,
@@ -62,10 +75,14 @@ impl Promoter {
         let cap = self.engine.config().max_idle;
         loop {
             let now = Millis::now();
-            let next = match Self::tick(&**store, now).await.and(store.next_due().await) {
-                Ok((next, _)) => next,
-                Err(e) => {
-                    pause_after(&e, "promoter").await;
+            let step = async { Self::tick(&**store, now).await.and(store.next_due().await) };
+            let next = match unless_shutdown(shutdown, step).await {
+                None => return,
+                Some(Ok((next, _))) => next,
+                Some(Err(e)) => {
+                    if unless_shutdown(shutdown, pause_after(&e, "promoter")).await.is_none() {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -109,15 +126,21 @@ impl Reaper {
         let cap = self.engine.config().max_idle;
         loop {
             let now = Millis::now();
-            let reaped = Self::tick(&**store, now).await;
-            if let Ok(n @ 1..) = reaped {
-                metrics::counter!("drove_runs_reaped_total").increment(n as u64);
-                tracing::info!(runs = n, "reaped runs whose lease or deadline passed");
-            }
-            let next = match reaped.and(store.next_due().await) {
-                Ok((_, next)) => next,
-                Err(e) => {
-                    pause_after(&e, "reaper").await;
+            let step = async {
+                let reaped = Self::tick(&**store, now).await;
+                if let Ok(n @ 1..) = reaped {
+                    metrics::counter!("drove_runs_reaped_total").increment(n as u64);
+                    tracing::info!(runs = n, "reaped runs whose lease or deadline passed");
+                }
+                reaped.and(store.next_due().await)
+            };
+            let next = match unless_shutdown(shutdown, step).await {
+                None => return,
+                Some(Ok((_, next))) => next,
+                Some(Err(e)) => {
+                    if unless_shutdown(shutdown, pause_after(&e, "reaper")).await.is_none() {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -155,10 +178,15 @@ impl Pruner {
         let shutdown = self.engine.shutdown_token();
         let config = self.engine.config().clone();
         loop {
-            match Self::tick(&**store, Millis::now(), config.retention).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
-                Err(e) => pause_after(&e, "pruner").await,
+            match unless_shutdown(shutdown, Self::tick(&**store, Millis::now(), config.retention)).await {
+                None => return,
+                Some(Ok(0)) => {}
+                Some(Ok(n)) => tracing::info!(jobs = n, "pruned finished jobs"),
+                Some(Err(e)) => {
+                    if unless_shutdown(shutdown, pause_after(&e, "pruner")).await.is_none() {
+                        return;
+                    }
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

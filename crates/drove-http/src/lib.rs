@@ -10,7 +10,9 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod wire;
 
 use std::sync::Arc;
@@ -37,6 +39,58 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// Largest body of the batch endpoints.
     pub max_batch_body: usize,
+    /// Which `Host` headers a server without a token answers (DNS rebinding).
+    pub hosts: HostPolicy,
+    /// The longest any long poll is held (`?wait=`, a claim's `wait_ms`; default 60 s, the
+    /// API's maximum). Lower it behind a proxy that cuts idle requests sooner: longer waits are
+    /// answered when this runs out, as when the asked wait runs out (202, an empty claim).
+    pub max_wait: std::time::Duration,
+    /// A request body that sends nothing for this long is cut off (408), so a client that
+    /// trickles a body cannot hold a connection for ever (default 30 s).
+    pub body_stall: std::time::Duration,
+}
+
+/// The `Host` names a server without a token answers. Without a token, anything that can reach
+/// the port may use the API; a web page can reach a loopback port too, by rebinding its own
+/// DNS name to 127.0.0.1 (then its requests are same-origin to the browser). Such requests
+/// carry the attacker's name in `Host`, so a tokenless server answers only requests addressed
+/// to it by a loopback name, an IP literal it listens on, or a name it was told to accept.
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// Names accepted besides `localhost` (and `*.localhost`) and loopback IPs.
+    pub names: Vec<String>,
+    /// Accept any IP literal (the server listens on every address).
+    pub any_ip: bool,
+    /// IP literals accepted besides loopback (the address the server listens on).
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl HostPolicy {
+    /// Whether a request with this `Host` (absent: not a browser, accepted) may be answered.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return true };
+        let name = strip_port(host).to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return ip.is_loopback() || self.any_ip || self.ips.contains(&ip);
+        }
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `host:port`, `[v6]:port`, `[v6]` or `host` -> the host part.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().map_or(host, |h| &host[..h.len() + 2]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
 }
 
 impl HttpConfig {
@@ -46,6 +100,9 @@ impl HttpConfig {
             token: None,
             max_body: max_payload + (64 << 10),
             max_batch_body: (max_payload + (64 << 10)).max(32 << 20),
+            hosts: HostPolicy::default(),
+            max_wait: std::time::Duration::from_secs(60),
+            body_stall: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -94,14 +151,15 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The OpenAPI document (also served at `/v1/openapi.json`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
+pub fn openapi() -> serde_json::Value {
+    openapi::complete(serde_json::to_value(api().1).unwrap_or_default())
 }
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let (routes, doc) = api();
-    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    let doc = openapi::complete(serde_json::to_value(doc).unwrap_or_default());
+    let doc = Arc::new(doc.to_string());
     routes
         .route(
             "/v1/openapi.json",
@@ -143,6 +201,19 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
     if !req.method().is_safe() && dashboard::auth::cross_origin(req.headers()) {
         return dashboard::auth::refuse_cross_origin(path);
     }
+    if st.config.token.is_none() {
+        let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+        if !st.config.hosts.allows(host) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                "this server has no token and answers only requests addressed to it by a loopback \
+                 name or an address it listens on (a guard against DNS rebinding); set a token, or \
+                 name the host with --allowed-host",
+            )
+            .into_response();
+        }
+    }
     if let Some(token) = &st.config.token {
         let open = path == "/healthz" || path == "/readyz" || dashboard::auth::is_public(path);
         let allowed = open
@@ -153,4 +224,42 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenless_servers_answer_loopback_hosts_only() {
+        let p = HostPolicy::default();
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("localhost:7070"),
+            Some("127.0.0.1:7070"),
+            Some("[::1]:7070"),
+            Some("[::1]"),
+            Some("app.localhost:80"),
+            Some("LOCALHOST."),
+            Some("127.1.2.3"),
+        ] {
+            assert!(p.allows(ok), "{ok:?}");
+        }
+        // A rebound name passes the browser's Origin check but not this one.
+        for bad in [
+            Some("evil.example:7070"),
+            Some("evil.example"),
+            Some("10.0.0.5:7070"),
+            Some("localhost.evil.example"),
+            Some(""),
+        ] {
+            assert!(!p.allows(bad), "{bad:?}");
+        }
+        let named = HostPolicy { names: vec!["jobs.internal".into()], ..Default::default() };
+        assert!(named.allows(Some("jobs.internal:7070")));
+        let all = HostPolicy { any_ip: true, ..Default::default() };
+        assert!(all.allows(Some("10.0.0.5:7070")));
+        assert!(!all.allows(Some("evil.example")));
+    }
 }

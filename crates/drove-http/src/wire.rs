@@ -3,7 +3,7 @@
 
 use drove_core::name::{check_label, check_queue_name};
 use drove_core::queue::MAX_LEASE_MS;
-use drove_core::validation::{at_least, within};
+use drove_core::validation::{count, duration_ms, within};
 use drove_core::{FailKind, Job, LeaseToken, Millis, OnConflict, Progress, RawJson};
 use drove_store::{Finish, NewJob, Outcome};
 use serde::{Deserialize, Serialize};
@@ -26,31 +26,43 @@ pub enum OnConflictWire {
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// `[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}`
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
     pub queue: String,
-    /// Any JSON (default `null`).
+    /// Any JSON (default `null`), nested at most 64 deep.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub payload: Option<RawJson>,
+    /// 1 to 128 bytes of printable UTF-8.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub kind: Option<String>,
-    /// One active job per key and queue.
+    /// One active job per key and queue. 1 to 128 bytes of printable UTF-8.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub key: Option<String>,
+    /// 1 to 128 bytes of printable UTF-8.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub group: Option<String>,
     /// Larger runs first (default 0).
     #[serde(default)]
     pub priority: Option<i64>,
     /// RFC 3339; not with `delay_ms`.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
+    /// Not with `run_at`.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub delay_ms: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_attempts: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
     pub timeout_ms: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub reuse_for_ms: Option<i64>,
     #[serde(default)]
     pub on_conflict: Option<OnConflictWire>,
@@ -80,17 +92,17 @@ impl SubmitBody {
                 Millis::parse_rfc3339(&text)
                     .ok_or_else(|| ApiError::invalid("run_at", "must be an RFC 3339 timestamp"))?,
             ),
-            (None, Some(ms)) => Some(now.plus_ms(at_least("delay_ms", ms, 0)?)),
+            (None, Some(ms)) => Some(now.plus_ms(duration_ms("delay_ms", ms, 0)?)),
             (None, None) => None,
         };
         if let Some(n) = self.max_attempts {
-            at_least("max_attempts", n, 1)?;
+            count("max_attempts", n, 1)?;
         }
         if let Some(n) = self.timeout_ms {
-            at_least("timeout_ms", n, 1)?;
+            duration_ms("timeout_ms", n, 1)?;
         }
         if let Some(n) = self.reuse_for_ms {
-            at_least("reuse_for_ms", n, 0)?;
+            duration_ms("reuse_for_ms", n, 0)?;
         }
         Ok(NewJob {
             queue: self.queue,
@@ -117,6 +129,7 @@ impl SubmitBody {
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     /// 1 to 1,000 jobs.
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<SubmitBody>,
 }
 
@@ -143,15 +156,19 @@ impl LeaseWire {
 pub struct ClaimBody {
     /// Names the claimer (shown on running jobs); default `anonymous`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     pub worker: Option<String>,
     /// 1 to 1,000 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: Option<i64>,
     /// Long-poll up to this long when nothing may start (0 to 60,000; default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60000)]
     pub wait_ms: Option<i64>,
     /// 1,000 to 86,400,000 (default: the queue's, 10 s).
     #[serde(default)]
+    #[schema(minimum = 1000, maximum = 86_400_000)]
     pub lease_ms: Option<i64>,
 }
 
@@ -167,7 +184,9 @@ pub struct ProgressWire {
     pub done: i64,
     #[serde(default)]
     pub total: Option<i64>,
+    /// At most 1,024 bytes.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub message: Option<String>,
 }
 
@@ -179,11 +198,13 @@ pub struct HeartbeatBody {
     pub lease: LeaseWire,
     #[serde(default)]
     pub progress: Option<ProgressWire>,
-    /// Durable once this heartbeat is answered.
+    /// Any JSON; durable once this heartbeat is answered.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub checkpoint: Option<RawJson>,
+    /// Extend the lease to this long from now (1,000 to 86,400,000; default: as claimed).
     #[serde(default)]
+    #[schema(minimum = 1000, maximum = 86_400_000)]
     pub lease_ms: Option<i64>,
 }
 
@@ -199,8 +220,9 @@ impl HeartbeatBody {
 pub struct CompleteBody {
     #[schema(value_type = String)]
     pub lease: LeaseWire,
+    /// Any JSON.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub result: Option<RawJson>,
     /// A success that left some items undone.
     #[serde(default)]
@@ -231,7 +253,9 @@ impl From<FailKindWire> for FailKind {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailError {
+    /// At most 65,536 bytes.
     #[serde(default)]
+    #[schema(max_length = 65536)]
     pub message: String,
     #[serde(default)]
     pub kind: Option<FailKindWire>,
@@ -246,6 +270,7 @@ pub struct FailBody {
     pub error: FailError,
     /// Throttled and snooze: run again after this long (default 1 s).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub retry_after_ms: Option<i64>,
 }
 
@@ -266,14 +291,16 @@ pub struct FinishEntry {
     pub id: String,
     #[schema(value_type = String)]
     pub lease: LeaseWire,
+    /// Any JSON.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub result: Option<RawJson>,
     #[serde(default)]
     pub partial: Option<bool>,
     #[serde(default)]
     pub error: Option<FailError>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub retry_after_ms: Option<i64>,
     #[serde(default)]
     pub release: Option<bool>,
@@ -284,6 +311,7 @@ pub struct FinishEntry {
 #[serde(deny_unknown_fields)]
 pub struct FinishBody {
     /// 1 to 1,000 entries.
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<FinishEntry>,
 }
 
@@ -359,7 +387,8 @@ pub struct JobDoc {
     pub id: String,
     pub queue: String,
     pub kind: Option<String>,
-    #[schema(value_type = Object)]
+    /// Any JSON.
+    #[schema(value_type = Value)]
     pub payload: (),
     pub key: Option<String>,
     pub group: Option<String>,
@@ -373,9 +402,11 @@ pub struct JobDoc {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub progress: Option<ProgressDoc>,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON, or null.
+    #[schema(value_type = Value)]
     pub checkpoint: (),
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON, or null.
+    #[schema(value_type = Value)]
     pub result: (),
     pub error: Option<ErrorDoc>,
     /// Every run that ended in an error, oldest first (the newest 25 are kept).
@@ -420,8 +451,7 @@ pub struct CountsDoc {
 #[allow(dead_code)]
 pub struct QueueDoc {
     pub name: String,
-    #[schema(value_type = Object)]
-    pub config: (),
+    pub config: QueueSettingsDoc,
     pub counts: CountsDoc,
     pub limit_now: Option<i64>,
     pub held_until: Option<String>,
@@ -437,8 +467,7 @@ pub struct QueueListDoc {
 #[allow(dead_code)]
 pub struct PoolDoc {
     pub name: String,
-    #[schema(value_type = Object)]
-    pub config: (),
+    pub config: PoolSettingsDoc,
     pub limit_now: Option<i64>,
     /// With `adaptive`, while online work is about: running jobs allowed before offline queues
     /// wait (the downstream's capacity estimate); online queues may use all of `limit_now`.
@@ -474,13 +503,110 @@ pub struct FinishListDoc {
 pub struct FinishResultDoc {
     pub id: String,
     pub state: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ErrorBodyInnerDoc>)]
     pub error: (),
+}
+
+/// Every error answer: `{"error": {code, message, field?}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBodyDoc {
+    pub error: ErrorBodyInnerDoc,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct ErrorBodyDoc {
-    #[schema(value_type = Object)]
-    pub error: (),
+pub struct ErrorBodyInnerDoc {
+    /// snake_case: malformed_request, invalid_value, not_found, key_conflict, wrong_state,
+    /// lease_lost, payload_too_large, unsupported_media_type, request_timeout, unauthorized,
+    /// cross_origin, host_not_allowed, method_not_allowed, store_unavailable, internal, ...
+    pub code: String,
+    pub message: String,
+    /// The field at fault, as the client wrote it (`jobs[3].key`), for 413 and 422.
+    pub field: Option<String>,
+}
+
+// ---- queue and pool settings (the bodies of PUT /v1/queues/NAME and /v1/pools/NAME, and the
+// `config` of a queue or pool; parsed by drove_core's QueuePatch / PoolPatch)
+
+/// A rate limit: `limit` starts per `period_ms`, up to `burst` at once after a quiet spell.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RateDoc {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub limit: i64,
+    #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
+    pub period_ms: i64,
+    /// Default 1.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub burst: Option<i64>,
+}
+
+/// Bounds of an adaptive concurrency limit (`max` at least `min`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdaptiveDoc {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub min: i64,
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub max: i64,
+}
+
+/// Retry backoff: full jitter over `base_ms * 2^(attempt-1)`, capped at `max_ms` (at least
+/// `base_ms`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BackoffDoc {
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub base_ms: i64,
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub max_ms: i64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum LaneDoc {
+    Online,
+    Offline,
+}
+
+/// A queue's settings. In a PUT every field is optional: absent keeps the setting, `null`
+/// clears it (its default applies), a value sets it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct QueueSettingsDoc {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub concurrency: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub group_concurrency: Option<i64>,
+    pub rate: Option<RateDoc>,
+    pub group_rate: Option<RateDoc>,
+    pub adaptive: Option<AdaptiveDoc>,
+    /// A pool name (same pattern as a queue name).
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+    pub pool: Option<String>,
+    pub lane: Option<LaneDoc>,
+    pub paused: Option<bool>,
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub max_attempts: Option<i64>,
+    pub backoff: Option<BackoffDoc>,
+    #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
+    pub timeout_ms: Option<i64>,
+    #[schema(minimum = 1000, maximum = 86_400_000)]
+    pub lease_ms: Option<i64>,
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub reuse_for_ms: Option<i64>,
+}
+
+/// A pool's settings (absent keeps, `null` clears, a value sets).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PoolSettingsDoc {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub concurrency: Option<i64>,
+    pub adaptive: Option<AdaptiveDoc>,
+    /// 0 to 1 (default 0.1).
+    #[schema(minimum = 0, maximum = 1)]
+    pub offline_min_share: Option<f64>,
 }

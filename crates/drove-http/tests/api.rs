@@ -553,3 +553,173 @@ fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
     }
     out
 }
+
+// ---- issue 13: no input can take a node down --------------------------------------------
+
+#[tokio::test]
+async fn rates_too_large_to_compute_are_refused_and_the_largest_allowed_keep_working() {
+    let a = api();
+    // The report's setting: the GCRA interval overflowed and a division by zero killed the writer.
+    for field in ["rate", "group_rate"] {
+        let body = json!({ field: {"limit": 9_223_372_036_854_775_807_i64, "period_ms": 1} });
+        let (s, v) = a.call(Method::PUT, "/v1/queues/q", Some(body)).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], format!("{field}.limit"));
+    }
+    for (body, field) in [
+        (json!({"rate": {"limit": 1, "period_ms": i64::MAX}}), "rate.period_ms"),
+        (json!({"rate": {"limit": 1, "period_ms": 1000, "burst": i64::MAX}}), "rate.burst"),
+        (json!({"timeout_ms": i64::MAX}), "timeout_ms"),
+        (json!({"backoff": {"base_ms": 1, "max_ms": i64::MAX}}), "backoff.max_ms"),
+        (json!({"concurrency": i64::MAX}), "concurrency"),
+    ] {
+        let (s, v) = a.call(Method::PUT, "/v1/queues/q", Some(body)).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+    for (body, field) in [
+        (json!({"queue": "q", "delay_ms": i64::MAX}), "delay_ms"),
+        (json!({"queue": "q", "timeout_ms": i64::MAX}), "timeout_ms"),
+        (json!({"queue": "q", "max_attempts": i64::MAX}), "max_attempts"),
+    ] {
+        let (s, v) = a.call(Method::POST, "/v1/jobs", Some(body)).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+    // The largest allowed rate, with a group rate too: claims work and so does every other queue.
+    let (s, _) = a
+        .call(
+            Method::PUT,
+            "/v1/queues/q",
+            Some(json!({"rate": {"limit": 1_000_000_000, "period_ms": 1, "burst": 1_000_000_000},
+                        "group_rate": {"limit": 1_000_000_000, "period_ms": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for g in ["a", "b", "c"] {
+        a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "q", "group": g}))).await;
+    }
+    let (s, v) = a.call(Method::POST, "/v1/queues/q/claim", Some(json!({"max": 10}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 3);
+    let (s, _) = a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "other"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = a.call(Method::GET, "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn json_no_reader_can_decode_is_refused_naming_the_field() {
+    let a = api();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let cases = [
+        (format!(r#"{{"queue":"q","payload":{deep}}}"#), "payload"),
+        (r#"{"queue":"q","payload":{"n":1e999}}"#.to_owned(), "payload"),
+        (r#"{"queue":"q","payload":"\ud800"}"#.to_owned(), "payload"),
+    ];
+    for (body, field) in cases {
+        let (s, v, _) = a.send(Method::POST, "/v1/jobs", Some(&body), None).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    // Results and checkpoints too.
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "w"}))).await;
+    let (_, c) = a.call(Method::POST, "/v1/queues/w/claim", Some(json!({}))).await;
+    let (id, lease) = (c["jobs"][0]["id"].as_str().unwrap().to_owned(), c["jobs"][0]["lease"].clone());
+    let hb = format!(r#"{{"lease":{lease},"checkpoint":{deep}}}"#);
+    let (s, v, _) = a.send(Method::POST, &format!("/v1/jobs/{id}/heartbeat"), Some(&hb), None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "checkpoint");
+    let done = format!(r#"{{"lease":{lease},"result":[1e999]}}"#);
+    let (s, v, _) = a.send(Method::POST, &format!("/v1/jobs/{id}/complete"), Some(&done), None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "result");
+    // Nothing was lost: the run is still there to complete.
+    let (s, _) =
+        a.call(Method::POST, &format!("/v1/jobs/{id}/complete"), Some(json!({"lease": lease}))).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn arrays_are_not_objects_and_bodies_must_be_json() {
+    let a = api();
+    for (body, field) in
+        [(r#"["q", null]"#, "body"), (r#"{"rate": [5, 1000]}"#, "rate"), (r#"{"jobs": [["q"]]}"#, "jobs[0]")]
+    {
+        let uri = if field == "rate" {
+            "/v1/queues/q"
+        } else if field == "body" {
+            "/v1/jobs"
+        } else {
+            "/v1/jobs/batch"
+        };
+        let method = if field == "rate" { Method::PUT } else { Method::POST };
+        let (s, v, _) = a.send(method, uri, Some(body), None).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let req = Request::post("/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(Body::from(r#"{"queue":"q"}"#))
+        .unwrap();
+    let resp = a.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // What curl -d and fetch send by default still works.
+    for ct in
+        ["application/json; charset=utf-8", "application/x-www-form-urlencoded", "text/plain;charset=UTF-8"]
+    {
+        let req = Request::post("/v1/jobs")
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(r#"{"queue":"q"}"#))
+            .unwrap();
+        assert_eq!(a.router.clone().oneshot(req).await.unwrap().status(), StatusCode::CREATED, "{ct}");
+    }
+}
+
+#[tokio::test]
+async fn wait_zero_means_no_wait() {
+    let a = api();
+    let (s, v, _) = a.send(Method::POST, "/v1/jobs?wait=0", Some(r#"{"queue":"z"}"#), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let (s, _, _) = a.send(Method::GET, &format!("/v1/jobs/{id}?wait=0ms"), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn names_no_queue_can_have_are_unknown_on_every_read_route() {
+    let a = api();
+    for uri in ["/v1/queues/a%00b", "/v1/pools/a%00b", "/v1/queues/%F0%9F%92%A9"] {
+        let (s, v, _) = a.send(Method::GET, uri, None, None).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    for (q, field) in [("queue=a%00b", "queue"), ("key=a%00b", "key"), ("group=a%00b", "group")] {
+        let (s, v, _) = a.send(Method::GET, &format!("/v1/jobs?{q}"), None, None).await;
+        assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+}
+
+#[tokio::test]
+async fn a_tokenless_server_answers_only_its_own_host_names() {
+    let a = api();
+    let get = |host: &'static str| {
+        let router = a.router.clone();
+        async move {
+            let req = Request::get("/v1/queues").header(header::HOST, host).body(Body::empty()).unwrap();
+            router.oneshot(req).await.unwrap().status()
+        }
+    };
+    // A page that rebinds its own name to 127.0.0.1 sends that name.
+    assert_eq!(get("evil.example:7070").await, StatusCode::FORBIDDEN);
+    assert_eq!(get("localhost:7070").await, StatusCode::OK);
+    assert_eq!(get("127.0.0.1:7070").await, StatusCode::OK);
+    // With a token the token is the guard.
+    let t = api_with(Some("s3cret"), 1 << 20);
+    let req = Request::get("/v1/queues")
+        .header(header::HOST, "jobs.example.com")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(t.router.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+}

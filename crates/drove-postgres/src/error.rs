@@ -86,6 +86,17 @@ pub(crate) fn connection_lost(e: &tokio_postgres::Error) -> bool {
 pub(crate) fn db_verdict(e: &tokio_postgres::Error) -> Verdict {
     match e.code() {
         Some(code) if retryable_code(code) => Verdict::Retry(describe(e)),
+        // 22021 (a NUL byte in text), 22P05 (a character the encoding cannot hold) and 22003 (a
+        // number out of range) come from a value the caller gave that the transition did not
+        // check: the caller's mistake, not the store's. Every input is validated before it gets
+        // here; this is the safety net that keeps one that slipped through from becoming a 500.
+        // (Other data exceptions, such as a division by zero, are bugs.)
+        Some(code) if matches!(code.code(), "22021" | "22P05" | "22003") => {
+            Verdict::Answer(StoreError::Invalid(drove_core::ValidationError::new(
+                "input",
+                format!("the database refused a value: {}", describe(e)),
+            )))
+        }
         Some(_) => Verdict::Fatal(describe(e)),
         None if connection_trouble(e) => Verdict::Retry(describe(e)),
         None => Verdict::Fatal(describe(e)),

@@ -377,6 +377,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
+        if !drove_store::could_be_queue_name(name) {
+            return Ok(None);
+        }
         let name: Arc<str> = name.into();
         self.shared
             .read(move |c| -> TxFuture<'_, _> {
@@ -401,6 +404,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_pool(&self, name: &str) -> Result<Option<PoolInfo>, StoreError> {
+        if !drove_store::could_be_queue_name(name) {
+            return Ok(None);
+        }
         let name: Arc<str> = name.into();
         self.shared
             .read(move |c| -> TxFuture<'_, _> {
@@ -440,6 +446,7 @@ impl Store for PostgresStore {
         limit: usize,
         before: Option<JobId>,
     ) -> Result<JobPage, StoreError> {
+        filter.validate()?;
         let filter = Arc::new(filter);
         self.shared
             .read(move |c| -> TxFuture<'_, _> {

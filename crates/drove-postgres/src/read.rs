@@ -213,7 +213,17 @@ pub(crate) async fn recent_runs(
         .collect()
 }
 
+/// Proves the database takes writes, not only reads, and still holds Drove's schema: a
+/// transaction that reads the schema's migrations table and is given an id (a read-only
+/// replica, a full disk, a dropped database or schema refuse it), and commits.
 pub(crate) async fn ping(c: &Object) -> Result<(), TxError> {
-    query(c, "SELECT 1", &[]).await?;
+    let probe = c
+        .batch_execute("BEGIN; SELECT 1 FROM schema_migrations LIMIT 1; SELECT txid_current(); COMMIT")
+        .await;
+    if probe.is_err() {
+        // A failed statement leaves the transaction open (and aborted) on a pooled connection.
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    probe?;
     Ok(())
 }

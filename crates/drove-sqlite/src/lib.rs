@@ -121,7 +121,7 @@ impl SqliteStore {
         // Statistics for the planner, refreshed only where they are missing or stale.
         conn.execute_batch("PRAGMA optimize = 0x10002").map_err(db_err)?;
         let hub = Hub::new();
-        let writer = Writer::start(conn, Arc::clone(&hub), opts.max_payload)?;
+        let writer = Writer::start(conn, Arc::clone(&hub))?;
         Ok(SqliteStore {
             hub,
             writer,
@@ -147,6 +147,7 @@ impl Store for SqliteStore {
     }
 
     async fn submit(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError> {
+        drove_store::validate_submit(&jobs, self.max_payload)?;
         self.writer.write(move |tx| ops::submit::submit(tx, jobs, now)).await
     }
 
@@ -155,6 +156,7 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
+        hb.validate(self.max_payload)?;
         self.writer.write(move |tx| ops::finish::heartbeat(tx, hb, now)).await
     }
 
@@ -163,6 +165,10 @@ impl Store for SqliteStore {
         items: Vec<Finish>,
         now: Millis,
     ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        // Checked here, on the caller's task: the writer thread only applies them.
+        let max = self.max_payload;
+        let items: Vec<Result<Finish, StoreError>> =
+            items.into_iter().map(|f| f.validate(max).map(|()| f).map_err(StoreError::from)).collect();
         self.writer.write(move |tx| ops::finish::finish_many(tx, items, now)).await
     }
 
@@ -196,6 +202,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
+        if !drove_store::could_be_queue_name(name) {
+            return Ok(None);
+        }
         let name = name.to_owned();
         self.readers.with(move |c| read::get_queue(c, &name, Millis::now())).await
     }
@@ -210,6 +219,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_pool(&self, name: &str) -> Result<Option<PoolInfo>, StoreError> {
+        if !drove_store::could_be_queue_name(name) {
+            return Ok(None);
+        }
         let name = name.to_owned();
         self.readers.with(move |c| read::get_pool(c, &name)).await
     }
@@ -233,6 +245,7 @@ impl Store for SqliteStore {
         limit: usize,
         before: Option<JobId>,
     ) -> Result<JobPage, StoreError> {
+        filter.validate()?;
         self.readers.with(move |c| read::list_jobs(c, &filter, limit, before)).await
     }
 
@@ -246,8 +259,11 @@ impl Store for SqliteStore {
         self.readers.with(move |c| read::recent_runs(c, &queue, since, limit)).await
     }
 
+    /// Reads, and proves the writer thread is alive and can commit: a write that changes
+    /// nothing goes through a whole batch (no fsync, as nothing is written).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.readers.with(read::ping).await
+        self.readers.with(read::ping).await?;
+        self.writer.write(|_| Ok(())).await
     }
 
     async fn close(&self) {

@@ -59,7 +59,6 @@ pub(crate) struct WriterState {
     pools: HashMap<String, Arc<PoolRow>>,
     /// Count changes of the open batch, written just before COMMIT.
     counts: HashMap<(String, i64), i64>,
-    pub max_payload: usize,
 }
 
 /// The effects of one write, kept apart until its savepoint is released so that a write
@@ -111,7 +110,12 @@ impl Tx<'_> {
     ) -> Result<T, StoreError> {
         self.exec("SAVEPOINT w")?;
         let outer = std::mem::take(&mut self.ctx);
-        let result = f(self);
+        // A bug in one write (a panic) fails that write alone: its savepoint is rolled back
+        // like any other failed write, and the writer thread, which every write needs, lives on.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).unwrap_or_else(|panic| {
+                Err(StoreError::Internal(format!("a write panicked: {}", panic_text(&*panic))))
+            });
         let inner = std::mem::replace(&mut self.ctx, outer);
         match &result {
             Ok(_) => {
@@ -284,6 +288,15 @@ impl Tx<'_> {
     }
 }
 
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 fn add_counts(counts: &mut Vec<(String, [i64; 6])>, queue: &str, delta: &[i64; 6]) {
     match counts.iter_mut().find(|(q, _)| q == queue) {
         Some((_, d)) => d.iter_mut().zip(delta).for_each(|(a, b)| *a += b),
@@ -300,7 +313,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, hub: Arc<Hub>, max_payload: usize) -> Result<Writer, StoreError> {
+    pub fn start(conn: Connection, hub: Arc<Hub>) -> Result<Writer, StoreError> {
         let (next_id, next_lease) = load_counters(&conn).map_err(db_err)?;
         let st = WriterState {
             next_id,
@@ -310,7 +323,6 @@ impl Writer {
             queues: HashMap::new(),
             pools: HashMap::new(),
             counts: HashMap::new(),
-            max_payload,
         };
         let (tx, rx) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -405,7 +417,7 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
         if !batch.is_empty() {
             expected = batch.len().max(expected.saturating_sub(1));
             let started = Instant::now();
-            run_batch(&conn, &hub, &mut st, &mut batch);
+            run_batch_guarded(&conn, &hub, &mut st, &mut batch);
             last_commit = started.elapsed();
         }
     }
@@ -416,12 +428,29 @@ fn run(conn: Connection, rx: std_mpsc::Receiver<Msg>, hub: Arc<Hub>, mut st: Wri
         }
     }
     if !batch.is_empty() {
-        run_batch(&conn, &hub, &mut st, &mut batch);
+        run_batch_guarded(&conn, &hub, &mut st, &mut batch);
     }
     let _ = conn.execute_batch("PRAGMA optimize");
     drop(conn);
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+/// Runs a batch; should anything outside the writes themselves panic, the open transaction is
+/// rolled back, the caches dropped and the writer carries on with the next batch (the callers
+/// of the lost batch see the store as unavailable and may retry).
+fn run_batch_guarded(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec<WriteFn>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(conn, hub, st, batch)));
+    if let Err(panic) = outcome {
+        tracing::error!(panic = %panic_text(&*panic), "the writer panicked in a batch; rolled back, carrying on");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        batch.clear();
+        st.queues.clear();
+        st.pools.clear();
+        st.counts.clear();
     }
 }
 
@@ -516,4 +545,53 @@ fn flush(conn: &Connection, st: &mut WriterState) -> Result<(), StoreError> {
             .map_err(db_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> Writer {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        Writer::start(conn, Hub::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+        let w = writer();
+        let boom = w.write(|_| -> Result<(), StoreError> { panic!("boom") }).await;
+        assert!(matches!(&boom, Err(StoreError::Internal(m)) if m.contains("boom")), "{boom:?}");
+        // The writer still commits, and the panicking write left nothing behind.
+        let n = w
+            .write(|tx| {
+                tx.conn.execute("INSERT INTO meta (k, v) VALUES ('probe', 1)", []).map_err(db_err)?;
+                Ok(7)
+            })
+            .await;
+        assert_eq!(n.unwrap(), 7);
+        w.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_panic_rolls_back_what_the_write_did() {
+        let w = writer();
+        let boom = w
+            .write(|tx| -> Result<(), StoreError> {
+                tx.conn.execute("INSERT INTO meta (k, v) VALUES ('half', 1)", []).map_err(db_err)?;
+                panic!("after a write")
+            })
+            .await;
+        assert!(boom.is_err());
+        let left: i64 = w
+            .write(|tx| {
+                tx.conn
+                    .query_row("SELECT count(*) FROM meta WHERE k = 'half'", [], |r| r.get(0))
+                    .map_err(db_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        w.close().await;
+    }
 }

@@ -2,7 +2,7 @@
 
 use drove_core::name::{check_label, check_queue_name};
 use drove_core::queue::{MAX_LEASE_MS, MIN_LEASE_MS, PoolConfig, QueueConfig};
-use drove_core::validation::{at_least, within};
+use drove_core::validation::{check_json, count, duration_ms, within};
 use drove_core::{
     FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson, ValidationError,
 };
@@ -111,17 +111,28 @@ impl NewJob {
                 format!("is larger than the limit of {max_payload} bytes"),
             ));
         }
+        check_json("payload", self.payload.get())?;
         if let Some(n) = self.max_attempts {
-            at_least("max_attempts", n, 1)?;
+            count("max_attempts", n, 1)?;
         }
         if let Some(n) = self.timeout_ms {
-            at_least("timeout_ms", n, 1)?;
+            duration_ms("timeout_ms", n, 1)?;
         }
         if let Some(n) = self.reuse_for_ms {
-            at_least("reuse_for_ms", n, 0)?;
+            duration_ms("reuse_for_ms", n, 0)?;
         }
         Ok(())
     }
+}
+
+/// Checks every job of a submit (see [`NewJob::validate`]); in a batch the field names the
+/// entry (`jobs[3].key`).
+pub fn validate_submit(jobs: &[NewJob], max_payload: usize) -> Result<(), ValidationError> {
+    let many = jobs.len() > 1;
+    for (i, job) in jobs.iter().enumerate() {
+        job.validate(max_payload).map_err(|e| if many { e.within(&format!("jobs[{i}]")) } else { e })?;
+    }
+    Ok(())
 }
 
 /// The answer to one submitted job.
@@ -193,6 +204,9 @@ impl Heartbeat {
         {
             return Err(ValidationError::new("checkpoint", "is larger than the payload limit"));
         }
+        if let Some(c) = &self.checkpoint {
+            check_json("checkpoint", c.get())?;
+        }
         if let Some(p) = &self.progress
             && let Some(m) = &p.message
             && m.len() > 1_024
@@ -240,12 +254,13 @@ impl Finish {
             Outcome::Complete { result: Some(r), .. } if r.get().len() > max_payload => {
                 Err(ValidationError::new("result", "is larger than the payload limit"))
             }
+            Outcome::Complete { result: Some(r), .. } => check_json("result", r.get()),
             Outcome::Fail { message, retry_after_ms, .. } => {
                 if message.len() > 64 * 1024 {
                     return Err(ValidationError::new("error.message", "must be at most 65536 bytes"));
                 }
                 if let Some(ms) = retry_after_ms {
-                    at_least("retry_after_ms", *ms, 0)?;
+                    duration_ms("retry_after_ms", *ms, 0)?;
                 }
                 Ok(())
             }
@@ -323,6 +338,30 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub key: Option<String>,
     pub group: Option<String>,
+}
+
+impl JobFilter {
+    /// Checks the names a listing filters by: a queue name of the pattern, printable keys and
+    /// groups (API.md "Job model"), so a filter no job could match is refused, not sent to
+    /// the database.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(q) = &self.queue {
+            check_queue_name("queue", q)?;
+        }
+        if let Some(k) = &self.key {
+            check_label("key", k)?;
+        }
+        if let Some(g) = &self.group {
+            check_label("group", g)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` could name a queue or pool: reads of one that could not answer "not found"
+/// without asking the database.
+pub fn could_be_queue_name(name: &str) -> bool {
+    check_queue_name("name", name).is_ok()
 }
 
 /// One page of a job listing, newest first.

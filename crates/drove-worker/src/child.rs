@@ -40,15 +40,16 @@ struct Ack {
     cancel_requested: bool,
 }
 
-/// Makes the kernel kill the child when the worker dies, even by SIGKILL.
+/// Makes the kernel send `signal` to the child when the worker dies, even by SIGKILL (SIGKILL
+/// for a bare command; SIGTERM for the supervisor, which then kills the command's whole tree).
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn die_with_parent(cmd: &mut Command, signal: Signal) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2) and
     // getppid(2), which are async-signal-safe, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
             // The worker may have died between fork and prctl: then nobody would kill us.
             if nix::unistd::getppid().as_raw() as u32 != parent {
                 return Err(std::io::Error::other("the worker exited"));
@@ -70,9 +71,25 @@ fn lease_len_ms(job: &ClaimedJob) -> i64 {
 pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, job: ClaimedJob) {
     let lease = job.lease.clone();
     let base = format!("/v1/jobs/{}", job.id);
-    let mut cmd = Command::new(&cfg.command[0]);
-    cmd.args(&cfg.command[1..])
-        .env("DROVE_JOB_ID", &job.id)
+    let mut cmd = match &cfg.supervisor {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg("__supervise")
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .arg("--grace-ms")
+                .arg(cfg.kill_grace.as_millis().to_string())
+                .arg("--")
+                .args(&cfg.command);
+            c
+        }
+        None => {
+            let mut c = Command::new(&cfg.command[0]);
+            c.args(&cfg.command[1..]);
+            c
+        }
+    };
+    cmd.env("DROVE_JOB_ID", &job.id)
         .env("DROVE_ATTEMPT", job.attempt.to_string())
         .env("DROVE_CHECKPOINT", job.checkpoint.as_ref().map(|c| c.get()).unwrap_or(""))
         .env("DROVE_LEASE", &lease)
@@ -82,7 +99,7 @@ pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, 
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    die_with_parent(&mut cmd);
+    die_with_parent(&mut cmd, if cfg.supervisor.is_some() { Signal::SIGTERM } else { Signal::SIGKILL });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -175,7 +192,7 @@ pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, 
     let status = match stop {
         Some(why) => {
             tracing::info!(job = %job.id, reason = ?why, "stopping the child");
-            terminate(&mut child, pgid, cfg.kill_grace).await
+            terminate(&mut child, pgid, stop_grace(cfg)).await
         }
         None => {
             // Keep heartbeating while the child finishes exiting.
@@ -185,11 +202,11 @@ pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, 
                     _ = beat.tick() => {
                         if let Some(why) = heartbeat(client, &base, &json!({ "lease": lease })).await {
                             stop = Some(why);
-                            break terminate(&mut child, pgid, cfg.kill_grace).await;
+                            break terminate(&mut child, pgid, stop_grace(cfg)).await;
                         }
                     }
-                    () = &mut deadline => { stop = Some(Stop::Timeout); break terminate(&mut child, pgid, cfg.kill_grace).await; }
-                    () = stops.hard.cancelled() => { stop = Some(Stop::Shutdown); break terminate(&mut child, pgid, cfg.kill_grace).await; }
+                    () = &mut deadline => { stop = Some(Stop::Timeout); break terminate(&mut child, pgid, stop_grace(cfg)).await; }
+                    () = stops.hard.cancelled() => { stop = Some(Stop::Shutdown); break terminate(&mut child, pgid, stop_grace(cfg)).await; }
                 }
             }
         }
@@ -269,6 +286,13 @@ async fn heartbeat(client: &Client, base: &str, body: &Value) -> Option<Stop> {
             None
         }
     }
+}
+
+/// How long a stopped child gets before the worker SIGKILLs its process group: the kill grace,
+/// plus, under a supervisor (which SIGKILLs the whole tree itself when the grace ends), a
+/// margin for it to do so and exit.
+fn stop_grace(cfg: &WorkerConfig) -> Duration {
+    if cfg.supervisor.is_some() { cfg.kill_grace + Duration::from_secs(2) } else { cfg.kill_grace }
 }
 
 /// SIGTERM to the child's process group, then SIGKILL after `grace`.

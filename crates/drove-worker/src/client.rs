@@ -43,6 +43,9 @@ impl Client {
     pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            // Under the server's idle timeout (60 s), so a pooled socket is never reused just as
+            // the server closes it.
+            .pool_idle_timeout(Duration::from_secs(45))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .build()

@@ -11,6 +11,7 @@
 
 mod child;
 pub mod client;
+pub mod supervise;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     /// Shown on running jobs.
     pub name: String,
+    /// The `drove` binary, to run each command under `drove __supervise` so that no
+    /// descendant of it outlives its job or the worker (see [`supervise`]). `None`: the
+    /// command is run directly (its process group and direct child are still covered).
+    pub supervisor: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         grace: Duration::from_millis(args.grace_ms),
         kill_grace: Duration::from_millis(args.kill_grace_ms),
         name: args.name.unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
+        supervisor: std::env::current_exe().ok(),
     };
     drove_worker::run(cfg, super::shutdown_on_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)

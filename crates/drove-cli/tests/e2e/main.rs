@@ -4,6 +4,7 @@
 //! pass over the request surface.
 
 mod flow;
+mod hardening;
 mod multinode;
 mod support;
 

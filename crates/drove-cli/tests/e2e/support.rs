@@ -37,10 +37,21 @@ impl Server {
         Server::spawn(0, &args)
     }
 
+    /// A node listening on `bind` (any address).
+    pub fn start_any(db: &Path, bind: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["--db".into(), db.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn_bound(bind, &args)
+    }
+
     fn spawn(port: u16, args: &[String]) -> Server {
+        Server::spawn_bound(&format!("127.0.0.1:{port}"), args)
+    }
+
+    fn spawn_bound(bind: &str, args: &[String]) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
-            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--bind", bind])
             .args(args)
             .env("DROVE_LOG", "warn")
             .stdout(Stdio::piped())

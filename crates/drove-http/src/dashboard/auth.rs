@@ -127,11 +127,18 @@ pub fn refuse_unauthenticated(req: &Request) -> Response {
         .into_response()
 }
 
-/// Only a local path is a place to return to after logging in (no `//host` or `\`: those are
-/// other sites to a browser).
+/// Only a local path is a place to return to after logging in: no `//host` or `\` (other sites
+/// to a browser), and no control character or whitespace anywhere (browsers drop tabs and
+/// newlines from URLs, so `/\t/evil.example` becomes `//evil.example`).
 fn local_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']) => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -258,6 +265,10 @@ mod tests {
         assert_eq!(local_next(Some("//evil.example/")), "/");
         assert_eq!(local_next(Some("/\\evil.example")), "/");
         assert_eq!(local_next(Some("https://evil.example/")), "/");
+        // The report: `next=/%09/evil.example` answered `Location: /\t/evil.example`.
+        assert_eq!(local_next(Some("/\t/evil.example")), "/");
+        assert_eq!(local_next(Some("/\u{7f}/evil.example")), "/");
+        assert_eq!(local_next(Some("/ /evil.example")), "/");
         assert_eq!(local_next(None), "/");
     }
 }

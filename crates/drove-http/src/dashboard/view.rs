@@ -210,7 +210,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PageForm<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, PageError> {
         let (parts, body): (Parts, Body) = req.into_parts();
         let length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-        let bytes = crate::extract::read_body(body, FORM_LIMIT, length).await?;
+        // A form of a few short fields: 10 s without a byte is a stalled client.
+        let bytes =
+            crate::extract::read_body(body, FORM_LIMIT, length, std::time::Duration::from_secs(10)).await?;
         serde_urlencoded::from_bytes(&bytes)
             .map(PageForm)
             .map_err(|e| PageError::bad_request(format!("unreadable form: {e}")))
@@ -335,39 +337,46 @@ pub fn clip(text: &str, max_chars: usize) -> Markup {
 }
 
 /// JSON as stored, indented for reading. Works on the text, so numbers and key order are shown
-/// exactly as submitted; past `max` bytes the rest is cut (the API serves the whole document).
+/// exactly as submitted. What is shown is bounded by its output, not its input: at most `max`
+/// bytes are rendered, and indentation stops growing past [`MAX_INDENT`] levels, so no document
+/// (however deep; stores before the API bounded depth may hold any) renders more than `max`
+/// bytes. The API serves the whole document.
 pub fn json_block(raw: Option<&RawJson>, max: usize) -> Markup {
     let Some(raw) = raw else {
         return html! { span.muted { "none" } };
     };
     let text = raw.get();
-    let (shown, cut) = if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        (&text[..end], true)
-    } else {
-        (text, false)
-    };
+    let (shown, cut) = indent_json_bounded(text, max);
     html! {
-        pre.json { (indent_json(shown)) }
-        @if cut { p.muted { "Cut at " (max / 1024) " KiB of " (text.len() / 1024) " KiB; the API has the whole document." } }
+        pre.json { (shown) }
+        @if cut { p.muted { "Cut at " (max / 1024) " KiB of output (the document is " (text.len() / 1024) " KiB); the API has the whole document." } }
     }
 }
 
+/// Indentation stops growing at this depth (deeper levels are shown at this one).
+pub const MAX_INDENT: usize = 16;
+
 /// Re-indents JSON text (two spaces) without parsing it into numbers.
+#[cfg(test)]
 pub fn indent_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    indent_json_bounded(text, usize::MAX).0
+}
+
+/// [`indent_json`] stopping once the output reaches `max` bytes; says whether it was cut.
+pub fn indent_json_bounded(text: &str, max: usize) -> (String, bool) {
+    let mut out = String::with_capacity(text.len().min(max).saturating_add(64));
     let mut depth = 0usize;
     let mut in_str = false;
     let mut escaped = false;
     let mut chars = text.chars().peekable();
     let newline = |out: &mut String, depth: usize| {
         out.push('\n');
-        out.extend(std::iter::repeat_n("  ", depth));
+        out.extend(std::iter::repeat_n("  ", depth.min(MAX_INDENT)));
     };
     while let Some(c) = chars.next() {
+        if out.len() >= max {
+            return (out, true);
+        }
         if in_str {
             out.push(c);
             match c {
@@ -409,7 +418,7 @@ pub fn indent_json(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    (out, false)
 }
 
 /// A short banner after a form succeeded (`?done=WORD`; unknown words show nothing, so the
@@ -440,6 +449,20 @@ mod tests {
         );
         assert_eq!(indent_json("12345678901234567890123"), "12345678901234567890123");
         assert_eq!(indent_json("[ ]"), "[]");
+    }
+
+    #[test]
+    fn json_output_is_bounded_however_deep_the_input() {
+        // The report: 100,000 levels in 200 KB rendered 4.3 GB. Now the output stops at `max`
+        // (plus one line), and indentation at MAX_INDENT levels.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let (out, cut) = indent_json_bounded(&deep, 64 * 1024);
+        assert!(cut);
+        assert!(out.len() <= 64 * 1024 + 2 * MAX_INDENT + 1, "{}", out.len());
+        assert!(out.lines().all(|l| l.len() <= 2 * MAX_INDENT + 1));
+        let (small, cut) = indent_json_bounded(r#"{"a":1}"#, 64 * 1024);
+        assert!(!cut);
+        assert_eq!(small, "{\n  \"a\": 1\n}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::extract::{ApiJson, ApiQuery, BatchJson};
 use crate::wire::{BatchBody, JobOut, SubmitBody};
 
 /// Submit a job; with `?wait=` hold the answer until it is terminal.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitBody,
-    params(("wait" = Option<String>, Query, description = "N, Nms, Ns or Nm (at most 60 s): answer once the job is terminal or the time is up")),
+#[utoipa::path(operation_id = "submit_job", post, path = "/v1/jobs", tag = "jobs", request_body = SubmitBody,
+    params(("wait" = Option<String>, Query, pattern = r"^[0-9]{1,5}(ms|s|m)?$", description = "N, Nms, Ns or Nm (at most 60 s; 0: no wait): answer once the job is terminal or the time is up")),
     responses(
         (status = 201, description = "Created (and, with wait, finished)", body = crate::wire::JobDoc),
         (status = 200, description = "Joined or reused an existing job (deduplicated)", body = crate::wire::JobDoc),
@@ -28,7 +28,7 @@ pub async fn submit(
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
-    let wait = q.duration()?;
+    let wait = q.duration()?.map(|w| w.min(st.config.max_wait));
     let job = body.into_new_job(Millis::now(), st.engine.store().max_payload())?;
     let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
     let dedup = Some(!sub.created);
@@ -44,7 +44,7 @@ pub async fn submit(
 }
 
 /// Submit up to 1,000 jobs at once; one invalid entry rejects the whole batch.
-#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
+#[utoipa::path(operation_id = "submit_batch", post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
     responses((status = 200, description = "The jobs, in order", body = crate::wire::BatchDoc),
         (status = 422, description = "An entry is invalid (the field names its index)", body = crate::wire::ErrorBodyDoc)))]
 pub async fn batch(
@@ -82,8 +82,8 @@ pub async fn batch(
 }
 
 /// Read a job; with `?wait=` hold the answer until it is terminal.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path), ("wait" = Option<String>, Query, description = "N, Nms, Ns or Nm (at most 60 s)")),
+#[utoipa::path(operation_id = "get_job", get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path), ("wait" = Option<String>, Query, pattern = r"^[0-9]{1,5}(ms|s|m)?$", description = "N, Nms, Ns or Nm (at most 60 s; 0: no wait)")),
     responses((status = 200, description = "The job (terminal, or no wait asked)", body = crate::wire::JobDoc),
         (status = 202, description = "The wait ran out", body = crate::wire::JobDoc),
         (status = 404, description = "Unknown job", body = crate::wire::ErrorBodyDoc)))]
@@ -93,7 +93,7 @@ pub async fn get(
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let id = id.job_id()?;
-    let wait = q.duration()?;
+    let wait = q.duration()?.map(|w| w.min(st.config.max_wait));
     let job = st
         .engine
         .wait_job(id, wait.unwrap_or_default())
@@ -129,7 +129,7 @@ pub fn decode_cursor(text: &str) -> Option<JobId> {
 }
 
 /// List jobs, newest first, with filters and cursor paging.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+#[utoipa::path(operation_id = "list_jobs", get, path = "/v1/jobs", tag = "jobs",
     params(("queue" = Option<String>, Query), ("state" = Option<String>, Query), ("key" = Option<String>, Query),
         ("group" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1,000 (default 100)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -172,7 +172,7 @@ pub async fn list(
 }
 
 /// Cancel a job: scheduled or queued at once; running: cancel_requested.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "cancel_job", post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
         (status = 409, description = "Already terminal", body = crate::wire::ErrorBodyDoc)))]
 pub async fn cancel(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {
@@ -181,7 +181,7 @@ pub async fn cancel(State(st): State<AppState>, id: Segment) -> Result<Response,
 }
 
 /// Queue a failed or cancelled job again with attempt 0.
-#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "retry_job", post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
         (status = 409, description = "Not failed or cancelled, or its key is held", body = crate::wire::ErrorBodyDoc)))]
 pub async fn retry(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {

@@ -47,8 +47,10 @@ pub struct WaitQuery {
 }
 
 impl WaitQuery {
+    /// The wait asked for; `?wait=0` is no wait at all (API.md "Numbers"), the same as none.
     pub fn duration(&self) -> Result<Option<Duration>, ApiError> {
-        self.wait
+        let wait = self
+            .wait
             .as_deref()
             .map(|w| {
                 parse_wait(w).map_err(|e| match e {
@@ -56,7 +58,8 @@ impl WaitQuery {
                     WaitError::TooLong => ApiError::invalid("wait", e),
                 })
             })
-            .transpose()
+            .transpose()?;
+        Ok(wait.filter(|w| !w.is_zero()))
     }
 }
 

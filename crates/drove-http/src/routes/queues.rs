@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::extract::OptionalJson;
 
 /// Every queue with its settings, counts and limit in force.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+#[utoipa::path(operation_id = "list_queues", get, path = "/v1/queues", tag = "queues",
     responses((status = 200, body = crate::wire::QueueListDoc)))]
 pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     #[derive(Serialize)]
@@ -25,7 +25,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// One queue (404 for a name never used).
-#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(operation_id = "get_queue", get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, body = crate::wire::QueueDoc), (status = 404, body = crate::wire::ErrorBodyDoc)))]
 pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
     let q = st
@@ -38,8 +38,8 @@ pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, 
 }
 
 /// Change a queue's settings (all optional; `null` clears one). Applies to every node at once.
-#[utoipa::path(put, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
-    request_body(content = Object, description = "concurrency, group_concurrency, rate {limit, period_ms, burst}, group_rate, adaptive {min, max}, pool, lane, paused, max_attempts, backoff {base_ms, max_ms}, timeout_ms, lease_ms, reuse_for_ms"),
+#[utoipa::path(operation_id = "put_queue", put, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    request_body(content = crate::wire::QueueSettingsDoc, description = "Every field optional: absent keeps a setting, null clears it"),
     responses((status = 200, body = crate::wire::QueueDoc), (status = 422, body = crate::wire::ErrorBodyDoc)))]
 pub async fn put(
     State(st): State<AppState>,
@@ -53,8 +53,8 @@ pub async fn put(
 }
 
 /// Change a pool's settings: its concurrency and adaptive limit are shared by its queues.
-#[utoipa::path(put, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
-    request_body(content = Object, description = "concurrency, adaptive {min, max}, offline_min_share"),
+#[utoipa::path(operation_id = "put_pool", put, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
+    request_body(content = crate::wire::PoolSettingsDoc, description = "Every field optional: absent keeps a setting, null clears it"),
     responses((status = 200, body = crate::wire::PoolDoc), (status = 422, body = crate::wire::ErrorBodyDoc)))]
 pub async fn put_pool(
     State(st): State<AppState>,
@@ -68,7 +68,7 @@ pub async fn put_pool(
 }
 
 /// One pool (an addition).
-#[utoipa::path(get, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(operation_id = "get_pool", get, path = "/v1/pools/{name}", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, body = crate::wire::PoolDoc), (status = 404, body = crate::wire::ErrorBodyDoc)))]
 pub async fn get_pool(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
     let p = st

@@ -19,7 +19,7 @@ use crate::wire::{
 };
 
 /// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
-#[utoipa::path(post, path = "/v1/queues/{name}/claim", tag = "workers", params(("name" = String, Path)),
+#[utoipa::path(operation_id = "claim_jobs", post, path = "/v1/queues/{name}/claim", tag = "workers", params(("name" = String, Path)),
     request_body = ClaimBody,
     responses((status = 200, description = "{jobs: [job + lease + lease_expires_at]} (empty when the wait ran out)", body = crate::wire::ClaimDoc),
         (status = 422, body = crate::wire::ErrorBodyDoc)))]
@@ -34,7 +34,8 @@ pub async fn claim(
     let max = within("max", body.max.unwrap_or(1), 1, MAX_BATCH as i64)?;
     let wait = body.wait_ms()?;
     let req = ClaimRequest { queue: name.0, worker, max, lease_ms: lease_ms(body.lease_ms)? };
-    let out = st.engine.claim(req, Duration::from_millis(wait as u64)).await?;
+    let wait = Duration::from_millis(wait as u64).min(st.config.max_wait);
+    let out = st.engine.claim(req, wait).await?;
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,
@@ -45,7 +46,7 @@ pub async fn claim(
 }
 
 /// Extend the lease; store progress and a checkpoint (durable once answered).
-#[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "heartbeat_run", post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)),
     request_body = HeartbeatBody,
     responses((status = 200, body = crate::wire::HeartbeatDoc),
         (status = 409, description = "Not the job's current lease", body = crate::wire::ErrorBodyDoc)))]
@@ -85,7 +86,7 @@ async fn finish_one(st: &AppState, id: JobId, f: Finish) -> Result<Response, Api
 }
 
 /// Complete a run with its result.
-#[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "complete_run", post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)),
     request_body = CompleteBody,
     responses((status = 200, body = crate::wire::JobDoc),
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
@@ -100,7 +101,7 @@ pub async fn complete(
 }
 
 /// Fail a run: retryable (default), permanent, throttled or snooze.
-#[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "fail_run", post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)),
     request_body = FailBody,
     responses((status = 200, body = crate::wire::JobDoc),
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
@@ -115,7 +116,7 @@ pub async fn fail(
 }
 
 /// Hand a run back unrun: queued again at once, no attempt used, checkpoint kept.
-#[utoipa::path(post, path = "/v1/jobs/{id}/release", tag = "workers", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "release_run", post, path = "/v1/jobs/{id}/release", tag = "workers", params(("id" = String, Path)),
     request_body = ReleaseBody,
     responses((status = 200, body = crate::wire::JobDoc),
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
@@ -129,7 +130,7 @@ pub async fn release(
 }
 
 /// End many runs in one request (an addition for fast workers); each entry stands alone.
-#[utoipa::path(post, path = "/v1/jobs/finish", tag = "workers", request_body = FinishBody,
+#[utoipa::path(operation_id = "finish_runs", post, path = "/v1/jobs/finish", tag = "workers", request_body = FinishBody,
     responses((status = 200, description = "{jobs: [{id, state} | {id, error}]} in order", body = crate::wire::FinishListDoc)))]
 pub async fn finish_many(
     State(st): State<AppState>,

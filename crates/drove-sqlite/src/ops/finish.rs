@@ -14,8 +14,8 @@ use crate::writer::Tx;
 /// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
 pub(crate) const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
 
+/// Extends a run's lease (`hb` validated by the caller).
 pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
-    hb.validate(tx.st.max_payload)?;
     let progress = hb
         .progress
         .as_ref()
@@ -105,22 +105,27 @@ fn run_row(tx: &Tx<'_>, id: JobId) -> Result<Option<RunRow>, StoreError> {
 }
 
 /// Ends many runs. Completions (the common case) are done with one statement for all of them
-/// and one read; other outcomes one by one. Each entry fails alone on its own checks (stale
-/// lease, unknown job, invalid value); a database error fails the whole call.
+/// and one read; other outcomes one by one. Each entry fails alone on its own checks (an entry
+/// the caller's validation refused, stale lease, unknown job); a database error fails the
+/// whole call.
 pub(crate) fn finish_many(
     tx: &mut Tx<'_>,
-    items: Vec<Finish>,
+    items: Vec<Result<Finish, StoreError>>,
     now: Millis,
 ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
     let mut out: Vec<Option<Result<Job, StoreError>>> = (0..items.len()).map(|_| None).collect();
     let mut bulk: Vec<(usize, i64)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut list = String::from("[");
-    for (i, f) in items.iter().enumerate() {
-        if let Err(e) = f.validate(tx.st.max_payload) {
-            out[i] = Some(Err(e.into()));
-            continue;
+    let mut valid = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(f) => valid.push((i, f)),
+            Err(e) => out[i] = Some(Err(e)),
         }
+    }
+    for (i, f) in &valid {
+        let i = *i;
         if let Outcome::Complete { result, partial } = &f.outcome
             && seen.insert(f.id)
         {
@@ -164,17 +169,22 @@ pub(crate) fn finish_many(
             });
         }
     }
-    let mut result = Vec::with_capacity(items.len());
-    for (slot, f) in out.into_iter().zip(items) {
+    let mut rest: std::collections::HashMap<usize, Finish> = valid.into_iter().collect();
+    let mut result = Vec::with_capacity(out.len());
+    for (i, slot) in out.into_iter().enumerate() {
         result.push(match slot {
             Some(r) => r,
-            None => match finish_one(tx, f, now) {
-                Ok(job) => Ok(job),
-                Err(e @ (StoreError::StaleLease | StoreError::NotFound(_) | StoreError::Invalid(_))) => {
-                    Err(e)
+            None => {
+                let f =
+                    rest.remove(&i).ok_or_else(|| StoreError::Internal(format!("finish entry {i} lost")))?;
+                match finish_one(tx, f, now) {
+                    Ok(job) => Ok(job),
+                    Err(e @ (StoreError::StaleLease | StoreError::NotFound(_) | StoreError::Invalid(_))) => {
+                        Err(e)
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         });
     }
     Ok(result)
@@ -182,7 +192,6 @@ pub(crate) fn finish_many(
 
 /// Ends one run. The lease must be the job's current one and the job within its deadline.
 pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job, StoreError> {
-    f.validate(tx.st.max_payload)?;
     let Some(run) = run_row(tx, f.id)? else {
         return Err(StoreError::job_not_found(f.id));
     };

@@ -8,12 +8,9 @@ use super::{find_live, group::refresh_group, update_returning};
 use crate::row::{JOB_COLS, db_err, job_from_row};
 use crate::writer::Tx;
 
+/// Submits jobs already validated by the caller (outside the writer thread, which should not
+/// spend its time walking payloads).
 pub(crate) fn submit(tx: &mut Tx<'_>, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError> {
-    let many = jobs.len() > 1;
-    for (i, job) in jobs.iter().enumerate() {
-        job.validate(tx.st.max_payload)
-            .map_err(|e| StoreError::Invalid(if many { e.within(&format!("jobs[{i}]")) } else { e }))?;
-    }
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         out.push(submit_one(tx, job, now)?);
