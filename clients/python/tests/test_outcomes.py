@@ -246,13 +246,16 @@ def test_transient_errors_retry_on_their_own_budget(server: Server, batch_finish
             raise _MySQLError(1213, "Deadlock found when trying to get lock")
         return {"attempt": ctx.attempt, "error": ctx.job.get("error"), "transient_retries": ctx.job.get("transient_retries")}
 
-    with drove.worker(queue, handler, batch_finish=batch_finish):
+    kinds: List[str] = []
+    with drove.worker(queue, handler, batch_finish=batch_finish, on_event=lambda e: e.type == "failed" and kinds.append(str(e.kind))):
         answer = drove.submit_and_wait(queue, None, max_attempts=5, wait_ms=int(LONG * 1000))
+        until(lambda: len(kinds) == 2, "the worker to hear of both failures")
     if not knows:
         # The worker fell back to "retryable" by itself; the job still succeeded.
         assert answer["error"]["kind"] == "retryable" and answer["attempt"] == 3
+        assert kinds == ["retryable", "retryable"]
         pytest.skip(f"the server ({server.url}) does not know error.kind 'transient' yet (it answered {why}); the worker fell back to retryable")
-    assert answer["error"]["kind"] == "transient"
+    assert answer["error"]["kind"] == "transient" and kinds == ["transient", "transient"]
     assert answer["attempt"] == 1, "transient retries do not use max_attempts"
     assert answer["transient_retries"] == 2
 

@@ -641,14 +641,15 @@ class Finisher:
         if match is None or int(match.group(1)) >= len(batch):
             return False
         entry = batch[int(match.group(1))]
-        if match.group(2) == "error.kind" and entry.ending.kind == "transient" and self.engine.transient_supported:
+        if match.group(2) == "error.kind" and entry.ending.kind == "transient":
             self._no_transient(batch)
             return True
         entry.settle(Settled(error=err))
         return True
 
     def _no_transient(self, batch: List["_Entry"]) -> None:
-        log.warning("drove worker %s: the server does not know the 'transient' kind; sending 'retryable'", self.engine.queue)
+        if self.engine.transient_supported:
+            log.warning("drove worker %s: the server does not know the 'transient' kind; sending 'retryable'", self.engine.queue)
         self.engine.transient_supported = False
         for e in batch + self.waiting:
             e.encode(False)
@@ -676,7 +677,7 @@ class Finisher:
             except DroveError as err:
                 if err.transient or err.status in (401, 403):
                     raise  # the whole batch is tried again (or the worker stops)
-                if err.status == 422 and err.field == "error.kind" and e.ending.kind == "transient" and self.engine.transient_supported:
+                if err.status == 422 and err.field == "error.kind" and e.ending.kind == "transient":
                     self._no_transient([e])
                     body = {"lease": e.run.lease, **e.wire}
                     continue

@@ -91,6 +91,8 @@ class JobContext(_BaseContext):
         """Stores a checkpoint (any JSON); returns once the server has stored it. Raises
         :class:`LeaseLost` when the lease is gone (then nothing was stored), or
         :class:`WorkerClosed` when the worker handed the job back."""
+        if self._loop.is_closed():
+            raise WorkerClosed()
         try:
             future = asyncio.run_coroutine_threadsafe(self._run.save_checkpoint(value), self._loop)
         except RuntimeError:
