@@ -67,16 +67,18 @@ impl Serialize for LeaseToken {
     }
 }
 
-/// A job's state (API.md "Job model").
+/// A job's state (API.md "Job model"). The explicit values are the codes both stores keep in
+/// their `state` column and name in index predicates (`state = 1`): they never change (a test
+/// pins them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
-    Scheduled,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
+    Scheduled = 0,
+    Queued = 1,
+    Running = 2,
+    Succeeded = 3,
+    Failed = 4,
+    Cancelled = 5,
 }
 
 impl JobState {
@@ -132,24 +134,29 @@ impl fmt::Display for JobState {
     }
 }
 
-/// The kind of a job's last error (API.md `error.kind`).
+/// The kind of a job's last error (API.md `error.kind`). The explicit values are the codes the
+/// stores keep (`error_kind`, the error history): they never change (a test pins them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
-    Retryable,
-    Permanent,
-    Throttled,
-    Timeout,
-    Lost,
+    Retryable = 0,
+    Permanent = 1,
+    Throttled = 2,
+    Timeout = 3,
+    Lost = 4,
+    /// A failure known to pass by itself (a deadlock, a lock wait timeout, a reset connection):
+    /// retried fast, on a budget of its own.
+    Transient = 5,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 6] = [
         ErrorKind::Retryable,
         ErrorKind::Permanent,
         ErrorKind::Throttled,
         ErrorKind::Timeout,
         ErrorKind::Lost,
+        ErrorKind::Transient,
     ];
 
     pub fn code(self) -> i64 {
@@ -167,7 +174,15 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Lost => "lost",
+            ErrorKind::Transient => "transient",
         }
+    }
+}
+
+impl FromStr for ErrorKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
     }
 }
 
@@ -184,6 +199,10 @@ pub enum FailKind {
     Throttled,
     /// Not an error: run again after `retry_after_ms`, no attempt used.
     Snooze,
+    /// A failure known to pass by itself (deadlock, lock wait timeout, serialization failure,
+    /// reset connection): retried after a short jittered backoff without using an attempt, up
+    /// to the queue's transient budget per attempt; past it, like `retryable`.
+    Transient,
 }
 
 /// A job's last error.
@@ -205,34 +224,6 @@ pub struct AttemptError {
     pub kind: ErrorKind,
     pub message: String,
     pub at: Millis,
-}
-
-/// How the stores keep an entry of the history: `{"attempt", "kind" (the code), "message", "at"}`.
-#[derive(Deserialize)]
-struct StoredAttemptError {
-    attempt: i64,
-    kind: i64,
-    #[serde(default)]
-    message: Option<String>,
-    at: i64,
-}
-
-/// Reads a stored error history (a JSON array written by the store's trigger), oldest first;
-/// entries it cannot read are left out rather than failing the job.
-pub fn errors_from_stored(text: &str) -> Vec<AttemptError> {
-    let entries: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
-    entries
-        .into_iter()
-        .filter_map(|v| serde_json::from_value::<StoredAttemptError>(v).ok())
-        .filter_map(|e| {
-            Some(AttemptError {
-                attempt: e.attempt,
-                kind: ErrorKind::from_code(e.kind)?,
-                message: e.message.unwrap_or_default(),
-                at: Millis(e.at),
-            })
-        })
-        .collect()
 }
 
 /// Progress a worker reported.
@@ -287,6 +278,8 @@ pub struct Job {
     pub errors: Vec<AttemptError>,
     pub cancel_requested: bool,
     pub partial: bool,
+    /// How many runs ended in a transient error (an addition to API.md's job model).
+    pub transient_retries: i64,
     pub timeout_ms: Option<i64>,
     /// The worker holding the current run (`running` only).
     pub worker: Option<String>,
@@ -320,6 +313,7 @@ impl PartialEq for Job {
             && self.errors == other.errors
             && self.cancel_requested == other.cancel_requested
             && self.partial == other.partial
+            && self.transient_retries == other.transient_retries
             && self.timeout_ms == other.timeout_ms
             && self.worker == other.worker
             && self.lease_expires_at == other.lease_expires_at
@@ -331,33 +325,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_error_histories_read_back_and_skip_what_they_cannot_read() {
-        let text = r#"[{"attempt":1,"kind":0,"message":"boom","at":5},
-                       {"attempt":2,"kind":4,"message":null,"at":9},
-                       {"attempt":3,"kind":99,"message":"unknown kind","at":10},
-                       "not an entry"]"#;
-        let got = errors_from_stored(text);
-        assert_eq!(
-            got,
-            vec![
-                AttemptError {
-                    attempt: 1,
-                    kind: ErrorKind::Retryable,
-                    message: "boom".into(),
-                    at: Millis(5)
-                },
-                AttemptError { attempt: 2, kind: ErrorKind::Lost, message: String::new(), at: Millis(9) },
-            ]
-        );
-        assert!(errors_from_stored("not json").is_empty());
-    }
-
-    #[test]
     fn job_ids_parse_only_canonical_text() {
         assert_eq!("42".parse::<JobId>(), Ok(JobId(42)));
         for bad in ["", "0", "042", "+4", "-4", "4x", "99999999999999999999"] {
             assert!(bad.parse::<JobId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stored_codes_never_change() {
+        // The stores' rows, their index predicates and their error histories hold these numbers.
+        let states: Vec<(JobState, i64)> = JobState::ALL.iter().map(|s| (*s, s.code())).collect();
+        assert_eq!(
+            states,
+            vec![
+                (JobState::Scheduled, 0),
+                (JobState::Queued, 1),
+                (JobState::Running, 2),
+                (JobState::Succeeded, 3),
+                (JobState::Failed, 4),
+                (JobState::Cancelled, 5)
+            ]
+        );
+        let kinds: Vec<(&str, i64)> = ErrorKind::ALL.iter().map(|k| (k.as_str(), k.code())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("retryable", 0),
+                ("permanent", 1),
+                ("throttled", 2),
+                ("timeout", 3),
+                ("lost", 4),
+                ("transient", 5)
+            ]
+        );
     }
 
     #[test]

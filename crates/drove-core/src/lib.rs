@@ -17,9 +17,9 @@ pub mod validation;
 
 pub use job::{
     AttemptError, ERROR_HISTORY, ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict,
-    Progress, errors_from_stored,
+    Progress,
 };
-pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit};
+pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit, Transient};
 pub use time::Millis;
 pub use validation::ValidationError;
 

@@ -64,6 +64,33 @@ pub struct Backoff {
     pub max_ms: i64,
 }
 
+/// Fast retries of transient failures (`kind: "transient"`): up to `retries` per attempt
+/// without using it, each after a full-jitter backoff from `base_ms` doubling to `max_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transient {
+    pub retries: i64,
+    pub base_ms: i64,
+    pub max_ms: i64,
+}
+
+/// Transient retries when the queue sets none: 10 per attempt, 10 ms doubling to 1 s.
+pub const DEFAULT_TRANSIENT: Transient = Transient { retries: 10, base_ms: 10, max_ms: 1_000 };
+
+impl Transient {
+    fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        count(&format!("{field}.retries"), self.retries, 0)?;
+        duration_ms(&format!("{field}.base_ms"), self.base_ms, 0)?;
+        within(&format!("{field}.max_ms"), self.max_ms, self.base_ms, MAX_DURATION_MS)?;
+        Ok(())
+    }
+
+    /// The backoff of the transient retries.
+    pub fn backoff(&self) -> Backoff {
+        Backoff { base_ms: self.base_ms, max_ms: self.max_ms }
+    }
+}
+
 /// Online work gets permits first within a pool; offline work gets the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +116,8 @@ pub struct QueueConfig {
     pub timeout_ms: Option<i64>,
     pub lease_ms: Option<i64>,
     pub reuse_for_ms: Option<i64>,
+    #[serde(default)]
+    pub transient: Option<Transient>,
 }
 
 impl QueueConfig {
@@ -109,6 +138,9 @@ impl QueueConfig {
     }
     pub fn reuse_for_ms(&self) -> i64 {
         self.reuse_for_ms.unwrap_or(0)
+    }
+    pub fn transient(&self) -> Transient {
+        self.transient.unwrap_or(DEFAULT_TRANSIENT)
     }
 
     /// Applies a patch: absent fields stay, `null` clears, values replace.
@@ -131,6 +163,7 @@ impl QueueConfig {
         set(&mut self.timeout_ms, patch.timeout_ms);
         set(&mut self.lease_ms, patch.lease_ms);
         set(&mut self.reuse_for_ms, patch.reuse_for_ms);
+        set(&mut self.transient, patch.transient);
     }
 }
 
@@ -169,6 +202,8 @@ pub struct QueuePatch {
     pub lease_ms: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub reuse_for_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub transient: Option<Option<Transient>>,
 }
 
 impl QueuePatch {
@@ -207,6 +242,9 @@ impl QueuePatch {
         }
         if let Some(Some(v)) = self.reuse_for_ms {
             duration_ms("reuse_for_ms", v, 0)?;
+        }
+        if let Some(Some(t)) = &self.transient {
+            t.validate("transient")?;
         }
         Ok(())
     }

@@ -63,6 +63,7 @@ fn run_outcome(job: &Job) -> &'static str {
         JobState::Cancelled => "cancelled",
         _ => match job.error.as_ref().map(|e| e.kind) {
             Some(ErrorKind::Throttled) => "throttled",
+            Some(ErrorKind::Transient) => "transient",
             Some(ErrorKind::Retryable) => "retried",
             _ => "released",
         },

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod summary;
 pub mod wire;
 
 use std::sync::Arc;
@@ -145,6 +146,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::queues::get, routes::queues::put))
         .routes(routes!(routes::workers::claim))
         .routes(routes!(routes::queues::put_pool, routes::queues::get_pool))
+        .routes(routes!(routes::ops::summary))
         .routes(routes!(routes::ops::healthz))
         .routes(routes!(routes::ops::readyz))
         .split_for_parts()

@@ -237,6 +237,9 @@ pub enum FailKindWire {
     Permanent,
     Throttled,
     Snooze,
+    /// Retried fast on the queue's transient budget (a deadlock, a lock wait timeout, a reset
+    /// connection); past the budget, like `retryable`.
+    Transient,
 }
 
 impl From<FailKindWire> for FailKind {
@@ -246,6 +249,7 @@ impl From<FailKindWire> for FailKind {
             FailKindWire::Permanent => FailKind::Permanent,
             FailKindWire::Throttled => FailKind::Throttled,
             FailKindWire::Snooze => FailKind::Snooze,
+            FailKindWire::Transient => FailKind::Transient,
         }
     }
 }
@@ -362,7 +366,7 @@ pub struct ProgressDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDoc {
-    /// retryable, permanent, throttled, timeout or lost
+    /// retryable, permanent, throttled, timeout, lost or transient
     pub kind: String,
     pub message: String,
     pub at: String,
@@ -374,7 +378,7 @@ pub struct ErrorDoc {
 pub struct AttemptErrorDoc {
     /// The job's attempt during that run.
     pub attempt: i64,
-    /// retryable, permanent, throttled, timeout or lost
+    /// retryable, permanent, throttled, timeout, lost or transient
     pub kind: String,
     pub message: String,
     pub at: String,
@@ -413,6 +417,8 @@ pub struct JobDoc {
     pub errors: Vec<AttemptErrorDoc>,
     pub cancel_requested: bool,
     pub partial: bool,
+    /// How many runs ended in a transient error.
+    pub transient_retries: i64,
     pub timeout_ms: Option<i64>,
     pub worker: Option<String>,
     pub lease_expires_at: Option<String>,
@@ -442,9 +448,12 @@ pub struct CountsDoc {
     pub scheduled: i64,
     pub queued: i64,
     pub running: i64,
+    /// Every succeeded job, partial or not.
     pub succeeded: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// The succeeded jobs that left items undone (a subset of `succeeded`).
+    pub partial: i64,
 }
 
 #[derive(ToSchema)]
@@ -597,6 +606,21 @@ pub struct QueueSettingsDoc {
     pub lease_ms: Option<i64>,
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub reuse_for_ms: Option<i64>,
+    /// Fast retries of transient failures (default: 10 per attempt, 10 ms doubling to 1 s).
+    pub transient: Option<TransientDoc>,
+}
+
+/// Up to `retries` transient failures per attempt are retried without using it, each after a
+/// full-jitter backoff from `base_ms` doubling to `max_ms` (at least `base_ms`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TransientDoc {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub retries: i64,
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub base_ms: i64,
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub max_ms: i64,
 }
 
 /// A pool's settings (absent keeps, `null` clears, a value sets).

@@ -430,6 +430,7 @@ async fn openapi_document_lists_exactly_the_routes() {
         ("/v1/queues/{name}", vec!["get", "put"]),
         ("/v1/queues/{name}/claim", vec!["post"]),
         ("/v1/pools/{name}", vec!["get", "put"]),
+        ("/v1/ops", vec!["get"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
     ];
@@ -722,4 +723,41 @@ async fn a_tokenless_server_answers_only_its_own_host_names() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(t.router.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_ops_summary_counts_each_window_per_queue() {
+    let a = api();
+    for _ in 0..3 {
+        a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "ops", "max_attempts": 1}))).await;
+    }
+    let (_, c) = a.call(Method::POST, "/v1/queues/ops/claim", Some(json!({"max": 3}))).await;
+    let runs = c["jobs"].as_array().unwrap().clone();
+    let end = |i: usize, path: &str, body: Value| {
+        let id = runs[i]["id"].as_str().unwrap().to_owned();
+        let mut body = body;
+        body["lease"] = runs[i]["lease"].clone();
+        let path = format!("/v1/jobs/{id}/{path}");
+        let a = &a;
+        async move { a.call(Method::POST, &path, Some(body)).await }
+    };
+    end(0, "complete", json!({})).await;
+    end(1, "complete", json!({"partial": true})).await;
+    end(2, "fail", json!({"error": {"message": "nope", "kind": "permanent"}})).await;
+    let (s, v) = a.call(Method::GET, "/v1/ops?window=1h", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["window"], "1h");
+    assert_eq!(v["totals"]["succeeded"], 2);
+    assert_eq!(v["totals"]["partial"], 1);
+    assert_eq!(v["totals"]["failed"], 1);
+    assert_eq!(v["totals"]["failed_by_kind"]["permanent"], 1);
+    assert_eq!(v["queues"][0]["name"], "ops");
+    let (_, q) = a.call(Method::GET, "/v1/queues/ops", None).await;
+    assert_eq!((q["counts"]["succeeded"].clone(), q["counts"]["partial"].clone()), (json!(2), json!(1)));
+    let (_, list) = a.call(Method::GET, "/v1/jobs?partial=true", None).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    let (s, v) = a.call(Method::GET, "/v1/ops?window=9d", None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    let (s, v) = a.call(Method::GET, "/v1/jobs?partial=maybe", None).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
 }

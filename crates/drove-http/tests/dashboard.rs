@@ -389,3 +389,54 @@ async fn a_pooled_queues_page_shows_the_pools_limits() {
     assert!(html.contains("limit 3"), "{html}");
     assert!(html.contains(r#"data-offline-limit="3""#), "{html}");
 }
+
+/// The page's text with the tags taken out (block tags and cells as spaces), whitespace folded.
+fn text_of(html: &str) -> String {
+    let mut out = String::new();
+    let mut tag: Option<String> = None;
+    for c in html.chars() {
+        match (&mut tag, c) {
+            (None, '<') => tag = Some(String::new()),
+            (Some(t), '>') => {
+                let name = t.trim_start_matches('/').split([' ', '/']).next().unwrap_or("");
+                if matches!(
+                    name,
+                    "td" | "th" | "tr" | "h1" | "h2" | "h3" | "p" | "div" | "li" | "br" | "section"
+                ) {
+                    out.push(' ');
+                }
+                tag = None;
+            }
+            (Some(t), c) => t.push(c),
+            (None, c) => out.push(c),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_view_counts_what_ended() {
+    // The report: with 30 jobs (20 succeeded, 5 partial, 5 failed) no page said so.
+    let s = Server::start(None).await;
+    for i in 0..30 {
+        let job = s.submit(NewJob::new("export", json("{}"))).await;
+        let (claimed, lease) = s.claim("export").await;
+        assert_eq!(claimed.id, job.id);
+        match i {
+            0..20 => s.complete(job.id, lease, "1", false).await,
+            20..25 => s.complete(job.id, lease, "1", true).await,
+            _ => s.fail(job.id, lease, &format!("page {i} refused")).await,
+        };
+    }
+    let ops = text_of(&page(&s, "/ops").await);
+    for window in ["last 1h", "last 24h", "last 7d"] {
+        assert!(ops.contains(&format!("{window} 25 succeeded (5 partial) · 5 failed")), "{window}: {ops}");
+    }
+    assert!(ops.contains("export 25 succeeded (5 partial) · 5 failed"), "per queue: {ops}");
+    // Failures grouped by message (numbers blanked), and the partial successes listed.
+    assert!(ops.contains("page 25 refused") || ops.contains("page 29 refused"), "{ops}");
+    let partial = text_of(&page(&s, "/jobs?state=partial").await);
+    assert!(partial.matches("succeeded").count() >= 5, "{partial}");
+    let queue = text_of(&page(&s, "/queues/export").await);
+    assert!(queue.contains("of which partial 5"), "{queue}");
+}

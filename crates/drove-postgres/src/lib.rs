@@ -49,7 +49,7 @@ use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis, ValidationError};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
-    PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
+    OutcomeCount, PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -351,6 +351,13 @@ impl Store for PostgresStore {
         {
             tracing::warn!(error = %e, "cannot compact queue counts");
         }
+        if let Err(e) = self
+            .shared
+            .write(now, move |tx| -> TxFuture<'_, _> { Box::pin(ops::maintain::compact_outcomes(tx)) })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot compact outcome counts");
+        }
         Ok(reaped)
     }
 
@@ -469,6 +476,10 @@ impl Store for PostgresStore {
                 Box::pin(async move { read::recent_runs(c, &queue, since, limit).await })
             })
             .await
+    }
+
+    async fn outcomes(&self, since: Millis) -> Result<Vec<OutcomeCount>, StoreError> {
+        self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(read::outcomes(c, since)) }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,8 +1,9 @@
 //! Reads: single statements on pooled connections, outside any transaction.
 
 use deadpool_postgres::Object;
-use drove_core::{Job, JobId, JobState, Millis};
-use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, RunSample, StoreError};
+use drove_core::{Job, JobId, Millis};
+use drove_store::listing::{self, ListPlan};
+use drove_store::{Counts, JobFilter, JobPage, OutcomeCount, PoolInfo, QueueInfo, RunSample, StoreError};
 use tokio_postgres::Row;
 
 use crate::error::TxError;
@@ -119,44 +120,56 @@ pub(crate) async fn list_jobs(
     before: Option<JobId>,
 ) -> Result<JobPage, TxError> {
     let before = before.map_or(i64::MAX, |b| b.0);
-    let fetch = limit + 1; // one more tells whether a next page exists
-    let mut jobs = if filter.key.is_some() {
-        select(c, filter, before, fetch).await?
-    } else if let Some(queue) = &filter.queue {
-        if filter.state.is_none() && filter.group.is_none() {
+    let fetch = listing::fetch(limit);
+    let jobs = match listing::plan(filter) {
+        ListPlan::One => select(c, filter, before, fetch).await?,
+        ListPlan::EachState => {
             let mut all = Vec::new();
-            for st in JobState::ALL {
-                let f = JobFilter { state: Some(st), queue: Some(queue.clone()), ..Default::default() };
+            for f in listing::each_state(filter) {
                 all.extend(select(c, &f, before, fetch).await?);
             }
             all
-        } else {
-            select(c, filter, before, fetch).await?
         }
-    } else if filter.state.is_some() || filter.group.is_some() {
-        let queues: Vec<String> = query(c, "SELECT name FROM queues", &[])
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        let mut all = Vec::new();
-        for q in queues {
-            let f = JobFilter { queue: Some(q), ..filter.clone() };
-            all.extend(select(c, &f, before, fetch).await?);
+        ListPlan::EachQueue => {
+            let queues: Vec<String> = query(c, "SELECT name FROM queues", &[])
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let mut all = Vec::new();
+            for q in queues {
+                let f = JobFilter { queue: Some(q), ..filter.clone() };
+                all.extend(select(c, &f, before, fetch).await?);
+            }
+            all
         }
-        all
-    } else {
-        select(c, filter, before, fetch).await?
     };
-    jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.id));
-    jobs.truncate(fetch);
-    let next_before = if jobs.len() > limit {
-        jobs.truncate(limit);
-        jobs.last().map(|j| j.id)
-    } else {
-        None
-    };
-    Ok(JobPage { jobs, next_before })
+    Ok(listing::page(jobs, limit))
+}
+
+/// Runs that ended at or after `since`, per queue, state, partial and error kind: the compacted
+/// base and the deltas not yet folded into it.
+pub(crate) async fn outcomes(c: &Object, since: Millis) -> Result<Vec<OutcomeCount>, TxError> {
+    let rows = query(
+        c,
+        "SELECT queue, state, partial, kind, sum(n)::bigint FROM ( \
+           SELECT queue, state, partial, kind, n FROM outcomes WHERE minute >= $1 \
+           UNION ALL SELECT queue, state, partial, kind, n FROM outcome_deltas WHERE minute >= $1) o \
+         GROUP BY queue, state, partial, kind",
+        &[&since.0.div_euclid(60_000)],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(OutcomeCount::from_stored(
+            r.try_get(0)?,
+            i64::from(r.try_get::<_, i16>(1)?),
+            r.try_get(2)?,
+            i64::from(r.try_get::<_, i16>(3)?),
+            r.try_get(4)?,
+        )?);
+    }
+    Ok(out)
 }
 
 async fn select(c: &Object, f: &JobFilter, before: i64, fetch: usize) -> Result<Vec<Job>, TxError> {
@@ -179,6 +192,10 @@ async fn select(c: &Object, f: &JobFilter, before: i64, fetch: usize) -> Result<
     if let Some(s) = &state {
         args.push(s);
         sql.push_str(&format!(" AND state = ${}", args.len()));
+    }
+    if let Some(p) = &f.partial {
+        args.push(p);
+        sql.push_str(&format!(" AND state = 3 AND partial = ${}", args.len()));
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len() + 1));
     args.push(&fetch);

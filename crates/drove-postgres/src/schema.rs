@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "error_history", include_str!("../migrations/0002_error_history.sql")),
     (3, "offline_limit", include_str!("../migrations/0003_offline_limit.sql")),
+    (4, "transient_outcomes", include_str!("../migrations/0004_transient_outcomes.sql")),
 ];
 
 /// The advisory lock key of a schema's migrations: a stable hash (FNV-1a) of its name, so

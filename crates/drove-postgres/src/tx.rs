@@ -73,6 +73,8 @@ pub(crate) struct Effects {
     pub announce: BTreeMap<(String, i16), Vec<i64>>,
     groups: BTreeMap<(String, String), GroupChange>,
     queue_holds: BTreeMap<String, i64>,
+    /// Runs ended, by (queue, minute, state, partial, error kind or -1), written as delta rows.
+    outcomes: BTreeMap<(String, i64, i16, bool, i16), i64>,
 }
 
 /// The commit marker of a transaction that wrote: its transaction id and the server process
@@ -205,6 +207,37 @@ impl<'a> Tx<'a> {
         self.fx.deltas.iter().filter(|((q, _), _)| q == queue).map(|((_, s), n)| (*s, *n)).collect()
     }
 
+    /// A job reached a terminal state: its outcome is counted (per minute, for the operations
+    /// view's windows), and a partial success in the queue's partial count.
+    pub fn ended(&mut self, job: &Job) {
+        let partial = job.state == JobState::Succeeded && job.partial;
+        let kind = match job.state {
+            JobState::Succeeded => -1,
+            _ => job.error.as_ref().map_or(-1, |e| e.kind.code() as i16),
+        };
+        let minute = job.finished_at.unwrap_or(job.run_at).0.div_euclid(60_000);
+        *self
+            .fx
+            .outcomes
+            .entry((job.queue.clone(), minute, job.state.code() as i16, partial, kind))
+            .or_insert(0) += 1;
+        if partial {
+            *self
+                .fx
+                .deltas
+                .entry((job.queue.clone(), drove_store::PARTIAL_COUNT_CODE as i16))
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Partial successes of `queue` left the store (pruned).
+    pub fn partial_gone(&mut self, queue: &str, n: i64) {
+        if n != 0 {
+            *self.fx.deltas.entry((queue.to_owned(), drove_store::PARTIAL_COUNT_CODE as i16)).or_insert(0) -=
+                n;
+        }
+    }
+
     /// Jobs of `queue` may be claimable (or capacity was freed) once this commits.
     pub fn ready(&mut self, queue: &str) {
         if !self.fx.ready.iter().any(|q| q == queue) {
@@ -312,6 +345,25 @@ impl<'a> Tx<'a> {
                 "INSERT INTO count_deltas (queue, state, n) \
                  SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[])",
                 &[&queues, &states, &ns],
+            )
+            .await?;
+        }
+        if !self.fx.outcomes.is_empty() {
+            let outcomes = std::mem::take(&mut self.fx.outcomes);
+            let (mut qs, mut minutes, mut states, mut partials, mut kinds, mut ns) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((q, minute, state, partial, kind), n) in outcomes {
+                qs.push(q);
+                minutes.push(minute);
+                states.push(state);
+                partials.push(partial);
+                kinds.push(kind);
+                ns.push(n);
+            }
+            self.execute(
+                "INSERT INTO outcome_deltas (queue, minute, state, partial, kind, n) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::bool[], $5::smallint[], $6::bigint[])",
+                &[&qs, &minutes, &states, &partials, &kinds, &ns],
             )
             .await?;
         }

@@ -194,21 +194,32 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
     migrate(&opts).await.expect("migrate");
     let client = admin(&guard).await;
     let schema = &guard.schema;
-    // Back to version 3's predecessor, with a pool in it.
+    // Back to version 4's predecessor, with finished jobs in it: a partial success and a
+    // failure from a minute ago.
     client
         .batch_execute(&format!(
-            "ALTER TABLE \"{schema}\".pools DROP COLUMN offline_limit; \
-             DELETE FROM \"{schema}\".schema_migrations WHERE version = 3; \
-             INSERT INTO \"{schema}\".pools (name, config, limit_now) VALUES ('api', '{{}}', 4);"
+            "ALTER TABLE \"{schema}\".jobs DROP COLUMN transient_retries, DROP COLUMN transient_streak; \
+             DROP TABLE \"{schema}\".outcomes; DROP TABLE \"{schema}\".outcome_deltas; \
+             DELETE FROM \"{schema}\".schema_migrations WHERE version = 4; \
+             INSERT INTO \"{schema}\".jobs (id, queue, payload, priority, state, max_attempts, run_at, created_at, \
+                 finished_at, partial, error_kind) VALUES \
+               (1, 'q', '{{}}', 0, 3, 20, 1800000000000, 1800000000000, 1800000000000, true, NULL), \
+               (2, 'q', '{{}}', 0, 4, 20, 1800000000000, 1800000000000, 1800000000000, false, 1); \
+             INSERT INTO \"{schema}\".queues (name, created_at) VALUES ('q', 1800000000000); \
+             INSERT INTO \"{schema}\".count_deltas (queue, state, n) VALUES ('q', 3, 1), ('q', 4, 1);"
         ))
         .await
         .unwrap();
-    assert_eq!(SCHEMA_VERSION, 3, "this test undoes version 3; a newer migration needs its own");
-    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![3]);
+    assert_eq!(SCHEMA_VERSION, 4, "this test undoes version 4; a newer migration needs its own");
+    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4]);
     let store = PostgresStore::open(opts).await.expect("open");
-    let pool = store.get_pool("api").await.unwrap().expect("the pool survived");
-    assert_eq!((pool.limit_now, pool.offline_limit_now), (None, None), "no adaptive: neither limit in force");
-    store.set_offline_limit("api", Some(2)).await.unwrap();
+    let q = store.get_queue("q").await.unwrap().expect("the queue's jobs survived");
+    assert_eq!((q.counts.succeeded, q.counts.partial, q.counts.failed), (1, 1, 1));
+    let job = store.get_job(drove_core::JobId(2)).await.unwrap().expect("the failed job survived");
+    assert_eq!(job.transient_retries, 0);
+    let outcomes = store.outcomes(drove_core::Millis(1_799_999_000_000)).await.unwrap();
+    let n: i64 = outcomes.iter().map(|o| o.n).sum();
+    assert_eq!(n, 2, "the jobs already finished are counted in the windows: {outcomes:?}");
     store.close().await;
 }
 

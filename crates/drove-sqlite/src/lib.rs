@@ -33,7 +33,7 @@ use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
-    PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
+    OutcomeCount, PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
 };
 use rusqlite::Connection;
 
@@ -261,6 +261,10 @@ impl Store for SqliteStore {
 
     /// Reads, and proves the writer thread is alive and can commit: a write that changes
     /// nothing goes through a whole batch (no fsync, as nothing is written).
+    async fn outcomes(&self, since: Millis) -> Result<Vec<OutcomeCount>, StoreError> {
+        self.readers.with(move |c| read::outcomes(c, since)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers.with(read::ping).await?;
         self.writer.write(|_| Ok(())).await

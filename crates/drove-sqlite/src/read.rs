@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use drove_core::{Job, JobId, JobState, Millis};
-use drove_store::{Counts, JobFilter, JobPage, PoolInfo, QueueInfo, RunSample, StoreError};
+use drove_store::listing::{self, ListPlan};
+use drove_store::{Counts, JobFilter, JobPage, OutcomeCount, PoolInfo, QueueInfo, RunSample, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::ops::claim::queue_cap;
@@ -96,10 +97,8 @@ fn counts(conn: &Connection, queue: &str) -> Result<Counts, StoreError> {
         .prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")
         .and_then(|mut s| s.query_map([queue], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_err)?;
-    for (state, n) in rows {
-        if let Some(st) = JobState::from_code(state) {
-            counts.add(st, n);
-        }
+    for (code, n) in rows {
+        counts.add_code(code, n)?;
     }
     Ok(counts)
 }
@@ -168,43 +167,47 @@ pub(crate) fn list_jobs(
     before: Option<JobId>,
 ) -> Result<JobPage, StoreError> {
     let before = before.map_or(i64::MAX, |b| b.0);
-    let fetch = limit + 1; // one more tells whether a next page exists
-    let mut jobs = if filter.key.is_some() {
-        query(conn, filter, before, fetch)?
-    } else if let Some(queue) = &filter.queue {
-        if filter.state.is_none() && filter.group.is_none() {
+    let fetch = listing::fetch(limit);
+    let jobs = match listing::plan(filter) {
+        ListPlan::One => query(conn, filter, before, fetch)?,
+        ListPlan::EachState => {
             let mut all = Vec::new();
-            for st in JobState::ALL {
-                let f = JobFilter { state: Some(st), queue: Some(queue.clone()), ..Default::default() };
+            for f in listing::each_state(filter) {
                 all.extend(query(conn, &f, before, fetch)?);
             }
             all
-        } else {
-            query(conn, filter, before, fetch)?
         }
-    } else if filter.state.is_some() || filter.group.is_some() {
-        let queues: Vec<String> = conn
-            .prepare_cached("SELECT name FROM queues")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(db_err)?;
-        let mut all = Vec::new();
-        for q in queues {
-            let f = JobFilter { queue: Some(q), ..filter.clone() };
-            all.extend(query(conn, &f, before, fetch)?);
+        ListPlan::EachQueue => {
+            let queues: Vec<String> = conn
+                .prepare_cached("SELECT name FROM queues")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(db_err)?;
+            let mut all = Vec::new();
+            for q in queues {
+                let f = JobFilter { queue: Some(q), ..filter.clone() };
+                all.extend(query(conn, &f, before, fetch)?);
+            }
+            all
         }
-        all
-    } else {
-        query(conn, filter, before, fetch)?
     };
-    jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.id));
-    jobs.truncate(fetch);
-    let next_before = if jobs.len() > limit {
-        jobs.truncate(limit);
-        jobs.last().map(|j| j.id)
-    } else {
-        None
-    };
-    Ok(JobPage { jobs, next_before })
+    Ok(listing::page(jobs, limit))
+}
+
+/// Runs that ended at or after `since`, per queue, state, partial and error kind.
+pub(crate) fn outcomes(conn: &Connection, since: Millis) -> Result<Vec<OutcomeCount>, StoreError> {
+    let rows: Vec<(String, i64, bool, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT queue, state, partial, kind, sum(n) FROM outcomes WHERE minute >= ?1 \
+             GROUP BY queue, state, partial, kind",
+        )
+        .and_then(|mut s| {
+            s.query_map([since.0.div_euclid(60_000)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(db_err)?;
+    rows.into_iter().map(|(q, s, p, k, n)| OutcomeCount::from_stored(q, s, p, k, n)).collect()
 }
 
 fn query(conn: &Connection, f: &JobFilter, before: i64, fetch: usize) -> Result<Vec<Job>, StoreError> {
@@ -225,6 +228,9 @@ fn query(conn: &Connection, f: &JobFilter, before: i64, fetch: usize) -> Result<
     }
     if let Some(s) = f.state {
         add("state =", s.code().into());
+    }
+    if let Some(p) = f.partial {
+        add("state = 3 AND partial =", i64::from(p).into());
     }
     args.push((fetch as i64).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));

@@ -1,8 +1,10 @@
 //! The schema, versioned by `PRAGMA user_version`. Each migration runs once, in order, in the
 //! same transaction as the version bump.
 //!
-//! States are small integers (`JobState::code`): 0 scheduled, 1 queued, 2 running,
-//! 3 succeeded, 4 failed, 5 cancelled. Times are milliseconds since the epoch; GCRA times
+//! States are small integers (`JobState::code`, pinned by a test): 0 scheduled, 1 queued,
+//! 2 running, 3 succeeded, 4 failed, 5 cancelled (`queue_counts` also keeps 6: succeeded and
+//! partial). Error kinds (`ErrorKind::code`): 0 retryable, 1 permanent, 2 throttled,
+//! 3 timeout, 4 lost, 5 transient. Times are milliseconds since the epoch; GCRA times
 //! (`tat`) are microseconds.
 
 use rusqlite::Connection;
@@ -130,6 +132,32 @@ END;
     // queues stop there, its online queues may use the whole limit.
     r#"
 ALTER TABLE pools ADD COLUMN offline_limit INTEGER;
+"#,
+    // 4: transient failures (a count per job, and the streak since the job last used an
+    // attempt, which the transient budget is spent against); partial successes counted apart
+    // (`queue_counts` state 6: succeeded and partial); and the outcomes of ended runs per queue
+    // and minute, kept past the jobs' retention, for the operations view's windows. `kind` is
+    // the error kind of a failed or cancelled job, -1 for none.
+    r#"
+ALTER TABLE jobs ADD COLUMN transient_retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN transient_streak INTEGER NOT NULL DEFAULT 0;
+INSERT INTO queue_counts (queue, state, n)
+    SELECT queue, 6, count(*) FROM jobs WHERE state = 3 AND partial = 1 GROUP BY queue;
+CREATE TABLE outcomes (
+    queue   TEXT NOT NULL,
+    minute  INTEGER NOT NULL,
+    state   INTEGER NOT NULL,
+    partial INTEGER NOT NULL,
+    kind    INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (queue, minute, state, partial, kind)
+) WITHOUT ROWID;
+CREATE INDEX outcomes_minute ON outcomes (minute);
+INSERT INTO outcomes (queue, minute, state, partial, kind, n)
+    SELECT queue, finished_at / 60000, state, partial,
+           CASE WHEN state = 3 THEN -1 ELSE coalesce(error_kind, -1) END, count(*)
+    FROM jobs WHERE state >= 3 AND finished_at IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5;
 "#,
 ];
 

@@ -32,6 +32,15 @@ pub(crate) enum Msg {
     Close(oneshot::Sender<()>),
 }
 
+/// Count slots per queue: the six states by code, then 6 = succeeded and partial.
+pub(crate) const COUNT_SLOTS: usize = 7;
+/// The count slot of partial successes.
+pub(crate) const PARTIAL_SLOT: usize = 6;
+
+/// An ended run's outcome as the `outcomes` table counts it: (queue, minute, state, partial,
+/// error kind or -1).
+pub(crate) type OutcomeKey = (String, i64, i64, i64, i64);
+
 /// Most writes folded into one transaction.
 const MAX_BATCH_WRITES: usize = 2_048;
 
@@ -59,6 +68,8 @@ pub(crate) struct WriterState {
     pools: HashMap<String, Arc<PoolRow>>,
     /// Count changes of the open batch, written just before COMMIT.
     counts: HashMap<(String, i64), i64>,
+    /// Outcomes of the runs the open batch ended, written just before COMMIT.
+    outcomes: HashMap<OutcomeKey, i64>,
 }
 
 /// The effects of one write, kept apart until its savepoint is released so that a write
@@ -66,13 +77,14 @@ pub(crate) struct WriterState {
 #[derive(Default)]
 pub(crate) struct OpCtx {
     /// Count changes per queue, indexed by state code.
-    counts: Vec<(String, [i64; 6])>,
+    counts: Vec<(String, [i64; COUNT_SLOTS])>,
     ready: Vec<String>,
     finished: Vec<Job>,
     /// Jobs that became terminal with no watcher at the time: one may register before COMMIT
     /// and read the old state, so they are looked at again after it.
     unwatched_ends: Vec<JobId>,
     events: Vec<Event>,
+    outcomes: Vec<OutcomeKey>,
     /// Earliest `run_at` of a job this write scheduled.
     scheduled: Option<Millis>,
 }
@@ -90,6 +102,7 @@ impl OpCtx {
         self.finished.extend(other.finished);
         self.unwatched_ends.extend(other.unwatched_ends);
         self.events.extend(other.events);
+        self.outcomes.extend(other.outcomes);
     }
 }
 
@@ -140,7 +153,7 @@ impl Tx<'_> {
 
     /// A job moved between states (`None`: created or deleted), for the per-queue counts.
     pub fn moved(&mut self, queue: &str, from: Option<JobState>, to: Option<JobState>) {
-        let mut delta = [0i64; 6];
+        let mut delta = [0i64; COUNT_SLOTS];
         if let Some(f) = from {
             delta[f.code() as usize] -= 1;
         }
@@ -153,9 +166,35 @@ impl Tx<'_> {
     /// Several jobs of one queue moved the same way.
     pub fn moved_n(&mut self, queue: &str, from: JobState, to: JobState, n: i64) {
         if n != 0 {
-            let mut delta = [0i64; 6];
+            let mut delta = [0i64; COUNT_SLOTS];
             delta[from.code() as usize] -= n;
             delta[to.code() as usize] += n;
+            add_counts(&mut self.ctx.counts, queue, &delta);
+        }
+    }
+
+    /// A job reached a terminal state: its outcome is counted (per minute, for the operations
+    /// view's windows), and a partial success in the queue's partial count.
+    pub fn ended(&mut self, job: &Job) {
+        let partial = job.state == JobState::Succeeded && job.partial;
+        let kind = match job.state {
+            JobState::Succeeded => -1,
+            _ => job.error.as_ref().map_or(-1, |e| e.kind.code()),
+        };
+        let minute = job.finished_at.unwrap_or(job.run_at).0.div_euclid(60_000);
+        self.ctx.outcomes.push((job.queue.clone(), minute, job.state.code(), i64::from(partial), kind));
+        if partial {
+            let mut delta = [0i64; COUNT_SLOTS];
+            delta[PARTIAL_SLOT] = 1;
+            add_counts(&mut self.ctx.counts, &job.queue, &delta);
+        }
+    }
+
+    /// Partial successes of `queue` left the store (pruned).
+    pub fn partial_gone(&mut self, queue: &str, n: i64) {
+        if n != 0 {
+            let mut delta = [0i64; COUNT_SLOTS];
+            delta[PARTIAL_SLOT] = -n;
             add_counts(&mut self.ctx.counts, queue, &delta);
         }
     }
@@ -297,7 +336,7 @@ pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-fn add_counts(counts: &mut Vec<(String, [i64; 6])>, queue: &str, delta: &[i64; 6]) {
+fn add_counts(counts: &mut Vec<(String, [i64; COUNT_SLOTS])>, queue: &str, delta: &[i64; COUNT_SLOTS]) {
     match counts.iter_mut().find(|(q, _)| q == queue) {
         Some((_, d)) => d.iter_mut().zip(delta).for_each(|(a, b)| *a += b),
         None => counts.push((queue.to_owned(), *delta)),
@@ -323,6 +362,7 @@ impl Writer {
             queues: HashMap::new(),
             pools: HashMap::new(),
             counts: HashMap::new(),
+            outcomes: HashMap::new(),
         };
         let (tx, rx) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -451,6 +491,7 @@ fn run_batch_guarded(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: 
         st.queues.clear();
         st.pools.clear();
         st.counts.clear();
+        st.outcomes.clear();
     }
 }
 
@@ -475,6 +516,9 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
                     *st.counts.entry((q.clone(), s as i64)).or_insert(0) += n;
                 }
             }
+        }
+        for o in ctx.outcomes.drain(..) {
+            *st.outcomes.entry(o).or_insert(0) += 1;
         }
         effects.merge(ctx);
     }
@@ -514,6 +558,7 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
             st.queues.clear();
             st.pools.clear();
             st.counts.clear();
+            st.outcomes.clear();
             for r in replies {
                 r(Err(e.clone()));
             }
@@ -532,6 +577,17 @@ fn flush(conn: &Connection, st: &mut WriterState) -> Result<(), StoreError> {
     for ((q, s), n) in st.counts.drain() {
         if n != 0 {
             upsert.execute(params![q, s, n]).map_err(db_err)?;
+        }
+    }
+    if !st.outcomes.is_empty() {
+        let mut outcome = conn
+            .prepare_cached(
+                "INSERT INTO outcomes (queue, minute, state, partial, kind, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (queue, minute, state, partial, kind) DO UPDATE SET n = n + excluded.n",
+            )
+            .map_err(db_err)?;
+        for ((q, minute, state, partial, kind), n) in st.outcomes.drain() {
+            outcome.execute(params![q, minute, state, partial, kind, n]).map_err(db_err)?;
         }
     }
     if st.next_id != st.persisted_id {

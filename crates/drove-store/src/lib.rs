@@ -10,8 +10,11 @@
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod listing;
 pub mod request;
+pub mod row;
 mod store;
+pub mod transition;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

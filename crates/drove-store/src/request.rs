@@ -6,6 +6,8 @@ use drove_core::validation::{check_json, count, duration_ms, within};
 use drove_core::{
     FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson, ValidationError,
 };
+
+use crate::StoreError;
 use serde::Serialize;
 
 /// Default largest payload (API.md: 1 MiB, configurable).
@@ -88,6 +90,7 @@ impl NewJob {
             errors: Vec::new(),
             cancel_requested: false,
             partial: false,
+            transient_retries: 0,
             worker: None,
             lease_expires_at: None,
         }
@@ -269,18 +272,41 @@ impl Finish {
     }
 }
 
-/// Jobs per state.
+/// Jobs per state, and the partial successes among the succeeded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     pub scheduled: i64,
     pub queued: i64,
     pub running: i64,
+    /// Every succeeded job, partial or not.
     pub succeeded: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// The succeeded jobs that left some items undone (`partial: true`), a subset of
+    /// `succeeded`.
+    pub partial: i64,
 }
 
+/// How long the stores keep the per-minute outcomes of ended runs: the longest window the
+/// operations view shows (a week), and a day more.
+pub const OUTCOME_KEEP_MINUTES: i64 = 8 * 24 * 60;
+
+/// The code the stores' count rows keep partial successes under (beside the state codes 0-5).
+pub const PARTIAL_COUNT_CODE: i64 = 6;
+
 impl Counts {
+    /// Adds a stored count row: a state code, or [`PARTIAL_COUNT_CODE`].
+    pub fn add_code(&mut self, code: i64, n: i64) -> Result<(), StoreError> {
+        if code == PARTIAL_COUNT_CODE {
+            self.partial += n;
+            return Ok(());
+        }
+        let state = JobState::from_code(code)
+            .ok_or_else(|| StoreError::Internal(format!("unknown state {code} in the queue counts")))?;
+        self.add(state, n);
+        Ok(())
+    }
+
     pub fn add(&mut self, state: JobState, n: i64) {
         let slot = match state {
             JobState::Scheduled => &mut self.scheduled,
@@ -338,6 +364,8 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub key: Option<String>,
     pub group: Option<String>,
+    /// Only succeeded jobs that were (true) or were not (false) partial successes.
+    pub partial: Option<bool>,
 }
 
 impl JobFilter {
@@ -370,6 +398,43 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` for the next page; `None` on the last page.
     pub next_before: Option<JobId>,
+}
+
+/// How many runs ended one way in a window: per queue, end state, partial success and error
+/// kind (`None` for successes and for failures or cancellations without an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    pub queue: String,
+    pub state: JobState,
+    pub partial: bool,
+    pub error_kind: Option<drove_core::ErrorKind>,
+    pub n: i64,
+}
+
+impl OutcomeCount {
+    /// From a stored row: (queue, state code, partial, kind code or -1, n).
+    pub fn from_stored(
+        queue: String,
+        state: i64,
+        partial: bool,
+        kind: i64,
+        n: i64,
+    ) -> Result<OutcomeCount, StoreError> {
+        Ok(OutcomeCount {
+            queue,
+            state: JobState::from_code(state)
+                .ok_or_else(|| StoreError::Internal(format!("unknown state {state} in the outcomes")))?,
+            partial,
+            error_kind: if kind < 0 {
+                None
+            } else {
+                Some(drove_core::ErrorKind::from_code(kind).ok_or_else(|| {
+                    StoreError::Internal(format!("unknown error kind {kind} in the outcomes"))
+                })?)
+            },
+            n,
+        })
+    }
 }
 
 /// One finished run, for run-time statistics (dashboard, metrics, adaptive limits).

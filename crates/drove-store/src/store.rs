@@ -112,6 +112,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RunSample>, StoreError>;
 
+    /// How many runs ended (succeeded, failed, cancelled) at or after `since` (to the minute),
+    /// per queue, end state, partial success and error kind. Kept for a week and a day whatever
+    /// the jobs' retention.
+    async fn outcomes(&self, since: Millis) -> Result<Vec<OutcomeCount>, StoreError>;
+
     /// Succeeds when the store is reachable and answering.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -1,7 +1,17 @@
 //! A small client of the v1 API for workers and the CLI: retries what is safe to retry, and
 //! tells "the server refused" (with the API's error code) from "the server was unreachable".
+//!
+//! While the server is unreachable, every request of one client (a worker's claims, every held
+//! job's heartbeats, checkpoints and run ends) goes through one gate: one request at a time,
+//! spaced by a capped, jittered backoff (0.1 s doubling to 1 s). However many jobs a worker
+//! holds, it sends about one request a second until the server answers again, and then all of
+//! them go on at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,7 +31,13 @@ pub enum ClientError {
 
 impl ClientError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ClientError::Unreachable(_)) || matches!(self, ClientError::Api { status: 503, .. })
+        matches!(self, ClientError::Unreachable(_))
+            || matches!(self, ClientError::Api { status: 502..=504, .. })
+    }
+
+    /// The server refused our credentials (401) or this client (403): retrying will not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Api { status: 401 | 403, .. })
     }
 
     pub fn code(&self) -> Option<&str> {
@@ -37,6 +53,38 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    gate: Arc<Gate>,
+}
+
+/// The first backoff after the server stopped answering, and the cap.
+const GATE_FIRST: Duration = Duration::from_millis(100);
+const GATE_CAP: Duration = Duration::from_secs(1);
+
+/// Shared by a client's requests while the server is unreachable (see the module's doc).
+#[derive(Default)]
+struct Gate {
+    offline: AtomicBool,
+    /// Held by the one request that may go out while offline; holds when the next may.
+    probe: tokio::sync::Mutex<Probe>,
+}
+
+#[derive(Default)]
+struct Probe {
+    next_try: Option<Instant>,
+    pause: Duration,
+}
+
+impl Gate {
+    fn failed(&self, probe: &mut Probe) {
+        self.offline.store(true, Ordering::Release);
+        probe.pause = if probe.pause.is_zero() { GATE_FIRST } else { (probe.pause * 2).min(GATE_CAP) };
+        probe.next_try = Some(Instant::now() + probe.pause.mul_f64(0.5 + fastrand::f64() / 2.0));
+    }
+
+    fn answered(&self, probe: &mut Probe) {
+        self.offline.store(false, Ordering::Release);
+        *probe = Probe::default();
+    }
 }
 
 impl Client {
@@ -50,16 +98,53 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token })
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token, gate: Arc::default() })
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// Whether the last request found the server unreachable (and the gate is closed).
+    pub fn offline(&self) -> bool {
+        self.gate.offline.load(Ordering::Acquire)
+    }
+
     /// Sends a request; `timeout` bounds the whole exchange (long polls pass their wait plus a
-    /// margin).
+    /// margin). While the server is unreachable it waits its turn at the gate.
     pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Duration,
+    ) -> Result<(u16, T), ClientError> {
+        if self.gate.offline.load(Ordering::Acquire) {
+            let mut probe = self.gate.probe.lock().await;
+            if self.gate.offline.load(Ordering::Acquire) {
+                if let Some(at) = probe.next_try {
+                    tokio::time::sleep_until(at).await;
+                }
+                // While offline a long poll is not worth holding the gate for.
+                let result = self.send(method, path, body, timeout.min(Duration::from_secs(10))).await;
+                match &result {
+                    Err(e) if e.is_retryable() => self.gate.failed(&mut probe),
+                    _ => self.gate.answered(&mut probe),
+                }
+                return result;
+            }
+        }
+        let result = self.send(method, path, body, timeout).await;
+        if matches!(&result, Err(e) if e.is_retryable()) && !self.gate.offline.load(Ordering::Acquire) {
+            let mut probe = self.gate.probe.lock().await;
+            if !self.gate.offline.load(Ordering::Acquire) {
+                self.gate.failed(&mut probe);
+            }
+        }
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -91,7 +176,8 @@ impl Client {
         Ok((status, value))
     }
 
-    /// Like [`Client::call`], retrying unreachable or 503 answers with backoff until `give_up`.
+    /// Like [`Client::call`], retrying unreachable or 502-504 answers until `give_up` has
+    /// passed (the gate spaces the tries).
     pub async fn call_retrying<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -100,14 +186,17 @@ impl Client {
         timeout: Duration,
         give_up: Duration,
     ) -> Result<(u16, T), ClientError> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let until = Instant::now() + give_up;
+        let mut warned = false;
         loop {
             match self.call(method.clone(), path, body, timeout).await {
-                Err(e) if e.is_retryable() && start.elapsed() < give_up => {
-                    tracing::warn!(error = %e, path, "retrying");
-                    tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                Err(e) if e.is_retryable() && Instant::now() < until => {
+                    if !warned {
+                        tracing::warn!(error = %e, path, "the server does not answer; retrying");
+                        warned = true;
+                    }
+                    // Spaced by the gate; a small pause too, should it have just reopened.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 other => return other,
             }

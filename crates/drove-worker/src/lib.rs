@@ -52,6 +52,8 @@ pub enum WorkerError {
     NoCommand,
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("the server refused this worker: {0} (check --token / DROVE_TOKEN)")]
+    Refused(String),
 }
 
 /// A claimed job, as much of it as the worker needs.
@@ -79,6 +81,9 @@ struct ClaimAnswer {
 pub(crate) struct Stops {
     /// Grace over: running children are stopped and their jobs released.
     pub hard: CancellationToken,
+    /// The server refused the worker's credentials (401/403): everything stops, and the worker
+    /// exits with an error rather than retrying for ever.
+    pub refused: CancellationToken,
 }
 
 /// Runs until `shutdown` is cancelled, then shuts down gracefully.
@@ -88,7 +93,8 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
     }
     let client = Client::new(&cfg.server, cfg.token.clone())?;
     let cfg = Arc::new(cfg);
-    let stops = Arc::new(Stops { hard: CancellationToken::new() });
+    let stops = Arc::new(Stops { hard: CancellationToken::new(), refused: CancellationToken::new() });
+    let mut refusal: Option<String> = None;
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let tasks = TaskTracker::new();
     let claim_path = format!("/v1/queues/{}/claim", cfg.queue);
@@ -98,16 +104,20 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
         let first = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
             _ = shutdown.cancelled() => break,
+            _ = stops.refused.cancelled() => break,
         };
         let mut permits = vec![first];
         while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
             permits.push(p);
         }
+        // While the server is away, no long poll: the gate lets one short request out at a time.
+        let wait_ms = if client.offline() { 0 } else { 20_000 };
         let body =
-            json!({ "worker": cfg.name, "max": permits.len(), "wait_ms": 20_000, "lease_ms": cfg.lease_ms });
+            json!({ "worker": cfg.name, "max": permits.len(), "wait_ms": wait_ms, "lease_ms": cfg.lease_ms });
         let answer = tokio::select! {
             a = client.call::<ClaimAnswer>(reqwest::Method::POST, &claim_path, Some(&body), Duration::from_secs(30)) => a,
             _ = shutdown.cancelled() => break,
+            _ = stops.refused.cancelled() => break,
         };
         match answer {
             Ok((_, claimed)) => {
@@ -120,6 +130,12 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
                         drop(permit);
                     });
                 }
+            }
+            Err(e) if e.is_refusal() => {
+                tracing::error!(error = %e, "the server refused this worker; stopping");
+                refusal = Some(e.to_string());
+                stops.refused.cancel();
+                break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
@@ -140,6 +156,12 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
         tracing::info!(running = tasks.len(), "grace over: stopping children and releasing their jobs");
         stops.hard.cancel();
         tasks.wait().await;
+    }
+    if stops.refused.is_cancelled() {
+        // Children are stopped by their runs; their jobs run again elsewhere once their leases end.
+        tasks.wait().await;
+        let why = refusal.unwrap_or_else(|| "a heartbeat or a run's end was refused (401/403)".to_owned());
+        return Err(WorkerError::Refused(why));
     }
     tracing::info!("worker stopped");
     Ok(())

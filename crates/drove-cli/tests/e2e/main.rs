@@ -6,6 +6,7 @@
 mod flow;
 mod hardening;
 mod multinode;
+mod resilience;
 mod support;
 
 use std::collections::HashMap;

@@ -24,6 +24,10 @@ pub enum Fail {
     Throttled { after: Duration, message: String },
     /// Not an error: run again after the duration, no attempt used.
     Snooze(Duration),
+    /// A failure known to pass by itself (a deadlock, a lock wait timeout, a reset
+    /// connection): retried after a short jittered wait without using an attempt, on the
+    /// queue's transient budget.
+    Transient(String),
 }
 
 impl Fail {
@@ -35,6 +39,9 @@ impl Fail {
     }
     pub fn throttled(after: Duration, message: impl fmt::Display) -> Fail {
         Fail::Throttled { after, message: message.to_string() }
+    }
+    pub fn transient(message: impl fmt::Display) -> Fail {
+        Fail::Transient(message.to_string())
     }
 }
 

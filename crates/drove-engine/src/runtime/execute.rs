@@ -71,7 +71,10 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
 
 /// The end of a run as the store takes it, from what the handler returned.
 pub(crate) fn outcome_of(result: HandlerResult, partial: bool) -> Outcome {
-    let ms = |d: Duration| Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    // Within the API's bound, so a handler's long wait is not refused as invalid.
+    let ms = |d: Duration| {
+        Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(drove_core::validation::MAX_DURATION_MS))
+    };
     match result {
         Ok(value) => Outcome::Complete { result: serde_json::value::to_raw_value(&value).ok(), partial },
         Err(Fail::Retry(message)) => {
@@ -85,6 +88,9 @@ pub(crate) fn outcome_of(result: HandlerResult, partial: bool) -> Outcome {
         }
         Err(Fail::Snooze(after)) => {
             Outcome::Fail { kind: FailKind::Snooze, message: String::new(), retry_after_ms: ms(after) }
+        }
+        Err(Fail::Transient(message)) => {
+            Outcome::Fail { kind: FailKind::Transient, message, retry_after_ms: None }
         }
     }
 }

@@ -72,6 +72,7 @@ fn live(job: &Job, now: Millis) -> Markup {
             section.panel {
                 h2 { "Progress" }
                 (view::progress_bar(job.progress.as_ref(), Some("job-progress")))
+                @if job.state == JobState::Running { " " (view::progress_pace(job, Millis::now())) }
             }
         }
         div.columns {

@@ -41,11 +41,14 @@ pub async fn list(
     State(st): State<AppState>,
     PageQuery(q): PageQuery<ListQuery>,
 ) -> Result<Response, PageError> {
+    // "partial" is offered beside the states: the succeeded jobs that left items undone.
+    let partial = (q.state == "partial").then_some(true);
     let state = match q.state.as_str() {
         "" => None,
+        "partial" => Some(JobState::Succeeded),
         s => Some(s.parse::<JobState>().map_err(|_| {
             PageError::bad_request(
-                "state: must be scheduled, queued, running, succeeded, failed or cancelled",
+                "state: must be scheduled, queued, running, succeeded, partial, failed or cancelled",
             )
         })?),
     };
@@ -69,14 +72,20 @@ pub async fn list(
         };
         let fits = |j: &Job| {
             state.is_none_or(|s| j.state == s)
+                && partial.is_none_or(|p| j.partial == p)
                 && trimmed(&q.queue).is_none_or(|x| j.queue == x)
                 && trimmed(&q.key).is_none_or(|x| j.key.as_deref() == Some(x.as_str()))
                 && trimmed(&q.group).is_none_or(|x| j.group.as_deref() == Some(x.as_str()))
         };
         (job.into_iter().filter(fits).collect(), None)
     } else {
-        let filter =
-            JobFilter { queue: trimmed(&q.queue), state, key: trimmed(&q.key), group: trimmed(&q.group) };
+        let filter = JobFilter {
+            queue: trimmed(&q.queue),
+            state,
+            key: trimmed(&q.key),
+            group: trimmed(&q.group),
+            partial,
+        };
         let page = store.list_jobs(filter, limit, before).await?;
         (page.jobs, page.next_before)
     };
@@ -104,7 +113,12 @@ pub async fn list(
             label { "State"
                 select name="state" {
                     option value="" { "any" }
-                    @for s in JobState::ALL { option value=(s.as_str()) selected[state == Some(s)] { (s.as_str()) } }
+                    @for s in JobState::ALL {
+                        option value=(s.as_str()) selected[state == Some(s) && partial.is_none()] { (s.as_str()) }
+                        @if s == JobState::Succeeded {
+                            option value="partial" selected[partial.is_some()] { "succeeded, partial" }
+                        }
+                    }
                 }
             }
             label { "Queue" input type="text" name="queue" list="queue-names" value=(q.queue.trim()) maxlength="64"; }

@@ -1,10 +1,11 @@
-//! `/ops`: what needs a person. Jobs running now (longest first, with progress), partial
-//! successes, and failures grouped by error message ("what broke last night" is the default
-//! 24-hour window).
+//! `/ops`: what needs a person. First the counts (every run that ended in the last hour, day and
+//! week: succeeded, partial, failed, cancelled, from the store's per-minute outcomes, per queue
+//! for the chosen window), then jobs running now (longest first, with progress, rate and ETA),
+//! failures grouped by error message ("what broke last night" is the default 24-hour window),
+//! and partial successes.
 //!
-//! Every list is a bounded read (the caps below, stated on the page): the store has no
-//! "failed since" or "partial" index, so failures are the newest failed jobs by id and partial
-//! successes come from each queue's recent runs.
+//! Every list is a bounded read (the caps below, stated on the page): failures are the newest
+//! failed jobs by id, partial successes the newest partial ones.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -23,8 +24,7 @@ use crate::AppState;
 const RUNNING_CAP: usize = 200;
 /// Newest failed jobs read for the grouping.
 const FAILED_CAP: usize = 300;
-/// Recent runs scanned per queue for partial successes, and how many are shown.
-const PARTIAL_SCAN: usize = 2_000;
+/// Partial successes shown (the newest).
 const PARTIAL_SHOWN: usize = 30;
 /// Example jobs linked per failure group.
 const EXAMPLES: usize = 5;
@@ -125,16 +125,15 @@ pub async fn page(
     let failed = store.list_jobs(failed, FAILED_CAP, None).await?.jobs;
     let groups = group_failures(&failed, since);
 
-    let mut partial_ids = Vec::new();
-    for queue in store.list_queues().await? {
-        let runs = store.recent_runs(&queue.name, since, PARTIAL_SCAN).await?;
-        partial_ids.extend(runs.iter().filter(|r| r.partial).map(|r| (r.finished_at, r.id)));
+    let partial = JobFilter { partial: Some(true), ..Default::default() };
+    let mut partial = store.list_jobs(partial, PARTIAL_SHOWN, None).await?.jobs;
+    partial.retain(|j| j.finished_at.is_some_and(|f| f >= since));
+
+    let mut totals = Vec::with_capacity(WINDOWS.len());
+    for (name, ms) in WINDOWS {
+        totals.push((name, crate::summary::summary(&**store, name, ms, now).await?));
     }
-    partial_ids.sort_unstable_by(|a, b| b.cmp(a));
-    let mut partial = Vec::new();
-    for (_, id) in partial_ids.into_iter().take(PARTIAL_SHOWN) {
-        partial.extend(store.get_job(id).await?.filter(|j| j.partial));
-    }
+    let chosen = totals.iter().find(|(name, _)| *name == window).map(|(_, s)| s.clone());
 
     let chrome =
         Chrome { title: "Operations", nav: Nav::Ops, auth: st.config.token.is_some(), live_ms: 5_000 };
@@ -148,6 +147,36 @@ pub async fn page(
             }
         }
         div #ops data-live {
+            section.panel #ops-totals {
+                h2 { "Ended runs" }
+                table.totals {
+                    tbody {
+                        @for (name, s) in &totals {
+                            tr data-window=(name) {
+                                th { "last " (name) }
+                                td { (outcome_sentence(&s.totals, None)) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(s) = &chosen {
+                    @if !s.queues.is_empty() {
+                        h3 { "By queue, last " (window) }
+                        div.table-wrap { table.jobs {
+                            thead { tr { th { "Queue" } th { "Ended runs" } th { "Failures by kind" } } }
+                            tbody {
+                                @for q in &s.queues {
+                                    tr data-queue=(q.name) {
+                                        td { a href=(queue_href(&q.name)) { (q.name) } }
+                                        td { (outcome_sentence(&q.tally, Some(&q.name))) }
+                                        td { @for (kind, n) in &q.tally.failed_by_kind { span.badge.state-failed { (n) " " (kind) } " " } }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+            }
             section.panel {
                 h2 { "Running now" span.muted { " " (running.len()) ", longest first" } }
                 (running_table(&running, now))
@@ -160,11 +189,29 @@ pub async fn page(
             section.panel {
                 h2 { "Partial successes" span.muted { " last " (window) } }
                 (partial_table(&partial, now))
-                p.note { "From each queue's newest " (PARTIAL_SCAN) " finished runs in the window." }
+                p.note { "The newest " (PARTIAL_SHOWN) " partial successes, " a href="/jobs?state=partial" { "all of them" } "." }
             }
         }
     };
     Ok(view::html_response(StatusCode::OK, view::layout(&chrome, body)))
+}
+
+/// "25 succeeded (5 partial) · 5 failed": each number next to its word, the words linking to the
+/// jobs behind them (of `queue` when given).
+fn outcome_sentence(t: &crate::summary::Tally, queue: Option<&str>) -> Markup {
+    let link = |state: &str| match queue {
+        Some(q) => format!("/jobs{}", view::query(&[("state", state), ("queue", q)])),
+        None => format!("/jobs{}", view::query(&[("state", state)])),
+    };
+    html! {
+        span.outcomes {
+            a.good-text href=(link("succeeded")) { strong { (t.succeeded) } " succeeded" }
+            @if t.partial > 0 { " (" a href=(link("partial")) { strong { (t.partial) } " partial" } ")" }
+            " · "
+            a.bad-text href=(link("failed")) { strong { (t.failed) } " failed" }
+            @if t.cancelled > 0 { " · " a href=(link("cancelled")) { strong { (t.cancelled) } " cancelled" } }
+        }
+    }
 }
 
 fn running_table(jobs: &[Job], now: Millis) -> Markup {
@@ -179,7 +226,7 @@ fn running_table(jobs: &[Job], now: Millis) -> Markup {
                             td { a href=(queue_href(&j.queue)) { (j.queue) } }
                             td { @if let Some(k) = &j.key { (view::clip(k, 40)) } }
                             td.num { @if let Some(s) = j.started_at { (duration(now.since(s))) } }
-                            td { (view::progress_bar(j.progress.as_ref(), None)) }
+                            td { (view::progress_bar(j.progress.as_ref(), None)) " " (view::progress_pace(j, now)) }
                             td { @if let Some(w) = &j.worker { code { (view::clip(w, 30)) } } }
                         }
                     }

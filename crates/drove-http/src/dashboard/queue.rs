@@ -105,6 +105,12 @@ async fn render(
                                     th { (view::state_badge(s)) }
                                     td.num { a href=(jobs_href(&q.name, Some(s))) { (q.counts.get(s)) } }
                                 }
+                                @if s == JobState::Succeeded && q.counts.partial > 0 {
+                                    tr data-state="partial" {
+                                        th { span.muted { "of which partial" } }
+                                        td.num { a href={ "/jobs" (view::query(&[("state", "partial"), ("queue", &q.name)])) } { (q.counts.partial) } }
+                                    }
+                                }
                             }
                         }
                     }

@@ -325,6 +325,26 @@ pub fn progress_bar(p: Option<&Progress>, id: Option<&str>) -> Markup {
     }
 }
 
+/// A running job's pace: items per second since its run started, and the time left at that
+/// pace ("12.5/s · ETA 3m 20s"); nothing when it cannot be told.
+pub fn progress_pace(job: &drove_core::Job, now: Millis) -> Markup {
+    let (Some(p), Some(started)) = (job.progress.as_ref(), job.started_at) else {
+        return html! {};
+    };
+    let elapsed_ms = now.since(started);
+    if p.done <= 0 || elapsed_ms < 1_000 {
+        return html! {};
+    }
+    let rate = p.done as f64 * 1_000.0 / elapsed_ms as f64;
+    let eta = p.total.filter(|t| *t > p.done).map(|t| ((t - p.done) as f64 / rate * 1_000.0) as i64);
+    html! {
+        span.muted.pace {
+            (format!("{rate:.1}/s"))
+            @if let Some(ms) = eta { " · ETA " (duration(ms)) }
+        }
+    }
+}
+
 /// Shortens text for a table cell (whole characters; more of it goes in a tooltip).
 pub fn clip(text: &str, max_chars: usize) -> Markup {
     if text.chars().count() <= max_chars {

@@ -111,6 +111,7 @@ pub struct ListQuery {
     state: Option<String>,
     key: Option<String>,
     group: Option<String>,
+    partial: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -131,7 +132,9 @@ pub fn decode_cursor(text: &str) -> Option<JobId> {
 /// List jobs, newest first, with filters and cursor paging.
 #[utoipa::path(operation_id = "list_jobs", get, path = "/v1/jobs", tag = "jobs",
     params(("queue" = Option<String>, Query), ("state" = Option<String>, Query), ("key" = Option<String>, Query),
-        ("group" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 1,000 (default 100)"),
+        ("group" = Option<String>, Query),
+        ("partial" = Option<bool>, Query, description = "true: only partial successes; false: only full ones (both imply state succeeded)"),
+        ("limit" = Option<i64>, Query, description = "1 to 1,000 (default 100)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "A page of jobs", body = crate::wire::JobListDoc),
         (status = 400, description = "Unreadable cursor", body = crate::wire::ErrorBodyDoc)))]
@@ -156,8 +159,15 @@ pub async fn list(
         None | Some("") => None,
         Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::malformed("cursor: unreadable"))?),
     };
+    let partial = match q.partial.as_deref() {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::invalid("partial", "must be true or false")),
+    };
     let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let filter = JobFilter { queue: empty(q.queue), state, key: empty(q.key), group: empty(q.group) };
+    let filter =
+        JobFilter { queue: empty(q.queue), state, key: empty(q.key), group: empty(q.group), partial };
     let page = st.engine.store().list_jobs(filter, limit as usize, before).await?;
     #[derive(Serialize)]
     struct Out<'a> {

@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness, readiness, and the operations summary.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -6,6 +6,31 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+
+#[derive(serde::Deserialize, Default)]
+pub struct SummaryQuery {
+    #[serde(default)]
+    window: Option<String>,
+}
+
+/// How many runs succeeded (partially or not), failed (by error kind) and were cancelled in a
+/// window, per queue and in total: what alerts are built on.
+#[utoipa::path(get, path = "/v1/ops", operation_id = "ops_summary", tag = "operations",
+    params(("window" = Option<String>, Query, pattern = r"^[0-9]{1,6}[mhd]$", description = "Nm, Nh or Nd, at most 7d (default 24h)")),
+    responses((status = 200, body = crate::summary::OpsSummary),
+        (status = 422, description = "A window that is not Nm, Nh or Nd up to 7 days", body = crate::wire::ErrorBodyDoc)))]
+pub async fn summary(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<SummaryQuery>,
+) -> Result<Response, ApiError> {
+    let window = q.window.filter(|w| !w.is_empty()).unwrap_or_else(|| "24h".to_owned());
+    let ms = crate::summary::parse_window(&window)
+        .ok_or_else(|| ApiError::invalid("window", "must be Nm, Nh or Nd, at most 7d"))?;
+    let s = crate::summary::summary(&**st.engine.store(), &window, ms, drove_core::Millis::now()).await?;
+    Ok(axum::Json(s).into_response())
+}
 
 /// The process answers (never needs the token).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]

@@ -6,7 +6,6 @@ use drove_store::{Counts, LimitScope, PoolInfo, QueueInfo, StoreError};
 
 use super::claim::queue_cap;
 use crate::error::TxError;
-use crate::row::state_of;
 use crate::tx::{QueueRow, Tx};
 
 /// Where an adaptive limit starts before the limiter has measured anything.
@@ -18,8 +17,8 @@ pub(crate) const COUNTS_SQL: &str = "SELECT state, sum(n)::bigint FROM (\
     SELECT state, n FROM queue_counts WHERE queue = $1 \
     UNION ALL SELECT state, n FROM count_deltas WHERE queue = $1) c GROUP BY state";
 
-pub(crate) fn add_count(counts: &mut Counts, state: i16, n: i64) -> Result<(), TxError> {
-    counts.add(state_of(state)?, n);
+pub(crate) fn add_count(counts: &mut Counts, code: i16, n: i64) -> Result<(), TxError> {
+    counts.add_code(i64::from(code), n)?;
     Ok(())
 }
 

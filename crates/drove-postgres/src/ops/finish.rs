@@ -4,17 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use drove_core::backoff::retry_delay_ms;
-use drove_core::{ErrorKind, FailKind, Job, JobId, JobState, Millis};
+use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::transition::{Ending, Hold, RunEnd, RunFacts, end_of_run};
 use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 
 use super::{END_RUN, find_live, load_job_locked, update_returning};
 use crate::error::TxError;
 use crate::row::{JOB_COLS, job_from_row, pg_text};
 use crate::tx::Tx;
-
-/// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
-pub(crate) const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
 
 pub(crate) async fn heartbeat(tx: &mut Tx<'_>, hb: &Heartbeat) -> Result<HeartbeatAck, TxError> {
     hb.validate(tx.shared.max_payload).map_err(StoreError::from)?;
@@ -58,15 +55,33 @@ async fn stale_or_missing(tx: &Tx<'_>, id: JobId) -> Result<StoreError, TxError>
 }
 
 /// The facts about a job a run's end depends on.
-struct RunRow {
+pub(crate) struct RunRow {
     state: i16,
     lease: Option<i64>,
-    deadline: Option<i64>,
-    cancel_requested: bool,
-    attempt: i64,
-    max_attempts: i64,
-    queue: String,
-    grp: Option<String>,
+    pub deadline: Option<i64>,
+    pub facts: RunFacts,
+    pub queue: String,
+}
+
+/// The columns [`run_row_from`] reads.
+pub(crate) const RUN_COLS: &str =
+    "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, transient_streak";
+
+/// Reads [`RUN_COLS`] from `r`, starting at column `at`.
+pub(crate) fn run_row_from(r: &tokio_postgres::Row, at: usize) -> Result<RunRow, TxError> {
+    Ok(RunRow {
+        state: r.try_get(at)?,
+        lease: r.try_get(at + 1)?,
+        deadline: r.try_get(at + 2)?,
+        facts: RunFacts {
+            cancel_requested: r.try_get(at + 3)?,
+            attempt: r.try_get(at + 4)?,
+            max_attempts: r.try_get(at + 5)?,
+            grouped: r.try_get::<_, Option<String>>(at + 7)?.is_some(),
+            transient_streak: r.try_get(at + 8)?,
+        },
+        queue: r.try_get(at + 6)?,
+    })
 }
 
 /// Ends runs, each on its own. The jobs' rows are locked by one statement in id order (so two
@@ -82,27 +97,10 @@ pub(crate) async fn finish(
     ids.dedup();
     let mut runs = HashMap::with_capacity(ids.len());
     for r in tx
-        .query(
-            "SELECT id, state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp \
-             FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&ids],
-        )
+        .query(&format!("SELECT id, {RUN_COLS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"), &[&ids])
         .await?
     {
-        let id: i64 = r.try_get(0)?;
-        runs.insert(
-            id,
-            RunRow {
-                state: r.try_get(1)?,
-                lease: r.try_get(2)?,
-                deadline: r.try_get(3)?,
-                cancel_requested: r.try_get(4)?,
-                attempt: r.try_get(5)?,
-                max_attempts: r.try_get(6)?,
-                queue: r.try_get(7)?,
-                grp: r.try_get(8)?,
-            },
-        );
+        runs.insert(r.try_get::<_, i64>(0)?, run_row_from(&r, 1)?);
     }
     let now = tx.now;
     let max_payload = tx.shared.max_payload;
@@ -133,8 +131,7 @@ pub(crate) async fn finish(
         if matches!(f.outcome, Outcome::Complete { .. }) {
             completes.push(i);
         } else {
-            let job = end_other(tx, f, run).await?;
-            after_run(tx, &job);
+            let job = end_run(tx, f.id, run, Ending::Worker(&f.outcome)).await?;
             out[i] = Some(Ok(job));
         }
     }
@@ -175,59 +172,64 @@ pub(crate) async fn finish(
     Ok(out.into_iter().map(|r| r.expect("every entry answered")).collect())
 }
 
-/// Ends one run that did not complete (failed or released); its checks have passed.
-async fn end_other(tx: &mut Tx<'_>, f: &Finish, run: &RunRow) -> Result<Job, TxError> {
+/// Ends a run the way [`end_of_run`] decides (the worker's outcome, or the reaper's lost lease or
+/// timeout): one statement writes it, then the bookkeeping of every run's end.
+pub(crate) async fn end_run(
+    tx: &mut Tx<'_>,
+    id: JobId,
+    run: &RunRow,
+    ending: Ending<'_>,
+) -> Result<Job, TxError> {
     let now = tx.now;
-    match &f.outcome {
-        Outcome::Complete { .. } => {
-            Err(StoreError::Internal("completions are written together".into()).into())
-        }
-        Outcome::Release if run.cancel_requested => end_cancelled(tx, f.id, None).await,
-        Outcome::Release => {
-            update_returning(
-                tx,
-                &format!(
-                    "UPDATE jobs SET state = 1, run_at = $2, finished_at = $2, free_run = true, {END_RUN} \
-                     WHERE id = $1 RETURNING {JOB_COLS}"
-                ),
-                &[&f.id.0, &now.0],
-            )
-            .await
-        }
-        Outcome::Fail { kind, message, retry_after_ms } => {
-            let error_kind = match kind {
-                FailKind::Retryable | FailKind::Snooze => ErrorKind::Retryable,
-                FailKind::Permanent => ErrorKind::Permanent,
-                FailKind::Throttled => ErrorKind::Throttled,
-            };
-            let message = pg_text(message);
-            if run.cancel_requested {
-                return end_cancelled(tx, f.id, Some((error_kind, &message))).await;
-            }
-            match kind {
-                FailKind::Permanent => end_failed(tx, f.id, error_kind, &message).await,
-                FailKind::Retryable => {
-                    retry_or_fail(
-                        tx,
-                        f.id,
-                        &run.queue,
-                        (run.attempt, run.max_attempts),
-                        (error_kind, &message),
-                    )
-                    .await
-                }
-                FailKind::Throttled => {
-                    let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
-                    hold_scope(tx, run, now.plus_ms(delay)).await?;
-                    requeue_free(tx, f.id, delay, Some((ErrorKind::Throttled, &message))).await
-                }
-                FailKind::Snooze => {
-                    let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
-                    requeue_free(tx, f.id, delay, None).await
-                }
+    let queue = tx.queue(&run.queue).await?;
+    let end = end_of_run(&run.facts, ending, &queue.config, now, fastrand::f64());
+    let job = apply_end(tx, id, &end).await?;
+    match end.hold {
+        Some(Hold::Group(until)) => {
+            if let Some(g) = &job.group {
+                tx.hold_group(&job.queue, g, until);
             }
         }
+        Some(Hold::Queue(until)) => tx.hold_queue(&job.queue, until),
+        None => {}
     }
+    after_run(tx, &job);
+    Ok(job)
+}
+
+/// Writes a decided run end in one statement, returning the job.
+async fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd) -> Result<Job, TxError> {
+    let (is_success, result, partial) = match &end.success {
+        Some((result, partial)) => (true, result.as_ref().map(|r| r.get()), *partial),
+        None => (false, None, false),
+    };
+    let message = end.error.as_ref().map(|(_, m)| pg_text(m));
+    update_returning(
+        tx,
+        &format!(
+            "UPDATE jobs SET state = $2, run_at = coalesce($3, run_at), finished_at = $4, free_run = $5, \
+             result = CASE WHEN $6 THEN $7 ELSE result END, partial = CASE WHEN $6 THEN $8 ELSE partial END, \
+             error_kind = coalesce($9, error_kind), error_message = coalesce($10, error_message), \
+             error_at = CASE WHEN $9::smallint IS NULL THEN error_at ELSE $4 END, \
+             transient_streak = $11, transient_retries = transient_retries + $12, {END_RUN} \
+             WHERE id = $1 RETURNING {JOB_COLS}"
+        ),
+        &[
+            &id.0,
+            &(end.state.code() as i16),
+            &end.run_at.map(|t| t.0),
+            &tx.now.0,
+            &end.free_run,
+            &is_success,
+            &result,
+            &partial,
+            &end.error.as_ref().map(|(k, _)| k.code() as i16),
+            &message.as_deref(),
+            &end.transient_streak,
+            &i64::from(end.transient),
+        ],
+    )
+    .await
 }
 
 /// Bookkeeping once a run ended (by its worker or the reaper).
@@ -251,113 +253,15 @@ pub(crate) async fn wake_pool_mates(tx: &mut Tx<'_>, queues: &[String]) -> Resul
 
 pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job) {
     tx.moved(&job.queue, Some(JobState::Running), Some(job.state));
+    if job.state.is_terminal() {
+        tx.ended(job);
+    }
     if let Some(g) = &job.group {
         tx.touch_group(&job.queue, g);
     }
     // A freed slot (or a requeued job) may let a waiting claimer through.
     tx.ready(&job.queue);
     tx.changed(job);
-}
-
-/// Throttled: holds the group (under `group_rate`) or the queue until the retry time.
-async fn hold_scope(tx: &mut Tx<'_>, run: &RunRow, until: Millis) -> Result<(), TxError> {
-    let q = tx.queue(&run.queue).await?;
-    match (q.config.group_rate, &run.grp) {
-        (Some(_), Some(g)) => tx.hold_group(&run.queue, g, until),
-        _ => tx.hold_queue(&run.queue, until),
-    }
-    Ok(())
-}
-
-/// A run ended and the job goes back to wait `delay_ms` without using an attempt.
-async fn requeue_free(
-    tx: &Tx<'_>,
-    id: JobId,
-    delay_ms: i64,
-    error: Option<(ErrorKind, &str)>,
-) -> Result<Job, TxError> {
-    let now = tx.now;
-    let state = if delay_ms > 0 { JobState::Scheduled } else { JobState::Queued };
-    update_returning(
-        tx,
-        &format!(
-            "UPDATE jobs SET state = $3, run_at = $4, finished_at = $2, free_run = true, \
-             error_kind = coalesce($5, error_kind), error_message = coalesce($6, error_message), \
-             error_at = CASE WHEN $5::smallint IS NULL THEN error_at ELSE $2 END, {END_RUN} \
-             WHERE id = $1 RETURNING {JOB_COLS}"
-        ),
-        &[
-            &id.0,
-            &now.0,
-            &(state.code() as i16),
-            &now.plus_ms(delay_ms).0,
-            &error.map(|e| e.0.code() as i16),
-            &error.map(|e| e.1),
-        ],
-    )
-    .await
-}
-
-/// A run that used an attempt failed: back off and retry while attempts remain, else fail.
-pub(crate) async fn retry_or_fail(
-    tx: &mut Tx<'_>,
-    id: JobId,
-    queue: &str,
-    (attempt, max_attempts): (i64, i64),
-    (kind, message): (ErrorKind, &str),
-) -> Result<Job, TxError> {
-    if attempt >= max_attempts {
-        return end_failed(tx, id, kind, message).await;
-    }
-    let now = tx.now;
-    let backoff = tx.queue(queue).await?.config.backoff();
-    let delay = retry_delay_ms(backoff, attempt, fastrand::f64());
-    let state = if delay > 0 { JobState::Scheduled } else { JobState::Queued };
-    update_returning(
-        tx,
-        &format!(
-            "UPDATE jobs SET state = $3, run_at = $4, finished_at = $2, error_kind = $5, \
-             error_message = $6, error_at = $2, {END_RUN} WHERE id = $1 RETURNING {JOB_COLS}"
-        ),
-        &[&id.0, &now.0, &(state.code() as i16), &now.plus_ms(delay).0, &(kind.code() as i16), &message],
-    )
-    .await
-}
-
-pub(crate) async fn end_failed(
-    tx: &Tx<'_>,
-    id: JobId,
-    kind: ErrorKind,
-    message: &str,
-) -> Result<Job, TxError> {
-    update_returning(
-        tx,
-        &format!(
-            "UPDATE jobs SET state = 4, finished_at = $2, error_kind = $3, error_message = $4, \
-             error_at = $2, {END_RUN} WHERE id = $1 RETURNING {JOB_COLS}"
-        ),
-        &[&id.0, &tx.now.0, &(kind.code() as i16), &message],
-    )
-    .await
-}
-
-/// A cancel-requested run ended without completing: the job is cancelled.
-pub(crate) async fn end_cancelled(
-    tx: &Tx<'_>,
-    id: JobId,
-    error: Option<(ErrorKind, &str)>,
-) -> Result<Job, TxError> {
-    update_returning(
-        tx,
-        &format!(
-            "UPDATE jobs SET state = 5, finished_at = $2, \
-             error_kind = coalesce($3, error_kind), error_message = coalesce($4, error_message), \
-             error_at = CASE WHEN $3::smallint IS NULL THEN error_at ELSE $2 END, {END_RUN} \
-             WHERE id = $1 RETURNING {JOB_COLS}"
-        ),
-        &[&id.0, &tx.now.0, &error.map(|e| e.0.code() as i16), &error.map(|e| e.1)],
-    )
-    .await
 }
 
 pub(crate) async fn cancel(tx: &mut Tx<'_>, id: JobId) -> Result<Job, TxError> {
@@ -373,6 +277,7 @@ pub(crate) async fn cancel(tx: &mut Tx<'_>, id: JobId) -> Result<Job, TxError> {
             )
             .await?;
             tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
+            tx.ended(&done);
             if let Some(g) = &done.group {
                 tx.touch_group(&done.queue, g);
             }

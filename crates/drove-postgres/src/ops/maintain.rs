@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use drove_core::{ErrorKind, JobId, JobState};
+use drove_core::{JobId, JobState};
+use drove_store::transition::Ending;
 
-use super::finish::{after_run, end_cancelled, retry_or_fail, wake_pool_mates};
+use super::finish::{RUN_COLS, end_run, run_row_from, wake_pool_mates};
 use crate::error::TxError;
 use crate::row::state_of;
 use crate::tx::Tx;
@@ -40,29 +41,24 @@ pub(crate) async fn reap(tx: &mut Tx<'_>, limit: usize) -> Result<usize, TxError
     let now = tx.now;
     let due = tx
         .query(
-            "SELECT id, deadline, cancel_requested, attempt, max_attempts, queue, timeout_ms \
-             FROM jobs WHERE state = 2 AND reap_at <= $1 ORDER BY reap_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &format!(
+                "SELECT id, timeout_ms, {RUN_COLS} FROM jobs WHERE state = 2 AND reap_at <= $1 \
+                 ORDER BY reap_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ),
             &[&now.0, &(limit as i64)],
         )
         .await?;
     let mut queues: Vec<String> = Vec::new();
     for r in &due {
         let id = JobId(r.try_get(0)?);
-        let deadline: Option<i64> = r.try_get(1)?;
-        let cancel_requested: bool = r.try_get(2)?;
-        let queue: String = r.try_get(5)?;
-        let timeout_ms: Option<i64> = r.try_get(6)?;
-        let (kind, message) = if deadline.is_some_and(|d| d <= now.0) {
-            (ErrorKind::Timeout, format!("timed out after {} ms", timeout_ms.unwrap_or(0)))
+        let timeout_ms: Option<i64> = r.try_get(1)?;
+        let run = run_row_from(r, 2)?;
+        let ending = if run.deadline.is_some_and(|d| d <= now.0) {
+            Ending::TimedOut { timeout_ms: timeout_ms.unwrap_or(0) }
         } else {
-            (ErrorKind::Lost, "the lease expired: the worker stopped heartbeating".to_owned())
+            Ending::Lost
         };
-        let job = if cancel_requested {
-            end_cancelled(tx, id, Some((kind, &message))).await?
-        } else {
-            retry_or_fail(tx, id, &queue, (r.try_get(3)?, r.try_get(4)?), (kind, &message)).await?
-        };
-        after_run(tx, &job);
+        let job = end_run(tx, id, &run, ending).await?;
         queues.push(job.queue.clone());
     }
     wake_pool_mates(tx, &queues).await?;
@@ -84,17 +80,39 @@ pub(crate) async fn prune(tx: &mut Tx<'_>, retention_ms: i64, limit: usize) -> R
             .query(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = $1 AND state >= 3 \
                  AND finished_at < $2 AND (state <> 3 OR key IS NULL OR finished_at < $3) \
-                 ORDER BY finished_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING state",
+                 ORDER BY finished_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING state, partial",
                 &[&queue, &(now.0 - retention_ms), &(now.0 - reuse_ms), &((limit - total) as i64)],
             )
             .await?;
+        let mut partials = 0;
         for r in &gone {
             let state = state_of(r.try_get(0)?)?;
             tx.moved(&queue, Some(state), None);
+            partials += i64::from(state == JobState::Succeeded && r.try_get::<_, bool>(1)?);
         }
+        tx.partial_gone(&queue, partials);
         total += gone.len();
     }
+    // Outcome counts are kept for the longest window the operations view shows, and a day more.
+    let oldest = now.0.div_euclid(60_000) - drove_store::OUTCOME_KEEP_MINUTES;
+    tx.execute("DELETE FROM outcomes WHERE minute < $1", &[&oldest]).await?;
     Ok(total)
+}
+
+/// Folds outcome deltas into `outcomes`, like [`compact_counts`].
+pub(crate) async fn compact_outcomes(tx: &mut Tx<'_>) -> Result<u64, TxError> {
+    tx.execute(
+        "WITH d AS (DELETE FROM outcome_deltas WHERE id IN \
+                 (SELECT id FROM outcome_deltas ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING queue, minute, state, partial, kind, n), \
+             s AS (SELECT queue, minute, state, partial, kind, sum(n)::bigint AS n FROM d \
+                   GROUP BY queue, minute, state, partial, kind) \
+             INSERT INTO outcomes (queue, minute, state, partial, kind, n) \
+             SELECT * FROM s ORDER BY queue, minute, state, partial, kind \
+             ON CONFLICT (queue, minute, state, partial, kind) DO UPDATE SET n = outcomes.n + excluded.n",
+        &[&COMPACT_BATCH],
+    )
+    .await
 }
 
 /// Rows of count deltas folded into the base counts per call.

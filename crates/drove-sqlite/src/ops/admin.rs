@@ -1,8 +1,8 @@
 //! Queue and pool settings, and the adaptive limit in force.
 
+use drove_core::Millis;
 use drove_core::name::check_queue_name;
 use drove_core::queue::{PoolPatch, QueuePatch};
-use drove_core::{JobState, Millis};
 use drove_store::{Counts, LimitScope, PoolInfo, QueueInfo, StoreError};
 use rusqlite::params;
 
@@ -56,10 +56,8 @@ pub(crate) fn queue_info(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<Que
         .prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1")
         .and_then(|mut s| s.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db_err)?;
-    for (state, n) in stored.into_iter().chain(tx.pending_counts(name)) {
-        if let Some(st) = JobState::from_code(state) {
-            counts.add(st, n);
-        }
+    for (code, n) in stored.into_iter().chain(tx.pending_counts(name)) {
+        counts.add_code(code, n)?;
     }
     Ok(QueueInfo {
         name: name.to_owned(),

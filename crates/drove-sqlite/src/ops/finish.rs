@@ -1,8 +1,8 @@
 //! A run's life after the claim: heartbeats, its end (complete, fail, release), and the
 //! cancellation and redrive of jobs. Every call on a run is fenced by its lease token.
 
-use drove_core::backoff::retry_delay_ms;
-use drove_core::{ErrorKind, FailKind, Job, JobId, JobState, Millis};
+use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::transition::{Ending, Hold, RunEnd, RunFacts, end_of_run};
 use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 use rusqlite::{OptionalExtension, params};
 
@@ -10,9 +10,6 @@ use super::group::{hold_group, refresh_group};
 use super::{END_RUN, find_live, load_job, update_returning};
 use crate::row::db_err;
 use crate::writer::Tx;
-
-/// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
-pub(crate) const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
 
 /// Extends a run's lease (`hb` validated by the caller).
 pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
@@ -69,38 +66,45 @@ fn stale_or_missing(tx: &Tx<'_>, id: JobId) -> Result<StoreError, StoreError> {
 }
 
 /// The facts about a job a run's end depends on.
-struct RunRow {
+pub(crate) struct RunRow {
     state: i64,
     lease: Option<i64>,
     deadline: Option<i64>,
-    cancel_requested: bool,
-    attempt: i64,
-    max_attempts: i64,
-    queue: String,
-    grp: Option<String>,
+    pub facts: RunFacts,
+    pub queue: String,
+}
+
+/// The columns [`run_row_from`] reads.
+pub(crate) const RUN_COLS: &str =
+    "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, transient_streak";
+
+/// Reads [`RUN_COLS`] from `r`, starting at column `at`.
+pub(crate) fn run_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        state: r.get(at)?,
+        lease: r.get(at + 1)?,
+        deadline: r.get(at + 2)?,
+        facts: RunFacts {
+            cancel_requested: r.get::<_, i64>(at + 3)? != 0,
+            attempt: r.get(at + 4)?,
+            max_attempts: r.get(at + 5)?,
+            grouped: r.get::<_, Option<String>>(at + 7)?.is_some(),
+            transient_streak: r.get(at + 8)?,
+        },
+        queue: r.get(at + 6)?,
+    })
+}
+
+impl RunRow {
+    pub fn deadline(&self) -> Option<i64> {
+        self.deadline
+    }
 }
 
 fn run_row(tx: &Tx<'_>, id: JobId) -> Result<Option<RunRow>, StoreError> {
     tx.conn
-        .prepare_cached(
-            "SELECT state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp \
-             FROM jobs WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([id.0], |r| {
-                Ok(RunRow {
-                    state: r.get(0)?,
-                    lease: r.get(1)?,
-                    deadline: r.get(2)?,
-                    cancel_requested: r.get::<_, i64>(3)? != 0,
-                    attempt: r.get(4)?,
-                    max_attempts: r.get(5)?,
-                    queue: r.get(6)?,
-                    grp: r.get(7)?,
-                })
-            })
-            .optional()
-        })
+        .prepare_cached(sql!("SELECT {RUN_COLS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.0], |r| run_row_from(r, 0)).optional())
         .map_err(db_err)
 }
 
@@ -201,58 +205,78 @@ pub(crate) fn finish_one(tx: &mut Tx<'_>, f: Finish, now: Millis) -> Result<Job,
     {
         return Err(StoreError::StaleLease);
     }
-    let job = match f.outcome {
-        Outcome::Complete { result, partial } => update_returning(
-            tx,
-            sql!(
-                "UPDATE jobs SET state = 3, finished_at = ?2, result = ?3, partial = ?4, {END_RUN} \
-                 WHERE id = ?1"
-            ),
-            params![f.id.0, now.0, result.as_ref().map(|r| r.get()), partial],
-            f.id.0,
-        )?,
-        Outcome::Release if run.cancel_requested => end_cancelled(tx, f.id, now, None)?,
-        Outcome::Release => update_returning(
-            tx,
-            sql!(
-                "UPDATE jobs SET state = 1, run_at = ?2, finished_at = ?2, free_run = 1, {END_RUN} \
-                 WHERE id = ?1"
-            ),
-            params![f.id.0, now.0],
-            f.id.0,
-        )?,
-        Outcome::Fail { kind, message, retry_after_ms } => {
-            let error_kind = match kind {
-                FailKind::Retryable | FailKind::Snooze => ErrorKind::Retryable,
-                FailKind::Permanent => ErrorKind::Permanent,
-                FailKind::Throttled => ErrorKind::Throttled,
-            };
-            if run.cancel_requested {
-                end_cancelled(tx, f.id, now, Some((error_kind, &message)))?
-            } else {
-                match kind {
-                    FailKind::Permanent => end_failed(tx, f.id, now, error_kind, &message)?,
-                    FailKind::Retryable => retry_or_fail(tx, &run, f.id, now, error_kind, &message)?,
-                    FailKind::Throttled => {
-                        let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
-                        hold_scope(tx, &run, now.plus_ms(delay), now)?;
-                        requeue_free(tx, f.id, now, delay, Some((ErrorKind::Throttled, &message)))?
-                    }
-                    FailKind::Snooze => {
-                        let delay = retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS);
-                        requeue_free(tx, f.id, now, delay, None)?
-                    }
-                }
+    end_run(tx, f.id, &run, Ending::Worker(&f.outcome), now)
+}
+
+/// Ends a run the way [`end_of_run`] decides (the worker's outcome, or the reaper's lost lease or
+/// timeout), and does the bookkeeping of every run's end.
+pub(crate) fn end_run(
+    tx: &mut Tx<'_>,
+    id: JobId,
+    run: &RunRow,
+    ending: Ending<'_>,
+    now: Millis,
+) -> Result<Job, StoreError> {
+    let queue = tx.queue(&run.queue, now)?;
+    let end = end_of_run(&run.facts, ending, &queue.config, now, fastrand::f64());
+    let job = apply_end(tx, id, &end, now)?;
+    match end.hold {
+        Some(Hold::Group(until)) => {
+            if let Some(g) = &job.group {
+                hold_group(tx, &job.queue, g, until)?;
             }
         }
-    };
+        Some(Hold::Queue(until)) => hold_queue(tx, &job.queue, until, now)?,
+        None => {}
+    }
     after_run(tx, &job, now)?;
     Ok(job)
+}
+
+/// Writes a decided run end in one statement and reads the job back.
+fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd, now: Millis) -> Result<Job, StoreError> {
+    let (is_success, result, partial) = match &end.success {
+        Some((result, partial)) => (true, result.as_ref().map(|r| r.get()), *partial),
+        None => (false, None, false),
+    };
+    let (error_kind, error_message) = match &end.error {
+        Some((k, m)) => (Some(k.code()), Some(m.as_str())),
+        None => (None, None),
+    };
+    update_returning(
+        tx,
+        sql!(
+            "UPDATE jobs SET state = ?2, run_at = coalesce(?3, run_at), finished_at = ?4, free_run = ?5, \
+             result = CASE WHEN ?6 THEN ?7 ELSE result END, partial = CASE WHEN ?6 THEN ?8 ELSE partial END, \
+             error_kind = coalesce(?9, error_kind), error_message = coalesce(?10, error_message), \
+             error_at = CASE WHEN ?9 IS NULL THEN error_at ELSE ?4 END, \
+             transient_streak = ?11, transient_retries = transient_retries + ?12, {END_RUN} \
+             WHERE id = ?1"
+        ),
+        params![
+            id.0,
+            end.state.code(),
+            end.run_at.map(|t| t.0),
+            now.0,
+            end.free_run,
+            is_success,
+            result,
+            partial,
+            error_kind,
+            error_message,
+            end.transient_streak,
+            i64::from(end.transient),
+        ],
+        id.0,
+    )
 }
 
 /// Bookkeeping once a run ended (by its worker or the reaper).
 pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job, now: Millis) -> Result<(), StoreError> {
     tx.moved(&job.queue, Some(JobState::Running), Some(job.state));
+    if job.state.is_terminal() {
+        tx.ended(job);
+    }
     if let Some(g) = &job.group {
         refresh_group(tx, &job.queue, g, now)?;
     }
@@ -268,125 +292,18 @@ pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job, now: Millis) -> Result<(), S
     Ok(())
 }
 
-/// Throttled: holds the group (under `group_rate`) or the queue until the retry time.
-fn hold_scope(tx: &mut Tx<'_>, run: &RunRow, until: Millis, now: Millis) -> Result<(), StoreError> {
-    let q = tx.queue(&run.queue, now)?;
-    if let (Some(_), Some(g)) = (q.config.group_rate, &run.grp) {
-        return hold_group(tx, &run.queue, g, until);
-    }
+/// Holds the queue until `until` (a throttled outcome under its `rate`).
+fn hold_queue(tx: &mut Tx<'_>, queue: &str, until: Millis, now: Millis) -> Result<(), StoreError> {
+    let q = tx.queue(queue, now)?;
     let held = q.held_until.unwrap_or(0).max(until.0);
     tx.conn
         .prepare_cached("UPDATE queues SET held_until = ?2 WHERE name = ?1")
-        .and_then(|mut s| s.execute(params![run.queue, held]))
+        .and_then(|mut s| s.execute(params![queue, held]))
         .map_err(db_err)?;
     let mut row = (*q).clone();
     row.held_until = Some(held);
-    tx.cache_queue(&run.queue, row);
+    tx.cache_queue(queue, row);
     Ok(())
-}
-
-/// A run ended and the job goes back to wait `delay_ms` without using an attempt.
-fn requeue_free(
-    tx: &Tx<'_>,
-    id: JobId,
-    now: Millis,
-    delay_ms: i64,
-    error: Option<(ErrorKind, &str)>,
-) -> Result<Job, StoreError> {
-    let state = if delay_ms > 0 { JobState::Scheduled } else { JobState::Queued };
-    update_returning(
-        tx,
-        sql!(
-            "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, free_run = 1, \
-             error_kind = coalesce(?5, error_kind), error_message = coalesce(?6, error_message), \
-             error_at = CASE WHEN ?5 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
-             WHERE id = ?1"
-        ),
-        params![
-            id.0,
-            now.0,
-            state.code(),
-            now.plus_ms(delay_ms).0,
-            error.map(|e| e.0.code()),
-            error.map(|e| e.1)
-        ],
-        id.0,
-    )
-}
-
-/// A run that used an attempt failed: back off and retry while attempts remain, else fail.
-pub(crate) fn retry_or_fail_with(
-    tx: &mut Tx<'_>,
-    id: JobId,
-    queue: &str,
-    (attempt, max_attempts): (i64, i64),
-    now: Millis,
-    (kind, message): (ErrorKind, &str),
-) -> Result<Job, StoreError> {
-    if attempt >= max_attempts {
-        return end_failed(tx, id, now, kind, message);
-    }
-    let backoff = tx.queue(queue, now)?.config.backoff();
-    let delay = retry_delay_ms(backoff, attempt, fastrand::f64());
-    let state = if delay > 0 { JobState::Scheduled } else { JobState::Queued };
-    update_returning(
-        tx,
-        sql!(
-            "UPDATE jobs SET state = ?3, run_at = ?4, finished_at = ?2, error_kind = ?5, \
-             error_message = ?6, error_at = ?2, {END_RUN} WHERE id = ?1"
-        ),
-        params![id.0, now.0, state.code(), now.plus_ms(delay).0, kind.code(), message],
-        id.0,
-    )
-}
-
-fn retry_or_fail(
-    tx: &mut Tx<'_>,
-    run: &RunRow,
-    id: JobId,
-    now: Millis,
-    kind: ErrorKind,
-    message: &str,
-) -> Result<Job, StoreError> {
-    retry_or_fail_with(tx, id, &run.queue, (run.attempt, run.max_attempts), now, (kind, message))
-}
-
-pub(crate) fn end_failed(
-    tx: &Tx<'_>,
-    id: JobId,
-    now: Millis,
-    kind: ErrorKind,
-    message: &str,
-) -> Result<Job, StoreError> {
-    update_returning(
-        tx,
-        sql!(
-            "UPDATE jobs SET state = 4, finished_at = ?2, error_kind = ?3, error_message = ?4, \
-             error_at = ?2, {END_RUN} WHERE id = ?1"
-        ),
-        params![id.0, now.0, kind.code(), message],
-        id.0,
-    )
-}
-
-/// A cancel-requested run ended without completing: the job is cancelled.
-pub(crate) fn end_cancelled(
-    tx: &Tx<'_>,
-    id: JobId,
-    now: Millis,
-    error: Option<(ErrorKind, &str)>,
-) -> Result<Job, StoreError> {
-    update_returning(
-        tx,
-        sql!(
-            "UPDATE jobs SET state = 5, finished_at = ?2, \
-             error_kind = coalesce(?3, error_kind), error_message = coalesce(?4, error_message), \
-             error_at = CASE WHEN ?3 IS NULL THEN error_at ELSE ?2 END, {END_RUN} \
-             WHERE id = ?1"
-        ),
-        params![id.0, now.0, error.map(|e| e.0.code()), error.map(|e| e.1)],
-        id.0,
-    )
 }
 
 pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, StoreError> {
@@ -402,6 +319,7 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
                 id.0,
             )?;
             tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
+            tx.ended(&done);
             if let Some(g) = &done.group {
                 refresh_group(tx, &done.queue, g, now)?;
             }

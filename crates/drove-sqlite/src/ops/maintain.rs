@@ -1,11 +1,12 @@
 //! Maintenance transitions: promote due jobs, reap runs whose lease or deadline passed, prune
 //! finished jobs. Each does a bounded amount of work per call and is idempotent.
 
-use drove_core::{ErrorKind, JobId, JobState, Millis};
+use drove_core::{JobId, JobState, Millis};
 use drove_store::StoreError;
+use drove_store::transition::Ending;
 use rusqlite::params;
 
-use super::finish::{after_run, end_cancelled, retry_or_fail_with};
+use super::finish::{RUN_COLS, end_run, run_row_from};
 use super::group::refresh_group;
 use crate::row::db_err;
 use crate::writer::Tx;
@@ -39,33 +40,29 @@ pub(crate) fn promote(tx: &mut Tx<'_>, now: Millis, limit: usize) -> Result<usiz
 }
 
 pub(crate) fn reap(tx: &mut Tx<'_>, now: Millis, limit: usize) -> Result<usize, StoreError> {
-    type Row = (i64, Option<i64>, i64, i64, i64, String, Option<i64>);
-    let due: Vec<Row> = tx
+    type Due = (i64, Option<i64>, crate::ops::finish::RunRow);
+    let due: Vec<Due> = tx
         .conn
-        .prepare_cached(
-            "SELECT id, deadline, cancel_requested, attempt, max_attempts, queue, timeout_ms \
-             FROM jobs WHERE state = 2 AND reap_at <= ?1 ORDER BY reap_at LIMIT ?2",
-        )
+        .prepare_cached(sql!(
+            "SELECT id, timeout_ms, {RUN_COLS} FROM jobs WHERE state = 2 AND reap_at <= ?1 \
+             ORDER BY reap_at LIMIT ?2"
+        ))
         .and_then(|mut s| {
             s.query_map(params![now.0, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                // The run's columns start after the two above.
+                let run = run_row_from(r, 2)?;
+                Ok((r.get(0)?, r.get(1)?, run))
             })?
             .collect()
         })
         .map_err(db_err)?;
-    for (id, deadline, cancel_requested, attempt, max_attempts, queue, timeout_ms) in &due {
-        let id = JobId(*id);
-        let (kind, message) = if deadline.is_some_and(|d| d <= now.0) {
-            (ErrorKind::Timeout, format!("timed out after {} ms", timeout_ms.unwrap_or(0)))
+    for (id, timeout_ms, run) in &due {
+        let ending = if run.deadline().is_some_and(|d| d <= now.0) {
+            Ending::TimedOut { timeout_ms: timeout_ms.unwrap_or(0) }
         } else {
-            (ErrorKind::Lost, "the lease expired: the worker stopped heartbeating".to_owned())
+            Ending::Lost
         };
-        let job = if *cancel_requested != 0 {
-            end_cancelled(tx, id, now, Some((kind, &message)))?
-        } else {
-            retry_or_fail_with(tx, id, queue, (*attempt, *max_attempts), now, (kind, &message))?
-        };
-        after_run(tx, &job, now)?;
+        end_run(tx, JobId(*id), run, ending, now)?;
     }
     Ok(due.len())
 }
@@ -88,22 +85,30 @@ pub(crate) fn prune(
         }
         // A succeeded keyed job stays while its queue's reuse window covers it, so a reuse
         // window longer than the retention is honoured.
-        let gone: Vec<i64> = tx
+        let gone: Vec<(i64, bool)> = tx
             .conn
             .prepare_cached(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state >= 3 \
                  AND finished_at < ?2 AND (state <> 3 OR key IS NULL OR finished_at < ?3) \
-                 ORDER BY finished_at LIMIT ?4) RETURNING state",
+                 ORDER BY finished_at LIMIT ?4) RETURNING state, partial",
             )
             .and_then(|mut s| {
                 let args = params![queue, now.0 - retention_ms, now.0 - reuse_ms, (limit - total) as i64];
-                s.query_map(args, |r| r.get(0))?.collect()
+                s.query_map(args, |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?.collect()
             })
             .map_err(db_err)?;
-        for state in &gone {
+        let mut partials = 0;
+        for (state, partial) in &gone {
             tx.moved(&queue, JobState::from_code(*state), None);
+            partials += i64::from(*state == JobState::Succeeded.code() && *partial);
         }
+        tx.partial_gone(&queue, partials);
         total += gone.len();
     }
+    // Outcome counts are kept for the longest window the operations view shows, and a day more.
+    tx.conn
+        .prepare_cached("DELETE FROM outcomes WHERE minute < ?1")
+        .and_then(|mut s| s.execute([now.0.div_euclid(60_000) - drove_store::OUTCOME_KEEP_MINUTES]))
+        .map_err(db_err)?;
     Ok(total)
 }

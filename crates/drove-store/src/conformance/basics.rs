@@ -183,12 +183,15 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
         expect.add(st, page.jobs.len() as i64);
     }
     assert_eq!(info.counts, expect);
-    assert_eq!(expect, Counts { scheduled: 0, queued: 2, running: 2, succeeded: 1, failed: 0, cancelled: 2 });
+    assert_eq!(
+        expect,
+        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 1, failed: 0, cancelled: 2, partial: 0 }
+    );
     assert_eq!(s.prune(at(1_000_000_000), 0, 100).await.unwrap(), 3);
     let info = s.get_queue("q").await.unwrap().unwrap();
     assert_eq!(
         info.counts,
-        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 0, failed: 0, cancelled: 0 }
+        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 0, failed: 0, cancelled: 0, partial: 0 }
     );
 }
 
@@ -244,6 +247,7 @@ pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
         state: Some(JobState::Queued),
         group: Some("g0".into()),
         key: None,
+        partial: None,
     };
     let page = s.list_jobs(combined, 100, None).await.unwrap();
     assert!(
@@ -301,4 +305,77 @@ pub async fn recent_runs_lists_finished_runs_newest_first(s: Arc<dyn Store>) {
     assert_eq!(runs[0].started_at, at(10));
     assert_eq!(runs[0].run_at, T0);
     assert_eq!(s.recent_runs("q", T0, 1).await.unwrap().len(), 1, "limit");
+}
+
+pub async fn partial_successes_are_counted_listed_and_pruned_apart(s: Arc<dyn Store>) {
+    s.submit((0..5).map(|_| job("q")).collect(), T0).await.unwrap();
+    let c = claim(&*s, "q", 5, at(1)).await;
+    for (i, run) in c.iter().enumerate() {
+        let partial = i < 2;
+        end(&*s, run, Outcome::Complete { result: None, partial }, at(10)).await.unwrap();
+    }
+    let counts = s.get_queue("q").await.unwrap().unwrap().counts;
+    assert_eq!((counts.succeeded, counts.partial), (5, 2), "partial is a subset of succeeded");
+    let listed = s.list_queues().await.unwrap();
+    assert_eq!(listed.iter().find(|q| q.name == "q").unwrap().counts.partial, 2);
+    // The listing filters them, in a queue and across queues.
+    for queue in [Some("q".to_owned()), None] {
+        let only = JobFilter { queue: queue.clone(), partial: Some(true), ..Default::default() };
+        let page = s.list_jobs(only, 100, None).await.unwrap();
+        assert_eq!(page.jobs.len(), 2);
+        assert!(page.jobs.iter().all(|j| j.partial && j.state == JobState::Succeeded));
+        let full = JobFilter { queue, partial: Some(false), ..Default::default() };
+        assert_eq!(s.list_jobs(full, 100, None).await.unwrap().jobs.len(), 3);
+    }
+    // Pruned partial successes leave the count.
+    assert_eq!(s.prune(at(1_000_000), 1_000, 100).await.unwrap(), 5);
+    let counts = s.get_queue("q").await.unwrap().unwrap().counts;
+    assert_eq!((counts.succeeded, counts.partial), (0, 0));
+}
+
+pub async fn outcomes_count_every_ended_run_and_outlive_the_jobs(s: Arc<dyn Store>) {
+    set_queue(&*s, "q", r#"{"max_attempts": 1}"#, T0).await;
+    s.submit((0..30).map(|_| job("q")).collect(), T0).await.unwrap();
+    s.submit(vec![job("other"), job("other")], T0).await.unwrap();
+    let c = claim(&*s, "q", 30, at(1)).await;
+    for (i, run) in c.iter().enumerate() {
+        let now = at(60_000 * (i as i64 % 3)); // spread over three minutes
+        match i {
+            0..20 => end(&*s, run, Outcome::Complete { result: None, partial: false }, now).await.unwrap(),
+            20..25 => end(&*s, run, Outcome::Complete { result: None, partial: true }, now).await.unwrap(),
+            25..28 => fail(&*s, run, FailKind::Permanent, None, now).await.unwrap(),
+            _ => fail(&*s, run, FailKind::Retryable, None, now).await.unwrap(), // no attempt left
+        };
+    }
+    let other =
+        s.list_jobs(JobFilter { queue: Some("other".into()), ..Default::default() }, 10, None).await.unwrap();
+    s.cancel(other.jobs[0].id, at(5)).await.unwrap();
+    let total = |o: &[crate::OutcomeCount], f: &dyn Fn(&crate::OutcomeCount) -> bool| -> i64 {
+        o.iter().filter(|x| f(x)).map(|x| x.n).sum()
+    };
+    let all = s.outcomes(T0).await.unwrap();
+    let q = |x: &crate::OutcomeCount| x.queue == "q";
+    assert_eq!(total(&all, &|x| q(x) && x.state == JobState::Succeeded), 25);
+    assert_eq!(total(&all, &|x| q(x) && x.state == JobState::Succeeded && x.partial), 5);
+    assert_eq!(total(&all, &|x| q(x) && x.state == JobState::Failed), 5);
+    assert_eq!(
+        total(&all, &|x| q(x) && x.error_kind == Some(drove_core::ErrorKind::Permanent)),
+        3,
+        "failures are counted by their error kind"
+    );
+    assert_eq!(total(&all, &|x| x.queue == "other" && x.state == JobState::Cancelled), 1);
+    // A window from the third minute counts only what ended in it.
+    let late = s.outcomes(at(120_000)).await.unwrap();
+    assert_eq!(total(&late, &|x| q(x)), 10);
+    // The counts outlive the jobs they counted.
+    s.prune(at(10_000_000), 1_000, 1_000).await.unwrap();
+    assert!(
+        s.list_jobs(JobFilter { queue: Some("q".into()), ..Default::default() }, 10, None)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let kept = s.outcomes(T0).await.unwrap();
+    assert_eq!(total(&kept, &|x| q(x)), 30);
 }

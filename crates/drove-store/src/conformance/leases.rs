@@ -137,3 +137,19 @@ pub async fn lost_lease_on_last_attempt_fails_the_job(s: Arc<dyn Store>) {
     assert_eq!(j.error.map(|e| e.kind), Some(ErrorKind::Lost));
     assert_eq!(j.finished_at, Some(at(10_000)));
 }
+
+pub async fn a_lost_run_is_claimable_at_once_without_backoff(s: Arc<dyn Store>) {
+    // The queue's backoff is long: a dead worker is not the job's fault, so it does not apply.
+    set_queue(&*s, "q", r#"{"backoff": {"base_ms": 3600000, "max_ms": 3600000}}"#, T0).await;
+    submit(&*s, job("q"), T0).await;
+    let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
+    assert_eq!(s.reap(at(10_000), 100).await.unwrap(), 1);
+    let j = get(&*s, c.job.id).await;
+    assert_eq!((j.state, j.run_at), (JobState::Queued, at(10_000)));
+    let again = claim(&*s, "q", 1, at(10_000)).await.pop().expect("claimable at once");
+    assert_eq!(again.job.attempt, 2, "the lost run used its attempt (API.md)");
+    // A released run too: queued at once, no attempt used.
+    let released = end(&*s, &again, Outcome::Release, at(10_001)).await.unwrap();
+    assert_eq!((released.state, released.run_at), (JobState::Queued, at(10_001)));
+    assert_eq!(claim(&*s, "q", 1, at(10_001)).await.pop().unwrap().job.attempt, 2);
+}

@@ -176,6 +176,11 @@ macro_rules! conformance_tests {
             stale_lease_never_wins,
             group_limit_holds_under_concurrent_claimers,
             a_waiter_registering_during_a_completion_is_woken,
+            partial_successes_are_counted_listed_and_pruned_apart,
+            outcomes_count_every_ended_run_and_outlive_the_jobs,
+            throttled_without_a_rate_holds_nobody,
+            transient_failures_retry_fast_on_their_own_budget,
+            a_lost_run_is_claimable_at_once_without_backoff,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

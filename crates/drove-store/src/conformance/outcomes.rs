@@ -42,6 +42,8 @@ pub async fn permanent_failure_fails_at_once(s: Arc<dyn Store>) {
 }
 
 pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dyn Store>) {
+    // Under a rate, a throttled outcome holds the queue (API.md).
+    set_queue(&*s, "q", r#"{"rate": {"limit": 1000, "period_ms": 1000, "burst": 100}}"#, T0).await;
     s.submit(vec![job("q"), job("q")], T0).await.unwrap();
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
     let j = fail(&*s, &c, FailKind::Throttled, Some(2_000), at(100)).await.unwrap();
@@ -383,4 +385,59 @@ pub async fn every_failed_run_is_kept_in_the_jobs_history(s: Arc<dyn Store>) {
     assert_eq!(j.errors.len(), ERROR_HISTORY);
     assert_eq!(j.errors.first().map(|e| e.attempt), Some(6));
     assert_eq!(j.errors.last().map(|e| e.attempt), Some(runs));
+}
+
+pub async fn throttled_without_a_rate_holds_nobody(s: Arc<dyn Store>) {
+    // One customer's 429 must not stall the queue's other work when no rate is set.
+    s.submit(vec![job("q"), job("q")], T0).await.unwrap();
+    let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
+    let j = fail(&*s, &c, FailKind::Throttled, Some(60_000), at(1)).await.unwrap();
+    assert_eq!((j.state, j.run_at), (JobState::Scheduled, at(60_001)), "the job itself waits");
+    let other = claim(&*s, "q", 5, at(2)).await;
+    assert_eq!(other.len(), 1, "the other job starts at once");
+    assert!(s.get_queue("q").await.unwrap().unwrap().held_until.is_none());
+}
+
+pub async fn transient_failures_retry_fast_on_their_own_budget(s: Arc<dyn Store>) {
+    set_queue(
+        &*s,
+        "q",
+        r#"{"max_attempts": 2, "backoff": {"base_ms": 3600000, "max_ms": 3600000},
+            "transient": {"retries": 3, "base_ms": 10, "max_ms": 40}}"#,
+        T0,
+    )
+    .await;
+    let id = submit(&*s, job("q"), T0).await.job.id;
+    let mut now = T0;
+    // A deadlock storm: three transient failures use no attempt and wait at most 40 ms each.
+    for n in 1..=3 {
+        s.promote(now, 10).await.unwrap();
+        let c = claim(&*s, "q", 1, now).await.pop().expect("claimable after a short wait");
+        assert_eq!(c.job.attempt, 1, "transient failures within the budget use no attempt");
+        let j = fail(&*s, &c, FailKind::Transient, None, now).await.unwrap();
+        assert_eq!(j.error.as_ref().map(|e| e.kind), Some(ErrorKind::Transient));
+        assert_eq!(j.transient_retries, n);
+        assert!(j.run_at.since(now) <= 40, "short backoff: {}", j.run_at.since(now));
+        now = j.run_at.plus_ms(1);
+    }
+    // The fourth, past the budget, uses the attempt and the queue's own backoff.
+    s.promote(now, 10).await.unwrap();
+    let c = claim(&*s, "q", 1, now).await.pop().unwrap();
+    let j = fail(&*s, &c, FailKind::Transient, None, now).await.unwrap();
+    assert_eq!(j.transient_retries, 4);
+    assert_eq!(j.attempt, 1);
+    assert!(j.run_at.since(now) >= 0 && j.state != JobState::Failed);
+    // The next attempt has a fresh budget, and a success ends it all.
+    let later = j.run_at;
+    s.promote(later, 10).await.unwrap();
+    let c = claim(&*s, "q", 1, later).await.pop().unwrap();
+    assert_eq!(c.job.attempt, 2);
+    let j = fail(&*s, &c, FailKind::Transient, None, later).await.unwrap();
+    assert_eq!(j.state, JobState::Scheduled, "a fresh budget on the new attempt");
+    assert!(j.run_at.since(later) <= 40);
+    s.promote(j.run_at, 10).await.unwrap();
+    let c = claim(&*s, "q", 1, j.run_at).await.pop().unwrap();
+    let done = complete(&*s, &c, "1", j.run_at.plus_ms(1)).await.unwrap();
+    assert_eq!((done.state, done.attempt, done.transient_retries), (JobState::Succeeded, 2, 5));
+    assert_eq!(get(&*s, id).await.errors.iter().filter(|e| e.kind == ErrorKind::Transient).count(), 5);
 }
