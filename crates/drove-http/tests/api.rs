@@ -761,3 +761,20 @@ async fn the_ops_summary_counts_each_window_per_queue() {
     let (s, v) = a.call(Method::GET, "/v1/jobs?partial=maybe", None).await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
 }
+
+#[tokio::test]
+async fn a_finish_entry_that_cannot_be_read_is_refused_alone() {
+    let a = api();
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "f"}))).await;
+    let (_, c) = a.call(Method::POST, "/v1/queues/f/claim", Some(json!({}))).await;
+    let (id, lease) = (c["jobs"][0]["id"].clone(), c["jobs"][0]["lease"].clone());
+    let body = json!({"jobs": [
+        {"id": "999", "lease": "1", "error": {"message": "x", "kind": "bogus"}},
+        {"id": id, "lease": lease, "result": 1},
+    ]});
+    let (s, v) = a.call(Method::POST, "/v1/jobs/finish", Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["jobs"][0]["id"], "999");
+    assert_eq!(v["jobs"][0]["error"]["code"], "invalid_value");
+    assert_eq!(v["jobs"][1]["state"], "succeeded", "the other entry ended");
+}

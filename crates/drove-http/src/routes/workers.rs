@@ -15,7 +15,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BatchJson, OptionalJson};
 use crate::wire::{
-    ClaimBody, CompleteBody, FailBody, FinishBody, HeartbeatBody, JobOut, ReleaseBody, fail_outcome, lease_ms,
+    ClaimBody, CompleteBody, FailBody, FinishBody, FinishEntry, HeartbeatBody, JobOut, ReleaseBody,
+    fail_outcome, lease_ms,
 };
 
 /// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
@@ -129,12 +130,27 @@ pub async fn release(
     finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome: Outcome::Release }).await
 }
 
+/// `POST /v1/jobs/finish` as read: its entries are parsed one by one (see [`FinishBody`] for
+/// their shape).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFinishBody {
+    jobs: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// The id of an entry that could not be read whole.
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: String,
+}
+
 /// End many runs in one request (an addition for fast workers); each entry stands alone.
 #[utoipa::path(operation_id = "finish_runs", post, path = "/v1/jobs/finish", tag = "workers", request_body = FinishBody,
     responses((status = 200, description = "{jobs: [{id, state} | {id, error}]} in order", body = crate::wire::FinishListDoc)))]
 pub async fn finish_many(
     State(st): State<AppState>,
-    BatchJson(body): BatchJson<FinishBody>,
+    BatchJson(body): BatchJson<RawFinishBody>,
 ) -> Result<Response, ApiError> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid("jobs", format!("must hold 1 to {MAX_BATCH} entries")));
@@ -156,9 +172,22 @@ pub async fn finish_many(
     let mut ids = Vec::with_capacity(body.jobs.len());
     let mut entries: Vec<Option<Entry>> = Vec::with_capacity(body.jobs.len());
     let mut finishes = Vec::with_capacity(body.jobs.len());
-    for e in body.jobs {
-        let id_text = e.id.clone();
-        match e.into_finish().and_then(|f| f.validate(max_payload).map(|()| f).map_err(ApiError::from)) {
+    for (i, raw) in body.jobs.into_iter().enumerate() {
+        // Each entry is read on its own: one that cannot be read (an unknown error kind, a
+        // missing lease) is refused alone, like one with a stale lease.
+        let parsed = crate::extract::parse_json::<FinishEntry>(raw.get().as_bytes()).map_err(|mut e| {
+            e.field = Some(format!("jobs[{i}].{}", e.field.as_deref().unwrap_or("body")));
+            e.message = format!("jobs[{i}]: {}", e.message);
+            e
+        });
+        let id_text = match &parsed {
+            Ok(e) => e.id.clone(),
+            Err(_) => serde_json::from_str::<IdOnly>(raw.get()).map(|x| x.id).unwrap_or_default(),
+        };
+        match parsed
+            .and_then(FinishEntry::into_finish)
+            .and_then(|f| f.validate(max_payload).map(|()| f).map_err(ApiError::from))
+        {
             Ok(f) => {
                 ids.push(id_text);
                 entries.push(None);
