@@ -37,7 +37,14 @@ async fn call(State(p): State<Arc<Provider>>) -> StatusCode {
     let now_in = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let verdict = {
         let mut tat = p.tat_us.lock().unwrap();
-        let rate = drove_core::RateLimit { limit: p.rate as i64, period_ms: 1000, burst: Some(10) };
+        let rate = drove_core::RateLimit {
+            limit: p.rate as i64,
+            period_ms: 1000,
+            burst: Some(10),
+            learn: None,
+            auto: false,
+            per: None,
+        };
         let now_us = drove_core::Millis::now().0 * 1000;
         let grant = drove_core::gcra::take(&rate, *tat, now_us, 1);
         if now_in > p.concurrency {

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod duration;
 pub mod gcra;
 pub mod job;
+pub mod learned;
 pub mod name;
 pub mod queue;
 pub mod time;

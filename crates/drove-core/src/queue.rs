@@ -16,6 +16,9 @@ pub const MIN_LEASE_MS: i64 = 1_000;
 pub const MAX_LEASE_MS: i64 = 86_400_000;
 
 /// A rate limit: `limit` starts per `period_ms`, with up to `burst` at once after a quiet spell.
+/// It is a ceiling: throttled outcomes lower the rate in force beneath it and it probes back up
+/// (see [`crate::learned`]), unless `learn` is false. An `auto` rate (`"rate": "auto"`) has no
+/// ceiling and learns from where it starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -23,14 +26,62 @@ pub struct RateLimit {
     pub period_ms: i64,
     #[serde(default)]
     pub burst: Option<i64>,
+    /// Whether throttled outcomes lower the rate in force (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<bool>,
+    /// No ceiling: the rate is learned from the provider's throttles alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
+    /// What a start is: a job (default), or a claim however many jobs it takes ("50 calls/s of
+    /// up to 20 items": `per: "claim"`, with claims of `max` 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<RateUnit>,
+}
+
+/// What a rate counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateUnit {
+    #[default]
+    Job,
+    Claim,
 }
 
 impl RateLimit {
+    /// A rate with no ceiling, learned from throttles (`"rate": "auto"`).
+    pub fn auto() -> RateLimit {
+        RateLimit {
+            limit: crate::validation::MAX_COUNT,
+            period_ms: 1_000,
+            burst: None,
+            learn: None,
+            auto: true,
+            per: None,
+        }
+    }
+
+    pub fn is_auto(&self) -> bool {
+        self.auto
+    }
+
+    /// Whether a claim counts as one start however many jobs it takes.
+    pub fn per_claim(&self) -> bool {
+        self.per == Some(RateUnit::Claim)
+    }
+
+    /// Whether throttled outcomes lower the rate in force.
+    pub fn learns(&self) -> bool {
+        self.auto || self.learn.unwrap_or(true)
+    }
+
     pub fn burst_or_default(&self) -> i64 {
         self.burst.unwrap_or(1)
     }
 
     fn validate(&self, field: &str) -> Result<(), ValidationError> {
+        if self.auto && self.learn == Some(false) {
+            return Err(ValidationError::new(format!("{field}.learn"), "an auto rate learns"));
+        }
         count(&format!("{field}.limit"), self.limit, 1)?;
         duration_ms(&format!("{field}.period_ms"), self.period_ms, 1)?;
         if let Some(b) = self.burst {
@@ -172,6 +223,24 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A rate as a patch takes it: `{limit, period_ms, burst?, learn?}` or `"auto"`.
+fn present_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<RateLimit>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        Word(String),
+        Rate(RateLimit),
+    }
+    match Option::<Input>::deserialize(d)? {
+        None => Ok(Some(None)),
+        Some(Input::Rate(r)) => Ok(Some(Some(r))),
+        Some(Input::Word(w)) if w == "auto" => Ok(Some(Some(RateLimit::auto()))),
+        Some(Input::Word(w)) => Err(serde::de::Error::custom(format!(
+            "must be {{limit, period_ms, burst?, learn?}} or \"auto\", got {w:?}"
+        ))),
+    }
+}
+
 /// The body of `PUT /v1/queues/NAME`: every field optional, `null` clears a setting.
 #[derive(Clone, Debug, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -180,9 +249,9 @@ pub struct QueuePatch {
     pub concurrency: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub group_concurrency: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_rate")]
     pub rate: Option<Option<RateLimit>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_rate")]
     pub group_rate: Option<Option<RateLimit>>,
     #[serde(default, deserialize_with = "present")]
     pub adaptive: Option<Option<Adaptive>>,

@@ -159,7 +159,18 @@ impl Engine {
 
     /// Claims jobs, waiting up to `wait` for one to become claimable.
     pub async fn claim(&self, req: ClaimRequest, wait: Duration) -> Result<ClaimOutcome, StoreError> {
-        wait::claim(self, req, wait, None).await
+        wait::claim(self, req, wait, Duration::ZERO, None).await
+    }
+
+    /// Claims up to `req.max` jobs, waiting up to `wait` for one; once one is ready, waiting up
+    /// to `linger` more for the batch to fill before claiming (a batch handler's claim).
+    pub async fn claim_batch(
+        &self,
+        req: ClaimRequest,
+        wait: Duration,
+        linger: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        wait::claim(self, req, wait, linger, None).await
     }
 
     /// Like [`Engine::claim`], also answering (empty) when `stop` is cancelled.
@@ -169,7 +180,7 @@ impl Engine {
         wait: Duration,
         stop: &CancellationToken,
     ) -> Result<ClaimOutcome, StoreError> {
-        wait::claim(self, req, wait, Some(stop)).await
+        wait::claim(self, req, wait, Duration::ZERO, Some(stop)).await
     }
 
     /// The job, once terminal or once `wait` ran out (whichever is first); `None` if unknown.

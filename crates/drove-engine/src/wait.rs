@@ -15,10 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
 
+/// A claim that waits up to `wait` for a job; with a `linger`, once one is ready it waits up to
+/// that much longer for the batch to fill (up to `req.max` ready) before claiming them at once.
 pub(crate) async fn claim(
     engine: &Engine,
     req: ClaimRequest,
     wait: Duration,
+    linger: Duration,
     stop: Option<&CancellationToken>,
 ) -> Result<ClaimOutcome, StoreError> {
     let store = engine.store();
@@ -26,13 +29,33 @@ pub(crate) async fn claim(
     let notify = store.hub().queue_notify(&req.queue);
     let never = CancellationToken::new();
     let stop = stop.unwrap_or(&never);
+    // Woken by the hub (something became ready or capacity was freed): claim at once. Woken by
+    // a timer or asking first: look whether anything is ready before claiming, so an idle long
+    // poll runs no write transaction (a claim is one) until a job is ready or due.
+    let mut notified_last = false;
+    // When a lingering claim first saw a job ready: it claims at the latest `linger` after.
+    let mut lingering_until: Option<Instant> = None;
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let now = Millis::now();
         let asked = std::time::Instant::now();
-        let out = store.claim(req.clone(), now).await?;
+        let asked_i = Instant::now();
+        let now = Millis::now();
+        let ready = if notified_last && linger.is_zero() {
+            None // woken by the hub: claim without looking first
+        } else {
+            store.ready(&req.queue, req.max).await?
+        };
+        let idle = ready == Some(0);
+        let fill = match (ready, linger.is_zero()) {
+            (Some(n), false) if n > 0 && n < req.max => {
+                let until = *lingering_until.get_or_insert(asked_i + linger);
+                asked_i < until && asked_i < deadline
+            }
+            _ => false,
+        };
+        let out = if idle || fill { ClaimOutcome::default() } else { store.claim(req.clone(), now).await? };
         metrics::histogram!("drove_claim_seconds", "queue" => req.queue.clone())
             .record(asked.elapsed().as_secs_f64());
         if !out.jobs.is_empty() {
@@ -51,13 +74,18 @@ pub(crate) async fn claim(
             return Ok(out);
         }
         let mut wake = deadline.min(now_i + engine.config().max_idle);
+        if let Some(until) = lingering_until {
+            wake = wake.min(until);
+        }
         if let Some(at) = out.retry_at {
+            // From the instant `now` was read, not from after the store call: the time the
+            // store named is exact, and every millisecond late is pace lost.
             let ms = u64::try_from(at.since(now).max(0)).unwrap_or(0);
-            wake = wake.min(now_i + Duration::from_millis(ms));
+            wake = wake.min(asked_i + Duration::from_millis(ms));
         }
         tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut notified => notified_last = true,
+            _ = tokio::time::sleep_until(wake) => notified_last = false,
             _ = engine.shutdown_token().cancelled() => return Ok(ClaimOutcome::default()),
             _ = stop.cancelled() => return Ok(ClaimOutcome::default()),
         }

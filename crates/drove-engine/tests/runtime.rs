@@ -315,3 +315,26 @@ async fn delayed_jobs_run_once_due_and_a_thousand_waiters_share_one_end() {
     rt.shutdown(Duration::from_secs(5)).await;
     n.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_claim_waits_for_its_batch_to_fill() {
+    let n = node();
+    let e = n.engine.clone();
+    submit(&e, NewJob::new("batch", raw(json!(0)))).await;
+    let req = drove_store::ClaimRequest { queue: "batch".into(), worker: "w".into(), max: 5, lease_ms: None };
+    // Without a linger the claim takes the one job at once.
+    let alone = e.claim(req.clone(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(alone.jobs.len(), 1);
+    submit(&e, NewJob::new("batch", raw(json!(1)))).await;
+    // With one, it waits (up to 30 s) for five to be ready, then takes them in one claim.
+    let claimer = tokio::spawn({
+        let e = e.clone();
+        let req = req.clone();
+        async move { e.claim_batch(req, Duration::from_secs(30), Duration::from_secs(30)).await }
+    });
+    for i in 2..6 {
+        submit(&e, NewJob::new("batch", raw(json!(i)))).await;
+    }
+    let got = tokio::time::timeout(LONG, claimer).await.unwrap().unwrap().unwrap();
+    assert_eq!(got.jobs.len(), 5, "the batch filled before it was claimed");
+}

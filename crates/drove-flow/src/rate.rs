@@ -115,6 +115,9 @@ fn rate_limit(per_s: f64, burst: i64) -> RateLimit {
         limit: ((per_s * 1_000.0).round() as i64).max(1),
         period_ms: 1_000_000,
         burst: Some(burst.max(1)),
+        learn: Some(false),
+        auto: false,
+        per: None,
     }
 }
 

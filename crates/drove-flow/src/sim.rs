@@ -228,7 +228,14 @@ impl Downstream {
         let mut st = self.st.borrow_mut();
         if let Some(rate) = &self.cfg.rate {
             let per_s = rate.per_s_at(now).max(1);
-            let rl = RateLimit { limit: per_s, period_ms: 1_000, burst: Some(rate.burst.max(1)) };
+            let rl = RateLimit {
+                limit: per_s,
+                period_ms: 1_000,
+                burst: Some(rate.burst.max(1)),
+                learn: None,
+                auto: false,
+                per: None,
+            };
             let g = gcra::take(&rl, st.tat_us, now, 1);
             if g.granted == 0 {
                 let wait = g.next_at_us.unwrap_or(now).saturating_sub(now).max(1);

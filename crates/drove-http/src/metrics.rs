@@ -79,6 +79,8 @@ pub async fn render(State(st): State<AppState>) -> Result<Response, ApiError> {
             Some(l) => metrics::gauge!("drove_queue_limit", "queue" => q.name.clone()).set(l as f64),
             None => metrics::gauge!("drove_queue_limit", "queue" => q.name.clone()).set(f64::NAN),
         }
+        // The rate in force (learned beneath the configured one), starts per second.
+        metrics::gauge!("drove_queue_rate", "queue" => q.name.clone()).set(q.rate_now.unwrap_or(f64::NAN));
         metrics::gauge!("drove_queue_paused", "queue" => q.name.clone())
             .set(f64::from(u8::from(q.config.is_paused())));
     }

@@ -166,6 +166,11 @@ pub struct ClaimBody {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 60000)]
     pub wait_ms: Option<i64>,
+    /// Once a job is ready, wait up to this long more for `max` to be ready before claiming them
+    /// at once (a batch worker's claim; 0 to 60,000; default 0).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 60000)]
+    pub linger_ms: Option<i64>,
     /// 1,000 to 86,400,000 (default: the queue's, 10 s).
     #[serde(default)]
     #[schema(minimum = 1000, maximum = 86_400_000)]
@@ -175,6 +180,10 @@ pub struct ClaimBody {
 impl ClaimBody {
     pub fn wait_ms(&self) -> Result<i64, ApiError> {
         Ok(within("wait_ms", self.wait_ms.unwrap_or(0), 0, 60_000)?)
+    }
+
+    pub fn linger_ms(&self) -> Result<i64, ApiError> {
+        Ok(within("linger_ms", self.linger_ms.unwrap_or(0), 0, 60_000)?)
     }
 }
 
@@ -464,6 +473,9 @@ pub struct QueueDoc {
     pub counts: CountsDoc,
     pub limit_now: Option<i64>,
     pub held_until: Option<String>,
+    /// With a `rate`: the starts per second in force (learned beneath the configured rate after
+    /// throttled outcomes, or the configured rate).
+    pub rate_now: Option<f64>,
 }
 
 #[derive(ToSchema)]
@@ -538,7 +550,10 @@ pub struct ErrorBodyInnerDoc {
 // ---- queue and pool settings (the bodies of PUT /v1/queues/NAME and /v1/pools/NAME, and the
 // `config` of a queue or pool; parsed by drove_core's QueuePatch / PoolPatch)
 
-/// A rate limit: `limit` starts per `period_ms`, up to `burst` at once after a quiet spell.
+/// A rate limit: `limit` starts per `period_ms`, up to `burst` at once after a quiet spell. It is
+/// a ceiling: throttled outcomes lower the rate in force beneath it, and it probes back up
+/// (`rate_now` shows it), unless `learn` is false. In a PUT, the string `"auto"` instead of the
+/// object asks for a rate learned with no ceiling.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RateDoc {
@@ -549,6 +564,13 @@ pub struct RateDoc {
     /// Default 1.
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub burst: Option<i64>,
+    /// Whether throttled outcomes lower the rate in force (default true).
+    pub learn: Option<bool>,
+    /// Learned with no ceiling (set by `"rate": "auto"`).
+    pub auto: Option<bool>,
+    /// What a start is: `job` (default) or `claim` (one claim, however many jobs it takes).
+    #[schema(value_type = Option<String>, pattern = "^(job|claim)$")]
+    pub per: Option<String>,
 }
 
 /// Bounds of an adaptive concurrency limit (`max` at least `min`).

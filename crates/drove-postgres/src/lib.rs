@@ -482,6 +482,16 @@ impl Store for PostgresStore {
         self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(read::outcomes(c, since)) }).await
     }
 
+    async fn ready(&self, queue: &str, up_to: i64) -> Result<Option<i64>, StoreError> {
+        let queue: Arc<str> = queue.into();
+        self.shared
+            .read(move |c| -> TxFuture<'_, _> {
+                let queue = Arc::clone(&queue);
+                Box::pin(async move { read::ready(c, &queue, up_to).await })
+            })
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.shared.read(|c| -> TxFuture<'_, _> { Box::pin(read::ping(c)) }).await
     }

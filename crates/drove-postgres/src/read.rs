@@ -8,9 +8,8 @@ use tokio_postgres::Row;
 
 use crate::error::TxError;
 use crate::ops::admin::{COUNTS_SQL, add_count};
-use crate::ops::claim::queue_cap;
 use crate::row::{JOB_COLS, job_from_row, state_of};
-use crate::tx::{Params, PoolRow, QUEUE_COLS, queue_from_row};
+use crate::tx::{Params, PoolRow, QUEUE_COL_COUNT, QUEUE_COLS, queue_from_row};
 
 async fn query(c: &Object, sql: &str, params: Params<'_>) -> Result<Vec<Row>, TxError> {
     let st = c.prepare_cached(sql).await?;
@@ -47,14 +46,7 @@ async fn counts(c: &Object, queue: &str) -> Result<Counts, TxError> {
 }
 
 fn info(name: String, row: &Row, counts: Counts, now: Millis) -> Result<QueueInfo, TxError> {
-    let q = queue_from_row(&name, row)?;
-    Ok(QueueInfo {
-        counts,
-        limit_now: queue_cap(&q),
-        held_until: q.held_until.filter(|h| *h > now.0).map(Millis),
-        config: q.config,
-        name,
-    })
+    Ok(queue_from_row(&name, row)?.info(&name, counts, now))
 }
 
 pub(crate) async fn get_queue(c: &Object, name: &str, now: Millis) -> Result<Option<QueueInfo>, TxError> {
@@ -83,7 +75,7 @@ pub(crate) async fn list_queues(c: &Object, now: Millis) -> Result<Vec<QueueInfo
     }
     rows.iter()
         .map(|r| {
-            let name: String = r.try_get(4)?;
+            let name: String = r.try_get(QUEUE_COL_COUNT)?;
             let counts = all.remove(&name).unwrap_or_default();
             info(name, r, counts, now)
         })
@@ -228,6 +220,21 @@ pub(crate) async fn recent_runs(
             })
         })
         .collect()
+}
+
+/// How many jobs of `queue` are ready, up to `up_to` (`None`: no such queue).
+pub(crate) async fn ready(c: &Object, queue: &str, up_to: i64) -> Result<Option<i64>, TxError> {
+    let rows = query(
+        c,
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = $1 AND state = 1 LIMIT $2) r) \
+         FROM queues WHERE name = $1",
+        &[&queue, &up_to.max(1)],
+    )
+    .await?;
+    Ok(match rows.first() {
+        Some(r) => Some(r.try_get(0)?),
+        None => None,
+    })
 }
 
 /// Proves the database takes writes, not only reads, and still holds Drove's schema: a

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use drove_core::queue::QueueConfig;
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, StoreError};
 use tokio_postgres::Row;
@@ -22,18 +21,12 @@ use crate::error::TxError;
 
 pub(crate) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
-/// A queue's row as a transition reads it.
-#[derive(Debug, Clone)]
-pub(crate) struct QueueRow {
-    pub config: QueueConfig,
-    /// GCRA theoretical arrival time of the queue's `rate`, µs.
-    pub tat: Option<i64>,
-    pub held_until: Option<i64>,
-    /// The adaptive limit in force.
-    pub limit_now: Option<i64>,
-}
+/// A queue's row as a transition reads it (both stores' shape).
+pub(crate) use drove_store::limits::QueueRow;
 
-pub(crate) const QUEUE_COLS: &str = "config, tat, held_until, limit_now";
+pub(crate) const QUEUE_COLS: &str = "config, tat, held_until, limit_now, learn_us, learn_at, learn_strikes";
+/// How many columns `QUEUE_COLS` names (a statement may return more after them).
+pub(crate) const QUEUE_COL_COUNT: usize = 7;
 
 pub(crate) fn queue_from_row(name: &str, row: &Row) -> Result<QueueRow, TxError> {
     let config: String = row.try_get(0)?;
@@ -43,6 +36,11 @@ pub(crate) fn queue_from_row(name: &str, row: &Row) -> Result<QueueRow, TxError>
         tat: row.try_get(1)?,
         held_until: row.try_get(2)?,
         limit_now: row.try_get(3)?,
+        learned: drove_store::admission::RateState::learned_from(
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+        ),
     })
 }
 
@@ -53,6 +51,7 @@ pub(crate) use drove_store::limits::PoolRow;
 struct GroupChange {
     hold: Option<i64>,
     tat: Option<i64>,
+    learned: Option<drove_core::learned::Learned>,
 }
 
 /// What a committed transaction tells the hubs (this node's at once, the others' by NOTIFY).
@@ -73,6 +72,8 @@ pub(crate) struct Effects {
     pub announce: BTreeMap<(String, i16), Vec<i64>>,
     groups: BTreeMap<(String, String), GroupChange>,
     queue_holds: BTreeMap<String, i64>,
+    /// Learned rates cut by throttled outcomes, written with the holds.
+    queue_learned: BTreeMap<String, drove_core::learned::Learned>,
     /// Runs ended, by (queue, minute, state, partial, error kind or -1), written as delta rows.
     outcomes: BTreeMap<(String, i64, i16, bool, i16), i64>,
 }
@@ -297,20 +298,40 @@ impl<'a> Tx<'a> {
         self.fx.groups.entry((queue.to_owned(), grp.to_owned())).or_default().tat = Some(tat_us);
     }
 
+    /// The group's learned rate after a cut or at its first use.
+    pub fn set_group_learned(&mut self, queue: &str, grp: &str, learned: drove_core::learned::Learned) {
+        self.fx.groups.entry((queue.to_owned(), grp.to_owned())).or_default().learned = Some(learned);
+    }
+
     /// Holds a whole queue until `until` (a throttled outcome without group rates).
     pub fn hold_queue(&mut self, queue: &str, until: Millis) {
         let h = self.fx.queue_holds.entry(queue.to_owned()).or_insert(until.0);
         *h = (*h).max(until.0);
     }
 
+    /// The queue's learned rate after a cut (written with the holds, in queue order).
+    pub fn learn_queue(&mut self, queue: &str, learned: drove_core::learned::Learned) {
+        self.fx.queue_learned.insert(queue.to_owned(), learned);
+    }
+
     /// Applies the deferred writes (queue holds, then group rows, each in sorted order), writes
     /// the count deltas, and returns the marker a lost COMMIT is reconciled by (`None` when
     /// the transaction wrote nothing).
     pub async fn finalize(&mut self) -> Result<Option<Marker>, TxError> {
-        for (queue, until) in std::mem::take(&mut self.fx.queue_holds) {
+        let holds = std::mem::take(&mut self.fx.queue_holds);
+        let mut learned = std::mem::take(&mut self.fx.queue_learned);
+        let mut names: Vec<String> = holds.keys().chain(learned.keys()).cloned().collect();
+        names.sort_unstable();
+        names.dedup();
+        for queue in names {
+            let until = holds.get(&queue).copied();
+            let l = learned.remove(&queue);
             self.execute(
-                "UPDATE queues SET held_until = greatest(coalesce(held_until, 0), $2) WHERE name = $1",
-                &[&queue, &until],
+                "UPDATE queues SET held_until = CASE WHEN $2::bigint IS NULL THEN held_until \
+                   ELSE greatest(coalesce(held_until, 0), $2) END, \
+                 learn_us = coalesce($3, learn_us), learn_at = coalesce($4, learn_at), \
+                 learn_strikes = coalesce($5, learn_strikes) WHERE name = $1",
+                &[&queue, &until, &l.map(|l| l.interval_us), &l.map(|l| l.at.0), &l.map(|l| l.strikes)],
             )
             .await?;
         }
@@ -320,7 +341,11 @@ impl<'a> Tx<'a> {
             let mut grps = Vec::with_capacity(groups.len());
             let mut holds = Vec::with_capacity(groups.len());
             let mut tats = Vec::with_capacity(groups.len());
+            let mut learned = Vec::new();
             for ((q, g), c) in groups {
+                if let Some(l) = c.learned {
+                    learned.push((q.clone(), g.clone(), l));
+                }
                 queues.push(q);
                 grps.push(g);
                 holds.push(c.hold);
@@ -331,6 +356,14 @@ impl<'a> Tx<'a> {
                 &[&queues, &grps, &holds, &tats, &self.now.0],
             )
             .await?;
+            // In (queue, group) order, like every lock on group rows.
+            for (q, g, l) in learned {
+                self.execute(
+                    "UPDATE groups SET learn_us = $3, learn_at = $4, learn_strikes = $5 WHERE queue = $1 AND grp = $2",
+                    &[&q, &g, &l.interval_us, &l.at.0, &l.strikes],
+                )
+                .await?;
+            }
         }
         let (mut queues, mut states, mut ns) = (Vec::new(), Vec::new(), Vec::new());
         for ((q, s), n) in &self.fx.deltas {

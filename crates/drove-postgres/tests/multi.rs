@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{SchemaGuard, new_schema, open};
+use drove_core::FailKind;
 use drove_postgres::{PostgresStore, SCHEMA_VERSION, migrate};
-use drove_store::conformance::{T0, claim, claim_as, complete, job, job_with, set_queue, submit};
+use drove_store::Outcome;
+use drove_store::conformance::{T0, at, claim, claim_as, complete, end, job, job_with, set_queue, submit};
 use drove_store::{Store, StoreError};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -198,7 +200,10 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
     // failure from a minute ago.
     client
         .batch_execute(&format!(
-            "ALTER TABLE \"{schema}\".jobs DROP COLUMN transient_retries, DROP COLUMN transient_streak; \
+            "ALTER TABLE \"{schema}\".queues DROP COLUMN learn_us, DROP COLUMN learn_at, DROP COLUMN learn_strikes; \
+             ALTER TABLE \"{schema}\".groups DROP COLUMN learn_us, DROP COLUMN learn_at, DROP COLUMN learn_strikes; \
+             DELETE FROM \"{schema}\".schema_migrations WHERE version = 5; \
+             ALTER TABLE \"{schema}\".jobs DROP COLUMN transient_retries, DROP COLUMN transient_streak; \
              DROP TABLE \"{schema}\".outcomes; DROP TABLE \"{schema}\".outcome_deltas; \
              DELETE FROM \"{schema}\".schema_migrations WHERE version = 4; \
              INSERT INTO \"{schema}\".jobs (id, queue, payload, priority, state, max_attempts, run_at, created_at, \
@@ -210,8 +215,8 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
         ))
         .await
         .unwrap();
-    assert_eq!(SCHEMA_VERSION, 4, "this test undoes version 4; a newer migration needs its own");
-    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4]);
+    assert_eq!(SCHEMA_VERSION, 5, "this test undoes versions 4 and 5; a newer migration needs its own");
+    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5]);
     let store = PostgresStore::open(opts).await.expect("open");
     let q = store.get_queue("q").await.unwrap().expect("the queue's jobs survived");
     assert_eq!((q.counts.succeeded, q.counts.partial, q.counts.failed), (1, 1, 1));
@@ -333,4 +338,26 @@ async fn an_unreachable_database_is_unavailable() {
     let store = open(&guard).await;
     store.close().await;
     assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_learned_on_one_node_paces_claims_on_every_node() {
+    let Some(guard) = new_schema().await else { return };
+    let (a, b) = two(&guard).await;
+    let patch: drove_core::queue::QueuePatch =
+        serde_json::from_str(r#"{"rate": {"limit": 50, "period_ms": 1000, "burst": 60}}"#).unwrap();
+    a.put_queue("q", patch, T0).await.unwrap();
+    a.submit((0..60).map(|_| job("q")).collect(), T0).await.unwrap();
+    let runs = claim(&*a, "q", 51, T0).await;
+    for r in &runs[..50] {
+        complete(&*a, r, "1", at(500)).await.unwrap();
+    }
+    // Node A hears the provider's 429.
+    let outcome =
+        Outcome::Fail { kind: FailKind::Throttled, message: "429".into(), retry_after_ms: Some(100) };
+    end(&*a, &runs[50], outcome, at(1_000)).await.unwrap();
+    // Node B obeys the rate A learned.
+    let q = b.get_queue("q").await.unwrap().unwrap();
+    let now = q.rate_now.unwrap();
+    assert!((23.0..=24.0).contains(&now), "{now}");
 }

@@ -155,6 +155,11 @@ impl Store for SqliteStore {
         self.writer.write(move |tx| ops::claim::claim(tx, req, now)).await
     }
 
+    async fn ready(&self, queue: &str, up_to: i64) -> Result<Option<i64>, StoreError> {
+        let queue = queue.to_owned();
+        self.readers.with(move |c| read::ready(c, &queue, up_to)).await
+    }
+
     async fn heartbeat(&self, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
         hb.validate(self.max_payload)?;
         self.writer.write(move |tx| ops::finish::heartbeat(tx, hb, now)).await

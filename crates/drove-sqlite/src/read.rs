@@ -8,8 +8,7 @@ use drove_store::listing::{self, ListPlan};
 use drove_store::{Counts, JobFilter, JobPage, OutcomeCount, PoolInfo, QueueInfo, RunSample, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::ops::claim::queue_cap;
-use crate::row::{JOB_COLS, db_err, job_from_row};
+use crate::row::{JOB_COLS, QUEUE_COLS, db_err, job_from_row, queue_from_row};
 use crate::writer::{PoolRow, QueueRow};
 
 /// A small pool of read-only connections, used from blocking threads.
@@ -76,21 +75,6 @@ pub(crate) fn next_due(conn: &Connection) -> Result<(Option<Millis>, Option<Mill
     Ok((scheduled.map(Millis), reap.map(Millis)))
 }
 
-fn queue_row(
-    name: &str,
-    config: &str,
-    held_until: Option<i64>,
-    limit_now: Option<i64>,
-) -> Result<QueueRow, StoreError> {
-    Ok(QueueRow {
-        config: serde_json::from_str(config)
-            .map_err(|e| StoreError::Internal(format!("queue {name} config: {e}")))?,
-        tat: None,
-        held_until,
-        limit_now,
-    })
-}
-
 fn counts(conn: &Connection, queue: &str) -> Result<Counts, StoreError> {
     let mut counts = Counts::default();
     let rows: Vec<(i64, i64)> = conn
@@ -103,38 +87,27 @@ fn counts(conn: &Connection, queue: &str) -> Result<Counts, StoreError> {
     Ok(counts)
 }
 
-fn info(
-    conn: &Connection,
-    name: String,
-    config: String,
-    held: Option<i64>,
-    limit: Option<i64>,
-    now: Millis,
-) -> Result<QueueInfo, StoreError> {
-    let row = queue_row(&name, &config, held, limit)?;
-    Ok(QueueInfo {
-        counts: counts(conn, &name)?,
-        limit_now: queue_cap(&row),
-        held_until: row.held_until.filter(|h| *h > now.0).map(Millis),
-        config: row.config,
-        name,
-    })
-}
-
 pub(crate) fn get_queue(conn: &Connection, name: &str, now: Millis) -> Result<Option<QueueInfo>, StoreError> {
-    let found: Option<(String, Option<i64>, Option<i64>)> = conn
-        .prepare_cached("SELECT config, held_until, limit_now FROM queues WHERE name = ?1")
-        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+    let row = conn
+        .prepare_cached(sql!("SELECT {QUEUE_COLS} FROM queues WHERE name = ?1"))
+        .and_then(|mut s| s.query_row([name], |r| queue_from_row(name, r, 0)).optional())
         .map_err(db_err)?;
-    found.map(|(c, h, l)| info(conn, name.to_owned(), c, h, l, now)).transpose()
+    row.map(|q| Ok(q.info(name, counts(conn, name)?, now))).transpose()
 }
 
 pub(crate) fn list_queues(conn: &Connection, now: Millis) -> Result<Vec<QueueInfo>, StoreError> {
-    let rows: Vec<(String, String, Option<i64>, Option<i64>)> = conn
-        .prepare_cached("SELECT name, config, held_until, limit_now FROM queues ORDER BY name")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+    let rows: Vec<(String, QueueRow)> = conn
+        .prepare_cached(sql!("SELECT name, {QUEUE_COLS} FROM queues ORDER BY name"))
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                let name: String = r.get(0)?;
+                let q = queue_from_row(&name, r, 1)?;
+                Ok((name, q))
+            })?
+            .collect()
+        })
         .map_err(db_err)?;
-    rows.into_iter().map(|(n, c, h, l)| info(conn, n, c, h, l, now)).collect()
+    rows.into_iter().map(|(name, q)| Ok(q.info(&name, counts(conn, &name)?, now))).collect()
 }
 
 pub(crate) fn get_pool(conn: &Connection, name: &str) -> Result<Option<PoolInfo>, StoreError> {
@@ -264,6 +237,16 @@ pub(crate) fn recent_runs(
         })?
         .collect()
     })
+    .map_err(db_err)
+}
+
+/// How many jobs of `queue` are ready, up to `up_to` (`None`: no such queue).
+pub(crate) fn ready(conn: &Connection, queue: &str, up_to: i64) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 1 LIMIT ?2)) \
+         FROM queues WHERE name = ?1",
+    )
+    .and_then(|mut s| s.query_row(rusqlite::params![queue, up_to.max(1)], |r| r.get::<_, i64>(0)).optional())
     .map_err(db_err)
 }
 

@@ -43,6 +43,33 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Null, Box::new(e)))
 }
 
+/// The columns [`queue_from_row`] reads, in order.
+pub(crate) const QUEUE_COLS: &str = "config, tat, held_until, limit_now, learn_us, learn_at, learn_strikes";
+
+/// A queue's row from [`QUEUE_COLS`], starting at column `at`.
+pub(crate) fn queue_from_row(
+    name: &str,
+    row: &Row<'_>,
+    at: usize,
+) -> rusqlite::Result<drove_store::limits::QueueRow> {
+    let config: String = row.get(at)?;
+    let config = serde_json::from_str(&config).map_err(|e| {
+        let e = StoreError::Internal(format!("queue {name} config: {e}"));
+        rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(drove_store::limits::QueueRow {
+        config,
+        tat: row.get(at + 1)?,
+        held_until: row.get(at + 2)?,
+        limit_now: row.get(at + 3)?,
+        learned: drove_store::admission::RateState::learned_from(
+            row.get(at + 4)?,
+            row.get(at + 5)?,
+            row.get(at + 6)?,
+        ),
+    })
+}
+
 /// Maps a SQLite error to the store's vocabulary: busy, locked, IO and full disks are
 /// transient (the caller may try again); anything else is a bug or corruption.
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {

@@ -159,6 +159,17 @@ INSERT INTO outcomes (queue, minute, state, partial, kind, n)
     FROM jobs WHERE state >= 3 AND finished_at IS NOT NULL
     GROUP BY 1, 2, 3, 4, 5;
 "#,
+    // 5: learned rates (`drove_core::learned`): the emission interval set by the last cut, when,
+    // and how many cuts in a row followed a probe; per queue (its `rate`) and per group (the
+    // queue's `group_rate`).
+    r#"
+ALTER TABLE queues ADD COLUMN learn_us INTEGER;
+ALTER TABLE queues ADD COLUMN learn_at INTEGER;
+ALTER TABLE queues ADD COLUMN learn_strikes INTEGER;
+ALTER TABLE groups ADD COLUMN learn_us INTEGER;
+ALTER TABLE groups ADD COLUMN learn_at INTEGER;
+ALTER TABLE groups ADD COLUMN learn_strikes INTEGER;
+"#,
 ];
 
 /// Brings the schema up to date. Safe to call on every open.

@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use drove_core::queue::QueueConfig;
 use drove_core::{Job, JobId, JobState, Millis};
 use drove_store::{Event, Hub, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use crate::row::db_err;
+use crate::row::{QUEUE_COLS, db_err, queue_from_row};
 
 /// Called once the batch holding a write has committed (or failed to).
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -44,17 +43,10 @@ pub(crate) type OutcomeKey = (String, i64, i64, i64, i64);
 /// Most writes folded into one transaction.
 const MAX_BATCH_WRITES: usize = 2_048;
 
-/// A queue's row, cached by the writer (the only process-wide writer of these rows, so the
-/// cache is exact; it is dropped whenever a write rolls back).
-#[derive(Debug, Clone)]
-pub(crate) struct QueueRow {
-    pub config: QueueConfig,
-    /// GCRA theoretical arrival time of the queue's `rate`, µs.
-    pub tat: Option<i64>,
-    pub held_until: Option<i64>,
-    /// The adaptive limit in force.
-    pub limit_now: Option<i64>,
-}
+/// A queue's row (both stores' shape), cached by the writer: the writer is the only
+/// process-wide writer of these rows, so the cache is exact; it is dropped whenever a write
+/// rolls back.
+pub(crate) use drove_store::limits::QueueRow;
 
 pub(crate) use drove_store::limits::PoolRow;
 
@@ -254,26 +246,17 @@ impl Tx<'_> {
         }
         let found = self
             .conn
-            .prepare_cached("SELECT config, tat, held_until, limit_now FROM queues WHERE name = ?1")
-            .and_then(|mut s| {
-                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()
-            })
+            .prepare_cached(sql!("SELECT {QUEUE_COLS} FROM queues WHERE name = ?1"))
+            .and_then(|mut s| s.query_row([name], |r| queue_from_row(name, r, 0)).optional())
             .map_err(db_err)?;
         let row = match found {
-            Some((config, tat, held_until, limit_now)) => QueueRow {
-                config: serde_json::from_str(&config)
-                    .map_err(|e| StoreError::Internal(format!("queue {name} config: {e}")))?,
-                tat,
-                held_until,
-                limit_now,
-            },
+            Some(row) => row,
             None => {
                 self.conn
                     .prepare_cached("INSERT INTO queues (name, config, created_at) VALUES (?1, '{}', ?2)")
                     .and_then(|mut s| s.execute(params![name, now.0]))
                     .map_err(db_err)?;
-                QueueRow { config: QueueConfig::default(), tat: None, held_until: None, limit_now: None }
+                QueueRow::default()
             }
         };
         let row = Arc::new(row);

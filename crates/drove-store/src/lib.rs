@@ -7,6 +7,7 @@
 //! lease fencing) are the store's to enforce inside its transactions; nothing above the store
 //! may rely on memory for them. This crate must not depend on a database driver.
 
+pub mod admission;
 pub mod error;
 pub mod hub;
 pub mod limits;

@@ -2,7 +2,7 @@
 //! backends cannot drift apart: which concurrency limit is in force, how much room a pool
 //! leaves a queue of a given lane, and the rounding of GCRA times.
 
-use drove_core::queue::{PoolConfig, QueueConfig};
+use drove_core::queue::{PoolConfig, QueueConfig, QueuePatch};
 use drove_core::{Lane, Millis};
 
 use crate::PoolInfo;
@@ -15,6 +15,65 @@ pub fn queue_cap(config: &QueueConfig, limit_now: Option<i64>) -> Option<i64> {
 /// A pool's concurrency limit in force: `concurrency`, lowered by the adaptive limit.
 pub fn pool_cap(config: &PoolConfig, limit_now: Option<i64>) -> Option<i64> {
     lowest(config.concurrency, config.adaptive.and(limit_now))
+}
+
+/// The adaptive limit a queue or pool starts with when `adaptive` is first set (then the limit
+/// service moves it).
+pub const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
+
+/// A queue's row as both stores keep it: its settings and the flow-control state every node
+/// shares (the GCRA time and learned rate of its `rate`, a throttled hold, the adaptive limit in
+/// force).
+#[derive(Debug, Clone, Default)]
+pub struct QueueRow {
+    pub config: QueueConfig,
+    /// GCRA theoretical arrival time of the queue's `rate`, µs.
+    pub tat: Option<i64>,
+    pub held_until: Option<i64>,
+    /// The adaptive limit in force.
+    pub limit_now: Option<i64>,
+    /// The rate learned beneath `rate` from throttled outcomes.
+    pub learned: Option<drove_core::learned::Learned>,
+}
+
+impl QueueRow {
+    /// The queue's concurrency limit in force.
+    pub fn cap(&self) -> Option<i64> {
+        queue_cap(&self.config, self.limit_now)
+    }
+
+    /// The state of the queue's `rate`.
+    pub fn rate_state(&self) -> crate::admission::RateState {
+        crate::admission::RateState { tat: self.tat, learned: self.learned }
+    }
+
+    /// Applies a settings patch (API.md "PUT /v1/queues/NAME"): a newly adaptive queue starts
+    /// at [`INITIAL_ADAPTIVE_LIMIT`] within its bounds, and a changed rate starts afresh (no
+    /// GCRA debt, nothing learned).
+    pub fn apply(&mut self, patch: QueuePatch) {
+        let old_rate = self.config.rate;
+        self.config.apply(patch);
+        self.limit_now = self
+            .config
+            .adaptive
+            .map(|a| self.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
+        if self.config.rate != old_rate {
+            self.tat = None;
+            self.learned = None;
+        }
+    }
+
+    /// The queue as the API shows it.
+    pub fn info(&self, name: &str, counts: crate::Counts, now: Millis) -> crate::QueueInfo {
+        crate::QueueInfo {
+            name: name.to_owned(),
+            config: self.config.clone(),
+            counts,
+            limit_now: self.cap(),
+            held_until: self.held_until.filter(|h| *h > now.0).map(Millis),
+            rate_now: crate::admission::rate_now(self.config.rate.as_ref(), &self.rate_state(), now),
+        }
+    }
 }
 
 /// A pool's row as both stores keep it: its settings and the limits the limit service wrote.

@@ -342,6 +342,9 @@ pub struct QueueInfo {
     pub limit_now: Option<i64>,
     /// While set and in the future, no job starts (a throttled outcome held the queue).
     pub held_until: Option<Millis>,
+    /// With a `rate`: the starts per second in force (the rate learned beneath the configured
+    /// one after throttled outcomes, or the configured one).
+    pub rate_now: Option<f64>,
 }
 
 /// A pool as `PUT /v1/pools/NAME` returns it.

@@ -41,6 +41,11 @@ pub trait Store: Send + Sync + 'static {
     /// of the queue (pause, holds, concurrency, group concurrency, rates). Never waits.
     async fn claim(&self, req: ClaimRequest, now: Millis) -> Result<ClaimOutcome, StoreError>;
 
+    /// How many jobs of the queue are ready to run, counted up to `up_to` (`None`: no such
+    /// queue yet). A read: long polls ask it before claiming, so that waiting costs no write and
+    /// a claim that lingers for a fuller batch waits without taking anything.
+    async fn ready(&self, queue: &str, up_to: i64) -> Result<Option<i64>, StoreError>;
+
     /// Extends a run's lease and stores its progress and checkpoint, fenced by the lease.
     async fn heartbeat(&self, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError>;
 

@@ -295,7 +295,8 @@ mod tests {
             (end.state, end.run_at, end.free_run, end.hold),
             (JobState::Scheduled, Some(Millis(1_002_000)), true, None)
         );
-        let rate = RateLimit { limit: 10, period_ms: 1_000, burst: None };
+        let rate =
+            RateLimit { limit: 10, period_ms: 1_000, burst: None, learn: None, auto: false, per: None };
         let queued = QueueConfig { rate: Some(rate), ..Default::default() };
         let end = end_of_run(&facts(1), Ending::Worker(&throttled), &queued, NOW, 0.5);
         assert_eq!(end.hold, Some(Hold::Queue(Millis(1_002_000))));

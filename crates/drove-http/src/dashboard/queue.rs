@@ -84,7 +84,14 @@ async fn render(
             section.panel {
                 h2 { "Now" }
                 div #queue-now data-live {
-                    p { (status(&q, now)) " limit in force: " (limit_text(&q)) }
+                    p {
+                        (status(&q, now)) " limit in force: " (limit_text(&q))
+                        @if let (Some(r), Some(cfg)) = (q.rate_now, q.config.rate.as_ref()) {
+                            " · rate in force: " span #rate-now { (format!("{r:.1}")) "/s" }
+                            @if cfg.is_auto() { " (learned, no ceiling)" }
+                            @else if r * 1.001 < cfg.limit as f64 * 1_000.0 / cfg.period_ms as f64 { " (learned beneath the configured rate after throttles)" }
+                        }
+                    }
                     @if let Some(p) = &pool {
                         p #pool-limits {
                             "Pool " code { (p.name) } ": "
@@ -280,6 +287,9 @@ impl SettingsForm {
                 limit,
                 period_ms: field("rate.period_ms", &self.rate_period_ms)?.unwrap_or(1_000),
                 burst: field("rate.burst", &self.rate_burst)?,
+                learn: None,
+                auto: false,
+                per: None,
             }),
         };
         if rate_text(rate.as_ref()) != self.orig_rate.trim() {
@@ -358,7 +368,17 @@ mod tests {
         assert_eq!(p.rate, Some(None));
         let p = form("4", "4", "20", "").patch().unwrap();
         assert_eq!(p.concurrency, None);
-        assert_eq!(p.rate, Some(Some(RateLimit { limit: 20, period_ms: 500, burst: None })));
+        assert_eq!(
+            p.rate,
+            Some(Some(RateLimit {
+                limit: 20,
+                period_ms: 500,
+                burst: None,
+                learn: None,
+                auto: false,
+                per: None
+            }))
+        );
         assert_eq!(form("x", "4", "", "").patch().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
         // Values are checked by the same rule as the API.
         assert!(form("0", "4", "", "").patch().unwrap().validate().is_err());

@@ -36,7 +36,8 @@ pub async fn claim(
     let wait = body.wait_ms()?;
     let req = ClaimRequest { queue: name.0, worker, max, lease_ms: lease_ms(body.lease_ms)? };
     let wait = Duration::from_millis(wait as u64).min(st.config.max_wait);
-    let out = st.engine.claim(req, wait).await?;
+    let linger = Duration::from_millis(body.linger_ms()? as u64).min(st.config.max_wait);
+    let out = st.engine.claim_batch(req, wait, linger).await?;
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,

@@ -2,14 +2,11 @@
 
 use drove_core::name::check_queue_name;
 use drove_core::queue::{PoolPatch, QueuePatch};
+use drove_store::limits::INITIAL_ADAPTIVE_LIMIT;
 use drove_store::{Counts, LimitScope, PoolInfo, QueueInfo, StoreError};
 
-use super::claim::queue_cap;
 use crate::error::TxError;
 use crate::tx::{QueueRow, Tx};
-
-/// Where an adaptive limit starts before the limiter has measured anything.
-pub(crate) const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
 
 /// Counts of a queue: the compacted base plus the deltas not yet folded into it, read by one
 /// statement (one snapshot), so they are exact.
@@ -27,16 +24,12 @@ pub(crate) async fn put_queue(tx: &mut Tx<'_>, name: &str, patch: QueuePatch) ->
     patch.validate().map_err(StoreError::from)?;
     let q = tx.queue_locked(name).await?;
     let mut row: QueueRow = (*q).clone();
-    row.config.apply(patch);
-    row.limit_now =
-        row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
-    if !row.config.rate.is_some_and(|r| Some(r) == q.config.rate) {
-        row.tat = None; // a new rate starts afresh
-    }
+    row.apply(patch);
     let config = serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let learned = row.learned;
     tx.execute(
-        "UPDATE queues SET config = $2, reuse_ms = $3, limit_now = $4, tat = $5, pool = $6, group_cap = $7 \
-         WHERE name = $1",
+        "UPDATE queues SET config = $2, reuse_ms = $3, limit_now = $4, tat = $5, pool = $6, group_cap = $7, \
+         learn_us = $8, learn_at = $9, learn_strikes = $10 WHERE name = $1",
         &[
             &name,
             &config,
@@ -45,6 +38,9 @@ pub(crate) async fn put_queue(tx: &mut Tx<'_>, name: &str, patch: QueuePatch) ->
             &row.tat,
             &row.config.pool,
             &row.config.group_concurrency,
+            &learned.map(|l| l.interval_us),
+            &learned.map(|l| l.at.0),
+            &learned.map(|l| l.strikes),
         ],
     )
     .await?;
@@ -72,14 +68,7 @@ pub(crate) async fn queue_info(tx: &mut Tx<'_>, name: &str) -> Result<QueueInfo,
     for (state, n) in tx.pending_counts(name) {
         add_count(&mut counts, state, n)?;
     }
-    let now = tx.now;
-    Ok(QueueInfo {
-        name: name.to_owned(),
-        config: q.config.clone(),
-        counts,
-        limit_now: queue_cap(&q),
-        held_until: q.held_until.filter(|h| *h > now.0).map(drove_core::Millis),
-    })
+    Ok(q.info(name, counts, tx.now))
 }
 
 pub(crate) async fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<PoolInfo, TxError> {

@@ -20,8 +20,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
-use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
+use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig};
+use drove_store::admission::{self, GroupView, RateState};
+use drove_store::limits::{PoolLoad, earliest};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 
 use crate::error::TxError;
@@ -78,7 +79,7 @@ async fn pool_room(tx: &mut Tx<'_>, pool: &str, lane: Lane) -> Result<i64, TxErr
 /// What a claim took from one group, to settle its rate state and derived row.
 struct Taken {
     grp: String,
-    tat: Option<i64>,
+    rate: RateState,
     n: i64,
 }
 
@@ -97,8 +98,8 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, req: &ClaimRequest) -> Result<ClaimOu
         }
     }
     let cfg = q.config.clone();
-    if let Some(h) = q.held_until.filter(|h| *h > now.0) {
-        return Ok(ClaimOutcome { jobs: Vec::new(), retry_at: Some(Millis(h)) });
+    if let Some(retry_at) = admission::gate(&cfg, q.held_until, now) {
+        return Ok(ClaimOutcome { jobs: Vec::new(), retry_at });
     }
     let mut want = req.max;
     if let Some(cap) = queue_cap(&q) {
@@ -120,22 +121,30 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, req: &ClaimRequest) -> Result<ClaimOu
             return Ok(ClaimOutcome::default());
         }
     }
-    let now_us = now.0.saturating_mul(1_000);
+    // The rate's own "come back at": kept only if the rate, not a lack of ready jobs, held
+    // jobs back (an idle rated queue must not wake its claimers every interval).
     let mut retry_at = None;
+    let mut rate_retry = None;
     if let Some(rate) = &cfg.rate {
-        let g = gcra::take(rate, q.tat, now_us, want);
-        if g.granted < want
-            && let Some(next) = g.next_at_us
-        {
-            retry_at = earliest(retry_at, us_to_ms_ceil(next));
-        }
-        want = g.granted;
+        let (granted, retry) = admission::rate_grant(rate, &q.rate_state(), now, want);
+        rate_retry = retry;
+        want = granted;
         if want == 0 {
-            return Ok(ClaimOutcome { jobs: Vec::new(), retry_at });
+            // Only a queue with work waiting needs to come back when the rate allows.
+            let waiting: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND state = 1)", &[&req.queue])
+                .await?
+                .try_get(0)?;
+            return Ok(ClaimOutcome { jobs: Vec::new(), retry_at: rate_retry.filter(|_| waiting) });
         }
     }
 
     let picked = pick(tx, &req.queue, &cfg, want, now, &mut retry_at).await?;
+    if picked.ids.len() as i64 == want
+        && let Some(r) = rate_retry
+    {
+        retry_at = earliest(retry_at, r);
+    }
     if picked.held_back && !picked.ids.is_empty() {
         // Rows this claim locked but did not take were invisible to concurrent claims: tell
         // them to look again. (Only when it took jobs, so a claimer never wakes itself in a
@@ -174,15 +183,31 @@ pub(crate) async fn claim(tx: &mut Tx<'_>, req: &ClaimRequest) -> Result<ClaimOu
     if n > 0
         && let Some(rate) = &cfg.rate
     {
-        let tat = gcra::take(rate, q.tat, now_us, n).tat_us;
-        tx.execute("UPDATE queues SET tat = $2 WHERE name = $1", &[&req.queue, &tat]).await?;
+        let st = q.rate_state();
+        let tat = admission::rate_taken(rate, &st, now, n);
+        let learned = admission::first_use(rate, &st, now).or(st.learned);
+        tx.execute(
+            "UPDATE queues SET tat = $2, learn_us = $3, learn_at = $4, learn_strikes = $5 WHERE name = $1",
+            &[
+                &req.queue,
+                &tat,
+                &learned.map(|l| l.interval_us),
+                &learned.map(|l| l.at.0),
+                &learned.map(|l| l.strikes),
+            ],
+        )
+        .await?;
         let mut row = (*q).clone();
         row.tat = Some(tat);
+        row.learned = learned;
         tx.cache_queue(&req.queue, row);
     }
     for t in picked.taken {
         if let Some(rate) = &cfg.group_rate {
-            tx.set_group_tat(&req.queue, &t.grp, gcra::take(rate, t.tat, now_us, t.n).tat_us);
+            tx.set_group_tat(&req.queue, &t.grp, admission::rate_taken(rate, &t.rate, now, t.n));
+            if let Some(l) = admission::first_use(rate, &t.rate, now) {
+                tx.set_group_learned(&req.queue, &t.grp, l);
+            }
         }
         tx.touch_group(&req.queue, &t.grp);
     }
@@ -238,7 +263,6 @@ async fn pick(
     let mut opened: Vec<Taken> = Vec::new();
     let mut ids = Vec::with_capacity(want as usize);
     let mut held_back = false;
-    let now_us = now.0.saturating_mul(1_000);
     while (ids.len() as i64) < want {
         let next_group = groups.peek(tx).await?;
         let best_job = heap.peek().map(|c| (c.priority, c.id));
@@ -261,33 +285,23 @@ async fn pick(
         let g = groups.pop().expect("peeked");
         let Some(row) = tx
             .query_opt(
-                "SELECT running, tat, held_until FROM groups WHERE queue = $1 AND grp = $2 AND open \
-                 FOR UPDATE SKIP LOCKED",
+                "SELECT running, tat, held_until, learn_us, learn_at, learn_strikes FROM groups \
+                 WHERE queue = $1 AND grp = $2 AND open FOR UPDATE SKIP LOCKED",
                 &[&queue, &g.grp],
             )
             .await?
         else {
             continue;
         };
-        let (running, tat, held_until): (i64, Option<i64>, Option<i64>) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let mut allowance = want - ids.len() as i64;
-        if let Some(cap) = cfg.group_concurrency {
-            allowance = allowance.min(cap - running);
-        }
-        if let Some(h) = held_until.filter(|h| *h > now.0) {
-            *retry_at = earliest(*retry_at, Millis(h));
-            continue;
-        }
-        if let Some(rate) = &cfg.group_rate {
-            let grant = gcra::take(rate, tat, now_us, allowance);
-            if grant.granted < allowance
-                && let Some(next) = grant.next_at_us
-            {
-                *retry_at = earliest(*retry_at, us_to_ms_ceil(next));
-            }
-            allowance = grant.granted;
-        }
+        let view = GroupView {
+            running: row.try_get(0)?,
+            held_until: row.try_get(2)?,
+            rate: RateState {
+                tat: row.try_get(1)?,
+                learned: RateState::learned_from(row.try_get(3)?, row.try_get(4)?, row.try_get(5)?),
+            },
+        };
+        let allowance = admission::group_allowance(cfg, &view, want - ids.len() as i64, now, retry_at);
         if allowance <= 0 {
             continue;
         }
@@ -302,7 +316,7 @@ async fn pick(
         {
             heap.push(Cand { priority: row.try_get(0)?, id: Reverse(row.try_get(1)?), group: Some(index) });
         }
-        opened.push(Taken { grp: g.grp, tat, n: 0 });
+        opened.push(Taken { grp: g.grp, rate: view.rate, n: 0 });
     }
     if !heap.is_empty() || opened.iter().any(|t| t.n == 0) {
         held_back = true;

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::admission::{self, RateState};
 use drove_store::transition::{Ending, Hold, RunEnd, RunFacts, end_of_run};
 use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 
@@ -188,13 +189,53 @@ pub(crate) async fn end_run(
         Some(Hold::Group(until)) => {
             if let Some(g) = &job.group {
                 tx.hold_group(&job.queue, g, until);
+                if let Some(rate) = &queue.config.group_rate {
+                    let row = tx
+                        .query_opt(
+                            "SELECT tat, learn_us, learn_at, learn_strikes FROM groups WHERE queue = $1 AND grp = $2",
+                            &[&job.queue, g],
+                        )
+                        .await?;
+                    let state = match row {
+                        Some(r) => RateState {
+                            tat: r.try_get(0)?,
+                            learned: RateState::learned_from(r.try_get(1)?, r.try_get(2)?, r.try_get(3)?),
+                        },
+                        None => RateState::default(),
+                    };
+                    let accepted = accepted_2s(tx, &job.queue, Some(g)).await?;
+                    if let Some(l) = admission::cut(rate, &state, now, accepted) {
+                        tx.set_group_learned(&job.queue, g, l);
+                    }
+                }
             }
         }
-        Some(Hold::Queue(until)) => tx.hold_queue(&job.queue, until),
+        Some(Hold::Queue(until)) => {
+            tx.hold_queue(&job.queue, until);
+            if let Some(rate) = &queue.config.rate {
+                let accepted = accepted_2s(tx, &job.queue, None).await?;
+                if let Some(l) = admission::cut(rate, &queue.rate_state(), now, accepted) {
+                    tx.learn_queue(&job.queue, l);
+                }
+            }
+        }
         None => {}
     }
     after_run(tx, &job);
     Ok(job)
+}
+
+/// Successes of a queue (or one of its groups) over the two seconds before now: what the
+/// provider accepted, for a learned rate's cut.
+async fn accepted_2s(tx: &Tx<'_>, queue: &str, grp: Option<&str>) -> Result<i64, TxError> {
+    let row = tx
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND state >= 3 AND finished_at >= $2 AND state = 3 \
+             AND ($3::text IS NULL OR grp = $3)",
+            &[&queue, &(tx.now.0 - 2_000), &grp],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Writes a decided run end in one statement, returning the job.

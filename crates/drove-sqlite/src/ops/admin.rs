@@ -3,16 +3,13 @@
 use drove_core::Millis;
 use drove_core::name::check_queue_name;
 use drove_core::queue::{PoolPatch, QueuePatch};
+use drove_store::limits::INITIAL_ADAPTIVE_LIMIT;
 use drove_store::{Counts, LimitScope, PoolInfo, QueueInfo, StoreError};
 use rusqlite::params;
 
-use super::claim::queue_cap;
 use super::group::refresh_all_groups;
 use crate::row::db_err;
 use crate::writer::{PoolRow, QueueRow, Tx};
-
-/// Where an adaptive limit starts before the limiter has measured anything.
-pub(crate) const INITIAL_ADAPTIVE_LIMIT: i64 = 20;
 
 pub(crate) fn put_queue(
     tx: &mut Tx<'_>,
@@ -24,18 +21,26 @@ pub(crate) fn put_queue(
     patch.validate()?;
     let q = tx.queue(name, now)?;
     let mut row: QueueRow = (*q).clone();
-    row.config.apply(patch);
-    row.limit_now =
-        row.config.adaptive.map(|a| row.limit_now.unwrap_or(INITIAL_ADAPTIVE_LIMIT).clamp(a.min, a.max));
-    if !row.config.rate.is_some_and(|r| Some(r) == q.config.rate) {
-        row.tat = None; // a new rate starts afresh
-    }
+    row.apply(patch);
     let config = serde_json::to_string(&row.config).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let learned = row.learned;
     tx.conn
         .prepare_cached(
-            "UPDATE queues SET config = ?2, reuse_ms = ?3, limit_now = ?4, tat = ?5 WHERE name = ?1",
+            "UPDATE queues SET config = ?2, reuse_ms = ?3, limit_now = ?4, tat = ?5, \
+             learn_us = ?6, learn_at = ?7, learn_strikes = ?8 WHERE name = ?1",
         )
-        .and_then(|mut s| s.execute(params![name, config, row.config.reuse_for_ms(), row.limit_now, row.tat]))
+        .and_then(|mut s| {
+            s.execute(params![
+                name,
+                config,
+                row.config.reuse_for_ms(),
+                row.limit_now,
+                row.tat,
+                learned.map(|l| l.interval_us),
+                learned.map(|l| l.at.0),
+                learned.map(|l| l.strikes)
+            ])
+        })
         .map_err(db_err)?;
     let group_limit_changed = row.config.group_concurrency != q.config.group_concurrency;
     tx.cache_queue(name, row);
@@ -59,13 +64,7 @@ pub(crate) fn queue_info(tx: &mut Tx<'_>, name: &str, now: Millis) -> Result<Que
     for (code, n) in stored.into_iter().chain(tx.pending_counts(name)) {
         counts.add_code(code, n)?;
     }
-    Ok(QueueInfo {
-        name: name.to_owned(),
-        config: q.config.clone(),
-        counts,
-        limit_now: queue_cap(&q),
-        held_until: q.held_until.filter(|h| *h > now.0).map(Millis),
-    })
+    Ok(q.info(name, counts, now))
 }
 
 pub(crate) fn put_pool(tx: &mut Tx<'_>, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {

@@ -9,8 +9,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig, gcra};
-use drove_store::limits::{PoolLoad, earliest, us_to_ms_ceil};
+use drove_core::{JobState, Lane, LeaseToken, Millis, QueueConfig};
+use drove_store::admission::{self, GroupView, RateState};
+use drove_store::limits::{PoolLoad, earliest};
 use drove_store::{ClaimOutcome, ClaimRequest, Claimed, StoreError};
 use rusqlite::params;
 
@@ -25,15 +26,13 @@ struct GroupRow {
     grp: String,
     head_priority: i64,
     head_id: i64,
-    running: i64,
-    tat: Option<i64>,
-    held_until: Option<i64>,
+    view: GroupView,
 }
 
 /// What a claim took from one group, to settle its rate state and derived row.
 struct Taken {
     grp: String,
-    tat: Option<i64>,
+    rate: RateState,
     n: i64,
 }
 
@@ -80,11 +79,8 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
     req.validate()?;
     let q = tx.queue(&req.queue, now)?;
     let cfg = &q.config;
-    if cfg.is_paused() {
-        return Ok(ClaimOutcome::default());
-    }
-    if let Some(h) = q.held_until.filter(|h| *h > now.0) {
-        return Ok(ClaimOutcome { jobs: Vec::new(), retry_at: Some(Millis(h)) });
+    if let Some(retry_at) = admission::gate(cfg, q.held_until, now) {
+        return Ok(ClaimOutcome { jobs: Vec::new(), retry_at });
     }
     let mut want = req.max;
     if let Some(cap) = queue_cap(&q) {
@@ -99,22 +95,30 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
             return Ok(ClaimOutcome::default());
         }
     }
-    let now_us = now.0.saturating_mul(1_000);
+    // The rate's own "come back at": kept only if the rate, not a lack of ready jobs, held
+    // jobs back (an idle rated queue must not wake its claimers every interval).
+    let mut rate_retry = None;
     let mut retry_at = None;
     if let Some(rate) = &cfg.rate {
-        let g = gcra::take(rate, q.tat, now_us, want);
-        if g.granted < want
-            && let Some(next) = g.next_at_us
-        {
-            retry_at = earliest(retry_at, us_to_ms_ceil(next));
-        }
-        want = g.granted;
+        let (granted, retry) = admission::rate_grant(rate, &q.rate_state(), now, want);
+        rate_retry = retry;
+        want = granted;
         if want == 0 {
-            return Ok(ClaimOutcome { jobs: Vec::new(), retry_at });
+            // Only a queue with work waiting needs to come back when the rate allows.
+            let waiting = tx
+                .conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 1)")
+                .and_then(|mut s| s.query_row([&req.queue], |r| r.get::<_, bool>(0)))
+                .map_err(db_err)?;
+            return Ok(ClaimOutcome { jobs: Vec::new(), retry_at: rate_retry.filter(|_| waiting) });
         }
     }
-
     let (ids, taken) = pick(tx, &req.queue, cfg, want, now, &mut retry_at)?;
+    if ids.len() as i64 == want
+        && let Some(r) = rate_retry
+    {
+        retry_at = earliest(retry_at, r);
+    }
 
     let lease_ms = req.lease_ms.unwrap_or_else(|| cfg.lease_ms());
     let token = tx.alloc_lease();
@@ -145,21 +149,47 @@ pub(crate) fn claim(tx: &mut Tx<'_>, req: ClaimRequest, now: Millis) -> Result<C
     if n > 0
         && let Some(rate) = &cfg.rate
     {
-        let tat = gcra::take(rate, q.tat, now_us, n).tat_us;
+        let st = q.rate_state();
+        let tat = admission::rate_taken(rate, &st, now, n);
+        let learned = admission::first_use(rate, &st, now).or(st.learned);
         tx.conn
-            .prepare_cached("UPDATE queues SET tat = ?2 WHERE name = ?1")
-            .and_then(|mut s| s.execute(params![req.queue, tat]))
+            .prepare_cached(
+                "UPDATE queues SET tat = ?2, learn_us = ?3, learn_at = ?4, learn_strikes = ?5 WHERE name = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    req.queue,
+                    tat,
+                    learned.map(|l| l.interval_us),
+                    learned.map(|l| l.at.0),
+                    learned.map(|l| l.strikes)
+                ])
+            })
             .map_err(db_err)?;
         let mut row = (*q).clone();
         row.tat = Some(tat);
+        row.learned = learned;
         tx.cache_queue(&req.queue, row);
     }
     for t in taken {
         if let Some(rate) = &cfg.group_rate {
-            let tat = gcra::take(rate, t.tat, now_us, t.n).tat_us;
+            let tat = admission::rate_taken(rate, &t.rate, now, t.n);
+            let learned = admission::first_use(rate, &t.rate, now).or(t.rate.learned);
             tx.conn
-                .prepare_cached("UPDATE groups SET tat = ?3 WHERE queue = ?1 AND grp = ?2")
-                .and_then(|mut s| s.execute(params![req.queue, t.grp, tat]))
+                .prepare_cached(
+                    "UPDATE groups SET tat = ?3, learn_us = ?4, learn_at = ?5, learn_strikes = ?6 \
+                     WHERE queue = ?1 AND grp = ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        req.queue,
+                        t.grp,
+                        tat,
+                        learned.map(|l| l.interval_us),
+                        learned.map(|l| l.at.0),
+                        learned.map(|l| l.strikes)
+                    ])
+                })
                 .map_err(db_err)?;
         }
         refresh_group(tx, &req.queue, &t.grp, now)?;
@@ -203,7 +233,6 @@ fn pick(
     let mut groups = OpenGroups { queue, page: Vec::new(), after: None, done: false, page_size: want };
     let mut opened: Vec<Taken> = Vec::new();
     let mut ids = Vec::with_capacity(want as usize);
-    let now_us = now.0.saturating_mul(1_000);
     while (ids.len() as i64) < want {
         let next_group = groups.peek(tx)?;
         let best_job = heap.peek().map(|c| (c.priority, c.id));
@@ -223,23 +252,7 @@ fn pick(
         }
         // Open the group whose head is the best remaining candidate.
         let g = groups.pop().expect("peeked");
-        let mut allowance = want - ids.len() as i64;
-        if let Some(cap) = cfg.group_concurrency {
-            allowance = allowance.min(cap - g.running);
-        }
-        if let Some(h) = g.held_until.filter(|h| *h > now.0) {
-            *retry_at = earliest(*retry_at, Millis(h));
-            continue;
-        }
-        if let Some(rate) = &cfg.group_rate {
-            let grant = gcra::take(rate, g.tat, now_us, allowance);
-            if grant.granted < allowance
-                && let Some(next) = grant.next_at_us
-            {
-                *retry_at = earliest(*retry_at, us_to_ms_ceil(next));
-            }
-            allowance = grant.granted;
-        }
+        let allowance = admission::group_allowance(cfg, &g.view, want - ids.len() as i64, now, retry_at);
         if allowance <= 0 {
             continue;
         }
@@ -257,7 +270,7 @@ fn pick(
                 Ok(())
             })
             .map_err(db_err)?;
-        opened.push(Taken { grp: g.grp, tat: g.tat, n: 0 });
+        opened.push(Taken { grp: g.grp, rate: g.view.rate, n: 0 });
     }
     // Groups opened but not taken from still get their row re-derived (cheap, and harmless).
     opened.retain(|t| t.n > 0);
@@ -290,8 +303,8 @@ impl OpenGroups<'_> {
         let mut rows: Vec<GroupRow> = tx
             .conn
             .prepare_cached(
-                "SELECT grp, head_priority, head_id, running, tat, held_until FROM groups \
-                 WHERE queue = ?1 AND open = 1 \
+                "SELECT grp, head_priority, head_id, running, tat, held_until, learn_us, learn_at, \
+                 learn_strikes FROM groups WHERE queue = ?1 AND open = 1 \
                  AND (head_priority < ?2 OR (head_priority = ?2 AND head_id > ?3)) \
                  ORDER BY head_priority DESC, head_id LIMIT ?4",
             )
@@ -301,9 +314,14 @@ impl OpenGroups<'_> {
                         grp: r.get(0)?,
                         head_priority: r.get(1)?,
                         head_id: r.get(2)?,
-                        running: r.get(3)?,
-                        tat: r.get(4)?,
-                        held_until: r.get(5)?,
+                        view: GroupView {
+                            running: r.get(3)?,
+                            held_until: r.get(5)?,
+                            rate: RateState {
+                                tat: r.get(4)?,
+                                learned: RateState::learned_from(r.get(6)?, r.get(7)?, r.get(8)?),
+                            },
+                        },
                     })
                 })?
                 .collect()

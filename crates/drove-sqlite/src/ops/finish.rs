@@ -2,6 +2,7 @@
 //! cancellation and redrive of jobs. Every call on a run is fenced by its lease token.
 
 use drove_core::{Job, JobId, JobState, Millis};
+use drove_store::admission::{self, RateState};
 use drove_store::transition::{Ending, Hold, RunEnd, RunFacts, end_of_run};
 use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 use rusqlite::{OptionalExtension, params};
@@ -224,13 +225,90 @@ pub(crate) fn end_run(
         Some(Hold::Group(until)) => {
             if let Some(g) = &job.group {
                 hold_group(tx, &job.queue, g, until)?;
+                if let Some(rate) = &queue.config.group_rate {
+                    learn_group(tx, &job.queue, g, rate, now)?;
+                }
             }
         }
-        Some(Hold::Queue(until)) => hold_queue(tx, &job.queue, until, now)?,
+        Some(Hold::Queue(until)) => {
+            hold_queue(tx, &job.queue, until, now)?;
+            if let Some(rate) = &queue.config.rate {
+                learn_queue(tx, &job.queue, rate, now)?;
+            }
+        }
         None => {}
     }
     after_run(tx, &job, now)?;
     Ok(job)
+}
+
+/// Successes of a queue (or one of its groups) over the two seconds before `now`: what the
+/// provider accepted, for a learned rate's cut.
+fn accepted_2s(tx: &Tx<'_>, queue: &str, grp: Option<&str>, now: Millis) -> Result<i64, StoreError> {
+    tx.conn
+        .prepare_cached(
+            "SELECT count(*) FROM jobs INDEXED BY jobs_finished WHERE queue = ?1 AND state >= 3 \
+             AND finished_at >= ?2 AND state = 3 AND (?3 IS NULL OR grp = ?3)",
+        )
+        .and_then(|mut s| s.query_row(params![queue, now.0 - 2_000, grp], |r| r.get(0)))
+        .map_err(db_err)
+}
+
+/// A throttled outcome under the queue's `rate`: the rate in force is cut (drove_core::learned).
+fn learn_queue(
+    tx: &mut Tx<'_>,
+    queue: &str,
+    rate: &drove_core::RateLimit,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let q = tx.queue(queue, now)?;
+    let Some(learned) = admission::cut(rate, &q.rate_state(), now, accepted_2s(tx, queue, None, now)?) else {
+        return Ok(());
+    };
+    tx.conn
+        .prepare_cached("UPDATE queues SET learn_us = ?2, learn_at = ?3, learn_strikes = ?4 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![queue, learned.interval_us, learned.at.0, learned.strikes]))
+        .map_err(db_err)?;
+    let mut row = (*q).clone();
+    row.learned = Some(learned);
+    tx.cache_queue(queue, row);
+    Ok(())
+}
+
+/// A throttled outcome under the queue's `group_rate`: the group's rate in force is cut.
+fn learn_group(
+    tx: &mut Tx<'_>,
+    queue: &str,
+    grp: &str,
+    rate: &drove_core::RateLimit,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let state: Option<RateState> = tx
+        .conn
+        .prepare_cached(
+            "SELECT tat, learn_us, learn_at, learn_strikes FROM groups WHERE queue = ?1 AND grp = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![queue, grp], |r| {
+                Ok(RateState {
+                    tat: r.get(0)?,
+                    learned: RateState::learned_from(r.get(1)?, r.get(2)?, r.get(3)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(db_err)?;
+    let Some(state) = state else { return Ok(()) };
+    let Some(learned) = admission::cut(rate, &state, now, accepted_2s(tx, queue, Some(grp), now)?) else {
+        return Ok(());
+    };
+    tx.conn
+        .prepare_cached(
+            "UPDATE groups SET learn_us = ?3, learn_at = ?4, learn_strikes = ?5 WHERE queue = ?1 AND grp = ?2",
+        )
+        .and_then(|mut s| s.execute(params![queue, grp, learned.interval_us, learned.at.0, learned.strikes]))
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// Writes a decided run end in one statement and reads the job back.

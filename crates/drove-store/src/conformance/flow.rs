@@ -150,3 +150,58 @@ pub async fn offline_lanes_yield_to_online_work_but_keep_their_share(s: Arc<dyn 
         "no online work: offline gets all free permits"
     );
 }
+
+pub async fn an_idle_rated_queue_names_no_time_to_come_back(s: Arc<dyn Store>) {
+    // The report: with nothing queued, a claim named the rate's next slot, and long polls woke
+    // every interval to run a write transaction for nothing.
+    set_queue(&*s, "q", r#"{"rate": {"limit": 100, "period_ms": 1000}}"#, T0).await;
+    submit(&*s, job("q"), T0).await;
+    assert_eq!(s.claim(req("q", 4), T0).await.unwrap().jobs.len(), 1);
+    let idle = s.claim(req("q", 4), at(1)).await.unwrap();
+    assert!(idle.jobs.is_empty());
+    assert_eq!(idle.retry_at, None, "nothing is ready: wait for a notification, not the rate");
+    assert_eq!(s.ready("q", 10).await.unwrap(), Some(0));
+    assert_eq!(s.ready("never-used", 10).await.unwrap(), None);
+    s.submit(vec![job("q"), job("q")], at(2)).await.unwrap();
+    assert_eq!(s.ready("q", 10).await.unwrap(), Some(2));
+    assert_eq!(s.ready("q", 1).await.unwrap(), Some(1), "counted up to the bound");
+    // With jobs ready and the rate spent, the claim says when.
+    let held = s.claim(req("q", 4), at(3)).await.unwrap();
+    assert!(held.jobs.is_empty());
+    assert_eq!(held.retry_at, Some(at(10)));
+    assert_eq!(s.claim(req("q", 4), at(10)).await.unwrap().jobs.len(), 1);
+}
+
+pub async fn a_throttle_lowers_the_rate_in_force_for_every_handle(s: Arc<dyn Store>) {
+    set_queue(&*s, "q", r#"{"rate": {"limit": 50, "period_ms": 1000, "burst": 100}}"#, T0).await;
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(50.0));
+    s.submit((0..60).map(|_| job("q")).collect(), T0).await.unwrap();
+    // 50 succeed within the last two seconds, then the provider pushes back.
+    let runs = claim(&*s, "q", 51, at(0)).await;
+    assert_eq!(runs.len(), 51);
+    for r in &runs[..50] {
+        complete(&*s, r, "1", at(500)).await.unwrap();
+    }
+    fail(&*s, &runs[50], FailKind::Throttled, Some(200), at(1_000)).await.unwrap();
+    let q = s.get_queue("q").await.unwrap().unwrap();
+    let now = q.rate_now.expect("a rate in force");
+    assert!((23.0..=24.0).contains(&now), "95% of the 25/s the provider accepted: {now}");
+    // Another throttle right after is from a call issued before the cut: no second cut.
+    s.promote(at(1_200), 100).await.unwrap();
+    let again = claim(&*s, "q", 1, at(1_200)).await.pop().unwrap();
+    fail(&*s, &again, FailKind::Throttled, Some(10), at(1_300)).await.unwrap();
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(now));
+    // A setting change starts afresh.
+    set_queue(&*s, "q", r#"{"rate": {"limit": 40, "period_ms": 1000}}"#, at(2_000)).await;
+    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(40.0));
+}
+
+pub async fn a_rate_per_claim_counts_claims_not_jobs(s: Arc<dyn Store>) {
+    set_queue(&*s, "q", r#"{"rate": {"limit": 2, "period_ms": 1000, "per": "claim"}}"#, T0).await;
+    s.submit((0..50).map(|_| job("q")).collect(), T0).await.unwrap();
+    assert_eq!(s.claim(req("q", 20), T0).await.unwrap().jobs.len(), 20, "one call of 20 items");
+    let next = s.claim(req("q", 20), at(100)).await.unwrap();
+    assert!(next.jobs.is_empty());
+    assert_eq!(next.retry_at, Some(at(500)));
+    assert_eq!(s.claim(req("q", 20), at(500)).await.unwrap().jobs.len(), 20);
+}

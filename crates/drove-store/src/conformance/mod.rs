@@ -181,6 +181,9 @@ macro_rules! conformance_tests {
             throttled_without_a_rate_holds_nobody,
             transient_failures_retry_fast_on_their_own_budget,
             a_lost_run_is_claimable_at_once_without_backoff,
+            an_idle_rated_queue_names_no_time_to_come_back,
+            a_throttle_lowers_the_rate_in_force_for_every_handle,
+            a_rate_per_claim_counts_claims_not_jobs,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
