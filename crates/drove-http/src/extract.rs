@@ -131,8 +131,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Every request body of the API is an object, and so is every structured field in one (`rate`,
-/// `error`, `progress`, each entry of `jobs`); arrays appear only as `jobs` and inside the
-/// fields that hold any JSON (`payload`, `result`, `checkpoint`). serde fills a struct from an
+/// `error`, `progress`, each entry of `jobs` or `finish`); arrays appear only as those two
+/// lists and inside the fields that hold any JSON (`payload`, `result`, `checkpoint`). serde fills a struct from an
 /// array too (`[5, 1000]` as a rate), which would let a typo pass silently, so arrays anywhere
 /// else are refused here, naming the field. Walks the (already syntax-checked) text once.
 fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
@@ -145,7 +145,7 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
         Object,
         /// Any field of an object but the ones below: anything but an array.
         Field,
-        /// `jobs` at the top: an array of objects.
+        /// `jobs` or `finish` at the top: an array of objects.
         Jobs,
     }
     struct Check<'p> {
@@ -187,7 +187,7 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
             }
             let mut i = 0usize;
             loop {
-                let path = format!("jobs[{i}]");
+                let path = format!("{}[{i}]", self.path);
                 if seq.next_element_seed(Check { slot: Slot::Object, path: &path })?.is_none() {
                     return Ok(());
                 }
@@ -201,7 +201,7 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                let slot = if top && key == "jobs" { Slot::Jobs } else { Slot::Field };
+                let slot = if top && (key == "jobs" || key == "finish") { Slot::Jobs } else { Slot::Field };
                 let path = if top { key } else { format!("{}.{key}", self.path) };
                 map.next_value_seed(Check { slot, path: &path })?;
             }
@@ -274,6 +274,26 @@ impl<T: DeserializeOwned + Default + Send> FromRequest<AppState> for OptionalJso
         }
         check_content_type(&parts)?;
         parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+/// A JSON body that may be absent, with the batch endpoints' larger limit (a claim that carries
+/// the ends of many runs).
+pub struct OptionalBatchJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default + Send> FromRequest<AppState> for OptionalBatchJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes =
+            read_body(body, state.config.max_batch_body, content_length(&parts), state.config.body_stall)
+                .await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBatchJson(T::default()));
+        }
+        check_content_type(&parts)?;
+        parse_json(&bytes).map(OptionalBatchJson)
     }
 }
 

@@ -175,6 +175,11 @@ pub struct ClaimBody {
     #[serde(default)]
     #[schema(minimum = 1000, maximum = 86_400_000)]
     pub lease_ms: Option<i64>,
+    /// Runs this worker ended, reported with its next claim (entries as in `POST
+    /// /v1/jobs/finish`): they end first, each on its own, and the answer's `finished` says how.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<FinishEntry>>)]
+    pub finish: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
 
 impl ClaimBody {
@@ -503,6 +508,8 @@ pub struct PoolDoc {
 pub struct ClaimDoc {
     /// Each job has `lease` and `lease_expires_at`.
     pub jobs: Vec<JobDoc>,
+    /// With `finish` in the request: how each of those runs ended, in order.
+    pub finished: Option<Vec<FinishResultDoc>>,
 }
 
 /// `POST /v1/jobs/batch`: the jobs, in the order of the request.

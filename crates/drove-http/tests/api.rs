@@ -778,3 +778,26 @@ async fn a_finish_entry_that_cannot_be_read_is_refused_alone() {
     assert_eq!(v["jobs"][0]["error"]["code"], "invalid_value");
     assert_eq!(v["jobs"][1]["state"], "succeeded", "the other entry ended");
 }
+
+#[tokio::test]
+async fn a_claim_carries_the_ends_of_the_last_runs() {
+    let a = api();
+    for i in 0..3 {
+        a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "cyc", "payload": i}))).await;
+    }
+    let (_, first) = a.call(Method::POST, "/v1/queues/cyc/claim", Some(json!({"max": 2}))).await;
+    let runs = first["jobs"].as_array().unwrap();
+    // One request: end both runs (one completes, one has a stale lease) and claim the next.
+    let finish = json!([
+        {"id": runs[0]["id"], "lease": runs[0]["lease"], "result": "done"},
+        {"id": runs[1]["id"], "lease": "999999", "result": "late"},
+    ]);
+    let (s, v) =
+        a.call(Method::POST, "/v1/queues/cyc/claim", Some(json!({"max": 2, "finish": finish}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["finished"][0]["state"], "succeeded");
+    assert_eq!(v["finished"][1]["error"]["code"], "lease_lost");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "the third job");
+    let (s, v) = a.call(Method::POST, "/v1/queues/cyc/claim", Some(json!({"finish": {"id": 1}}))).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+}

@@ -7,13 +7,13 @@ use axum::response::{IntoResponse, Response};
 use drove_core::name::{check_label, check_queue_name};
 use drove_core::validation::within;
 use drove_core::{JobId, Millis};
-use drove_store::{ClaimRequest, Finish, Heartbeat, MAX_BATCH, Outcome, StoreError};
+use drove_store::{ClaimRequest, Finish, Heartbeat, MAX_BATCH, Outcome};
 use serde::Serialize;
 
 use super::{Segment, job_response};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, BatchJson, OptionalJson};
+use crate::extract::{ApiJson, BatchJson, OptionalBatchJson};
 use crate::wire::{
     ClaimBody, CompleteBody, FailBody, FinishBody, FinishEntry, HeartbeatBody, JobOut, ReleaseBody,
     fail_outcome, lease_ms,
@@ -27,9 +27,15 @@ use crate::wire::{
 pub async fn claim(
     State(st): State<AppState>,
     name: Segment,
-    OptionalJson(body): OptionalJson<ClaimBody>,
+    OptionalBatchJson(mut body): OptionalBatchJson<ClaimBody>,
 ) -> Result<Response, ApiError> {
     check_queue_name("name", &name.0)?;
+    // The runs this worker ended ride on its next claim: one request per cycle. They end first,
+    // so the slots and capacity they free count for this claim.
+    let finished = match body.finish.take() {
+        Some(entries) if !entries.is_empty() => Some(end_runs(&st, entries).await?),
+        _ => None,
+    };
     let worker = body.worker.clone().unwrap_or_else(|| "anonymous".into());
     check_label("worker", &worker)?;
     let max = within("max", body.max.unwrap_or(1), 1, MAX_BATCH as i64)?;
@@ -41,10 +47,12 @@ pub async fn claim(
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finished: Option<Vec<Ended>>,
     }
     let jobs =
         out.jobs.iter().map(|c| JobOut { job: &c.job, deduplicated: None, lease: Some(c.lease) }).collect();
-    Ok(axum::Json(Out { jobs }).into_response())
+    Ok(axum::Json(Out { jobs, finished }).into_response())
 }
 
 /// Extend the lease; store progress and a checkpoint (durable once answered).
@@ -153,27 +161,40 @@ pub async fn finish_many(
     State(st): State<AppState>,
     BatchJson(body): BatchJson<RawFinishBody>,
 ) -> Result<Response, ApiError> {
-    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+    #[derive(Serialize)]
+    struct Out {
+        jobs: Vec<Ended>,
+    }
+    Ok(axum::Json(Out { jobs: end_runs(&st, body.jobs).await? }).into_response())
+}
+
+/// One entry of a finish answer: the job's new state, or why this entry was refused.
+#[derive(Serialize)]
+pub struct Ended {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<drove_core::JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<EndedError>,
+}
+
+#[derive(Serialize)]
+struct EndedError {
+    code: &'static str,
+    message: String,
+}
+
+/// Ends runs (the entries of `POST /v1/jobs/finish`, or the `finish` of a claim), each on its
+/// own: an entry that cannot be read, or whose lease is stale, is refused alone.
+async fn end_runs(st: &AppState, raw: Vec<Box<serde_json::value::RawValue>>) -> Result<Vec<Ended>, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_BATCH {
         return Err(ApiError::invalid("jobs", format!("must hold 1 to {MAX_BATCH} entries")));
     }
-    #[derive(Serialize)]
-    struct Entry {
-        id: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        state: Option<drove_core::JobState>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<EntryError>,
-    }
-    #[derive(Serialize)]
-    struct EntryError {
-        code: &'static str,
-        message: String,
-    }
     let max_payload = st.engine.store().max_payload();
-    let mut ids = Vec::with_capacity(body.jobs.len());
-    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(body.jobs.len());
-    let mut finishes = Vec::with_capacity(body.jobs.len());
-    for (i, raw) in body.jobs.into_iter().enumerate() {
+    let mut ids = Vec::with_capacity(raw.len());
+    let mut entries: Vec<Option<Ended>> = Vec::with_capacity(raw.len());
+    let mut finishes = Vec::with_capacity(raw.len());
+    for (i, raw) in raw.into_iter().enumerate() {
         // Each entry is read on its own: one that cannot be read (an unknown error kind, a
         // missing lease) is refused alone, like one with a stale lease.
         let parsed = crate::extract::parse_json::<FinishEntry>(raw.get().as_bytes()).map_err(|mut e| {
@@ -194,41 +215,33 @@ pub async fn finish_many(
                 entries.push(None);
                 finishes.push(f);
             }
-            Err(err) => entries.push(Some(Entry {
+            Err(err) => entries.push(Some(Ended {
                 id: id_text,
                 state: None,
-                error: Some(EntryError { code: err.code, message: err.message }),
+                error: Some(EndedError { code: err.code, message: err.message }),
             })),
         }
     }
     let results = if finishes.is_empty() { Vec::new() } else { st.engine.finish(finishes).await? };
     let mut results = ids.into_iter().zip(results);
-    let out: Vec<Entry> = entries
+    Ok(entries
         .into_iter()
         .map(|slot| match slot {
             Some(done) => done,
             None => {
                 let (id, r) = results.next().expect("one result per finish");
                 match r {
-                    Ok(job) => Entry { id, state: Some(job.state), error: None },
+                    Ok(job) => Ended { id, state: Some(job.state), error: None },
                     Err(e) => {
-                        let e: ApiError = match e {
-                            StoreError::Unavailable(_) | StoreError::Internal(_) => ApiError::from(e),
-                            other => other.into(),
-                        };
-                        Entry {
+                        let e: ApiError = e.into();
+                        Ended {
                             id,
                             state: None,
-                            error: Some(EntryError { code: e.code, message: e.message }),
+                            error: Some(EndedError { code: e.code, message: e.message }),
                         }
                     }
                 }
             }
         })
-        .collect();
-    #[derive(Serialize)]
-    struct Out {
-        jobs: Vec<Entry>,
-    }
-    Ok(axum::Json(Out { jobs: out }).into_response())
+        .collect())
 }
