@@ -11,7 +11,7 @@
 //! limit (BBR's PROBE_RTT), `sqrt(L)` headroom, no growth while under-used, `x0.9` on explicit
 //! overload. [`Vegas`] and [`Gradient2`] are ports of Netflix's algorithms and [`StaticLimit`] a
 //! fixed one: reference baselines for the benchmark, kept because they fail known cases.
-//! [`AimdRate`] adapts a rate (starts per second) to a provider that answers 429.
+//! Rates learned from a provider's 429s are in [`crate::learned`] (what the server runs).
 //!
 //! Everything is pure: times are microseconds passed in (`now_us`, `rtt_us`, `sent_us`; µs
 //! because run times of a few milliseconds must compare exactly enough), randomness is a number
@@ -112,6 +112,10 @@ pub struct P50GradientConfig {
     /// Weight of each window in the moving average of the downstream's capacity (the offline
     /// limit).
     pub capacity_weight: f64,
+    /// Slow start: until the first window whose p50 rises past the tolerance (or an overload),
+    /// the limit doubles each window that used it, so a fresh scope reaches its downstream's
+    /// capacity in a few windows instead of growing by `sqrt(L)` from `initial`.
+    pub slow_start: bool,
     /// The clock's tick in the run times fed (µs): run times below it read as 0, and a
     /// baseline of 0 must not read as infinitely fast.
     pub resolution_us: i64,
@@ -134,6 +138,7 @@ impl Default for P50GradientConfig {
             probe_max_halvings: 3,
             backoff: 0.9,
             capacity_weight: 0.3,
+            slow_start: true,
             resolution_us: 1,
         }
     }
@@ -202,6 +207,8 @@ pub struct P50Gradient {
     last_p50_us: Option<f64>,
     capacity: Option<f64>,
     probe_p50_us: Option<f64>,
+    /// Still in slow start (see [`P50GradientConfig::slow_start`]).
+    starting: bool,
 }
 
 impl P50Gradient {
@@ -218,6 +225,7 @@ impl P50Gradient {
             last_p50_us: None,
             capacity: None,
             probe_p50_us: None,
+            starting: cfg.slow_start,
         }
     }
 
@@ -252,13 +260,20 @@ impl P50Gradient {
     }
 
     fn set_baseline(&mut self, p50: f64, now_us: i64, rand: f64) {
-        let first = self.baseline_us.is_none();
         self.baseline_us = Some(p50);
         let stretch = 1.0 + self.cfg.baseline_ttl_jitter * rand.clamp(0.0, 1.0);
-        // The first baseline comes from one window at a low limit, the least trustworthy; a
-        // lucky low one would hold the limit down for a whole period.
-        let ttl = if first { self.cfg.first_baseline_ttl_us } else { self.cfg.baseline_ttl_us };
-        self.baseline_expires_us = now_us.saturating_add((ttl as f64 * stretch) as i64);
+        if self.probe_p50_us.is_none() && self.probe.is_none() {
+            // Until a first probe has measured the baseline, the ones seen are from windows at
+            // a low limit or while the limit grew, the least trustworthy: the first probe comes
+            // `first_baseline_ttl_us` after the first of them, and a lower one found meanwhile
+            // does not postpone it (each did, by the whole TTL, and the first probe came 10 s
+            // or more after load started).
+            let first = now_us.saturating_add((self.cfg.first_baseline_ttl_us as f64 * stretch) as i64);
+            self.baseline_expires_us = self.baseline_expires_us.min(first);
+        } else {
+            self.baseline_expires_us =
+                now_us.saturating_add((self.cfg.baseline_ttl_us as f64 * stretch) as i64);
+        }
     }
 
     fn close_window(&mut self, now_us: i64, rand: f64) {
@@ -338,6 +353,7 @@ impl P50Gradient {
         }
 
         if w.overload {
+            self.starting = false;
             self.limit = self.bound(self.limit * self.cfg.backoff);
         } else if let Some(p) = p50 {
             if self.baseline_us.is_none_or(|b| p <= b) {
@@ -347,13 +363,20 @@ impl P50Gradient {
             // App-limited guard: latency says nothing about a limit that was not reached, and
             // growing it while under-used would leave a later burst unprotected.
             if w.max_inflight as f64 >= self.limit / 2.0 {
-                let gradient =
-                    (self.cfg.tolerance * baseline.max(resolution) / p.max(resolution)).clamp(0.5, 1.0);
-                self.limit = self.bound(self.limit * gradient + self.limit.sqrt());
+                let raw = self.cfg.tolerance * baseline.max(resolution) / p.max(resolution);
+                if self.starting && raw >= 1.0 {
+                    // Slow start: nothing queues yet, double.
+                    self.limit = self.bound(self.limit * 2.0);
+                } else {
+                    self.starting = false;
+                    let gradient = raw.clamp(0.5, 1.0);
+                    self.limit = self.bound(self.limit * gradient + self.limit.sqrt());
+                }
             }
         }
 
         if self.baseline_us.is_some() && now_us >= self.baseline_expires_us {
+            self.starting = false;
             let reference_us = self.baseline_us.unwrap_or_default();
             self.probe = Some(Probe {
                 restore: self.limit,
@@ -379,9 +402,14 @@ impl Algorithm for P50Gradient {
         let start = *self.window.start_us.get_or_insert(s.now_us);
         self.window.count += 1;
         self.window.max_inflight = self.window.max_inflight.max(s.inflight);
-        if s.now_us.saturating_sub(start) >= self.window_len_us()
-            && self.window.count >= self.cfg.window_min_samples
-        {
+        // In slow start a window needs fewer samples (twice the limit, at least 4): at limit 1
+        // twenty samples of a 50 ms call take a second, and slow start would take seconds.
+        let min_samples = if self.starting {
+            ((2.0 * self.limit) as usize).clamp(4, self.cfg.window_min_samples)
+        } else {
+            self.cfg.window_min_samples
+        };
+        if s.now_us.saturating_sub(start) >= self.window_len_us() && self.window.count >= min_samples {
             self.close_window(s.now_us, s.rand);
         }
     }
@@ -605,102 +633,6 @@ impl Algorithm for Gradient2 {
 
     fn name(&self) -> &'static str {
         "gradient2"
-    }
-}
-
-/// Settings of [`AimdRate`] (starts per second).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AimdRateConfig {
-    pub min_per_s: f64,
-    pub max_per_s: f64,
-    pub initial_per_s: f64,
-    /// Slow start: each accepted call adds this much, so the rate grows by `e^gain` per second
-    /// until the first 429.
-    pub slow_start_gain: f64,
-    /// After the first 429: the rate grows by this much per second (spread over accepted calls).
-    pub increase_per_s: f64,
-    /// Factor applied on a 429, at most once per round (see [`AimdRate::on_throttled`]).
-    pub backoff: f64,
-    /// With no 429 for this long the controller goes back to slow start: the provider's limit
-    /// has probably risen, and additive increase alone would take many seconds to find it.
-    pub restart_after_us: i64,
-}
-
-impl Default for AimdRateConfig {
-    fn default() -> Self {
-        AimdRateConfig {
-            min_per_s: 1.0,
-            max_per_s: 100_000.0,
-            initial_per_s: 10.0,
-            slow_start_gain: 1.0,
-            increase_per_s: 10.0,
-            backoff: 0.9,
-            restart_after_us: 3_000_000,
-        }
-    }
-}
-
-/// An adaptive rate for a provider that throttles with 429 (flow.md §2): slow start
-/// (multiplicative growth until the first 429), then additive increase, `x0.9` per 429. The
-/// caller also pauses the scope until the 429's Retry-After; this only sets the pace after it.
-///
-/// One cut per round: a 429 for a call sent before the last cut is the same congestion event
-/// (NewReno's rule), so several instances or calls in flight do not cut the rate many times over.
-#[derive(Clone, Debug)]
-pub struct AimdRate {
-    cfg: AimdRateConfig,
-    rate: f64,
-    slow_start: bool,
-    last_cut_us: Option<i64>,
-    last_throttle_us: Option<i64>,
-}
-
-impl AimdRate {
-    pub fn new(cfg: AimdRateConfig) -> Self {
-        AimdRate {
-            rate: cfg.initial_per_s.clamp(cfg.min_per_s, cfg.max_per_s),
-            cfg,
-            slow_start: true,
-            last_cut_us: None,
-            last_throttle_us: None,
-        }
-    }
-
-    /// Starts per second allowed now.
-    pub fn rate_per_s(&self) -> f64 {
-        self.rate
-    }
-
-    pub fn in_slow_start(&self) -> bool {
-        self.slow_start
-    }
-
-    /// A call the provider accepted, at `now_us`.
-    pub fn on_accepted(&mut self, now_us: i64) {
-        if !self.slow_start
-            && self.last_throttle_us.is_none_or(|t| now_us.saturating_sub(t) >= self.cfg.restart_after_us)
-        {
-            self.slow_start = true;
-        }
-        let step = if self.slow_start {
-            self.cfg.slow_start_gain
-        } else {
-            // Spread the per-second increase over the calls of one second.
-            self.cfg.increase_per_s / self.rate.max(1.0)
-        };
-        self.rate = (self.rate + step).clamp(self.cfg.min_per_s, self.cfg.max_per_s);
-    }
-
-    /// A call sent at `sent_us` was throttled at `now_us`. Cuts the rate unless the call was
-    /// sent before the last cut (already answered for).
-    pub fn on_throttled(&mut self, now_us: i64, sent_us: i64) {
-        self.last_throttle_us = Some(now_us);
-        self.slow_start = false;
-        if self.last_cut_us.is_some_and(|cut| sent_us < cut) {
-            return;
-        }
-        self.rate = (self.rate * self.cfg.backoff).clamp(self.cfg.min_per_s, self.cfg.max_per_s);
-        self.last_cut_us = Some(now_us);
     }
 }
 
@@ -1012,36 +944,5 @@ mod tests {
         // the ceiling (the failure flow.md §1.1 reports).
         feed(&mut g, t, 3_000, 1_000, 1_000, |_| 500_000);
         assert_eq!(g.limit(), 200);
-    }
-
-    #[test]
-    fn aimd_rate_slow_starts_cuts_once_per_round_and_grows_additively() {
-        let cfg = AimdRateConfig { initial_per_s: 10.0, ..Default::default() };
-        let mut a = AimdRate::new(cfg);
-        for i in 0..20 {
-            a.on_accepted(i * 1_000);
-        }
-        assert!(a.in_slow_start());
-        assert!((a.rate_per_s() - 30.0).abs() < 1e-9);
-        a.on_throttled(100_000, 90_000);
-        assert!((a.rate_per_s() - 27.0).abs() < 1e-9);
-        assert!(!a.in_slow_start());
-        // A 429 for a call sent before that cut: same round, no second cut.
-        a.on_throttled(101_000, 95_000);
-        assert!((a.rate_per_s() - 27.0).abs() < 1e-9);
-        // A call sent after the cut: a new round.
-        a.on_throttled(120_000, 110_000);
-        assert!((a.rate_per_s() - 24.3).abs() < 1e-9);
-        // Additive: one second of calls at the rate in force adds 10/s (within rounding).
-        let r0 = a.rate_per_s();
-        let mut t = 130_000.0;
-        while t < 1_130_000.0 {
-            t += 1e6 / a.rate_per_s();
-            a.on_accepted(t as i64);
-        }
-        assert!((a.rate_per_s() - r0 - 10.0).abs() < 1.0, "{}", a.rate_per_s());
-        // No 429 for 3 s: back to slow start.
-        a.on_accepted(3_200_000);
-        assert!(a.in_slow_start());
     }
 }

@@ -4,15 +4,17 @@
 //! rate) and the rate in force is a pure function of that state and the time, so succeeding
 //! calls write nothing.
 //!
-//! - **Cut.** A throttled outcome at rate `r` (the rate in force) sets the rate to 95% of what
-//!   the provider accepted over the last two seconds (never below 45% of `r`, never above 95%
-//!   of it): one step from 50/s to about 24/s when a provider's limit halves. 429s of calls
-//!   issued before a cut do not cut again for a second (`REACTION_MS`).
-//! - **Hold.** After a cut the rate holds for `hold` (2 s, doubling with each cut that follows a
-//!   probe, up to 16 s): a rate that drew 429s is not tried again before a lower one has held
-//!   cleanly for that long.
-//! - **Probe.** Then it doubles every 2 s back toward the ceiling: a provider whose limit came
-//!   back is found within a few seconds of the hold ending.
+//! - **Cut.** The first throttled outcome after a clean spell halves the rate in force: at that
+//!   moment what the provider accepted is still the old regime, and a halving is the step a
+//!   provider's own limit most often takes. A throttle that follows a recent cut sets the rate
+//!   to 97% of what the provider accepted over the last second (between 45% and 97% of the rate
+//!   in force): by then that count is the new regime's. 429s of calls issued before a cut do
+//!   not cut again for a second (`REACTION_MS`).
+//! - **Hold.** After a cut the rate holds for `hold` (1.5 s, doubling with each cut that follows
+//!   a recent one, up to 6 s): a rate that drew 429s is not tried again before a lower one has
+//!   held cleanly for that long.
+//! - **Probe.** Then it doubles every 1.5 s back toward the ceiling: a provider whose limit
+//!   came back is found within a few seconds of the hold ending.
 //!
 //! `auto` scopes have no ceiling: they start at [`AUTO_START_PER_S`] and probe up from there.
 
@@ -22,11 +24,18 @@ use crate::queue::RateLimit;
 
 /// 429s this soon after a cut come from calls issued before it: they do not cut again.
 pub const REACTION_MS: i64 = 1_000;
-/// The first hold after a cut; each cut that follows a probe doubles it, up to [`HOLD_MAX_MS`].
-pub const HOLD_MS: i64 = 2_000;
-pub const HOLD_MAX_MS: i64 = 16_000;
+/// The first hold after a cut; each cut that follows a recent one doubles it, up to
+/// [`HOLD_MAX_MS`].
+pub const HOLD_MS: i64 = 1_500;
+pub const HOLD_MAX_MS: i64 = 6_000;
 /// While probing, the rate doubles this often.
-pub const DOUBLING_MS: i64 = 2_000;
+pub const DOUBLING_MS: i64 = 1_500;
+/// A throttle this long after the last cut's hold ended still follows it (a recent cut).
+pub const FOLLOW_MS: i64 = 6_000;
+/// The first cut after a clean spell.
+pub const FIRST_CUT: f64 = 0.5;
+/// A cut that follows a recent one keeps this share of what the provider accepted.
+pub const KEEP: f64 = 0.97;
 /// Where an `auto` rate (no ceiling) starts.
 pub const AUTO_START_PER_S: f64 = 10.0;
 /// A cut never goes below this share of the rate in force: few successes may mean little demand
@@ -89,13 +98,13 @@ pub fn interval_in_force(rate: &RateLimit, learned: Option<&Learned>, now: Milli
 }
 
 /// The learned state after a throttled outcome at `now`, given how many calls of the scope
-/// succeeded over the last two seconds (`accepted_2s`); `None` when nothing changes (no
+/// succeeded over the last two seconds (`accepted_1s`); `None` when nothing changes (no
 /// learning, or 429s of calls issued before the last cut).
 pub fn on_throttled(
     rate: &RateLimit,
     learned: Option<&Learned>,
     now: Millis,
-    accepted_2s: i64,
+    accepted_1s: i64,
 ) -> Option<Learned> {
     if !rate.learns() {
         return None;
@@ -107,13 +116,14 @@ pub fn on_throttled(
         return None;
     }
     let in_force = per_second(interval_in_force(rate, learned, now));
-    let accepted = accepted_2s.max(0) as f64 / 2.0;
-    let target = (0.95 * accepted).clamp(CUT_FLOOR * in_force, 0.95 * in_force);
-    // A cut that follows a probe (the hold had ended) doubles the next hold: the level that
-    // failed is not tried again before a lower one held longer.
-    let strikes = match learned {
-        Some(l) if l.strikes > 0 && now.since(l.at) <= hold_ms(l.strikes) + DOUBLING_MS * 4 => l.strikes + 1,
-        _ => 1,
+    let recent = learned.filter(|l| l.strikes > 0 && now.since(l.at) <= hold_ms(l.strikes) + FOLLOW_MS);
+    let (target, strikes) = match recent {
+        // A cut that follows a recent one: the last second is the new regime's; and the next
+        // hold doubles (the level that failed is not tried again before a lower one held longer).
+        Some(l) => {
+            ((KEEP * accepted_1s.max(0) as f64).clamp(CUT_FLOOR * in_force, KEEP * in_force), l.strikes + 1)
+        }
+        None => (FIRST_CUT * in_force, 1),
     };
     Some(Learned { interval_us: interval_of(target).max(ceiling_us(rate)), at: now, strikes })
 }
@@ -136,46 +146,54 @@ mod tests {
     }
 
     #[test]
-    fn a_halved_provider_is_followed_in_one_cut_and_found_again_when_it_comes_back() {
-        let r = rate(50);
-        assert!((per_s(&r, None, 0) - 50.0).abs() < 0.01, "the ceiling until a 429");
-        // The provider halves: 25 accepted per second over the last two seconds.
-        let l = on_throttled(&r, None, Millis(10_000), 50).unwrap();
-        let after = per_s(&r, Some(&l), 10_000);
-        assert!((23.0..=24.0).contains(&after), "{after}");
+    fn a_halved_provider_is_followed_in_two_cuts_and_found_again_when_it_comes_back() {
+        let r = rate(100);
+        assert!((per_s(&r, None, 0) - 100.0).abs() < 0.01, "the ceiling until a 429");
+        // The provider halves: the first 429 halves the rate in force.
+        let l1 = on_throttled(&r, None, Millis(10_000), 100).unwrap();
+        assert!((per_s(&r, Some(&l1), 10_000) - 50.0).abs() < 0.1);
         // 429s of calls issued before the cut do not cut again.
-        assert_eq!(on_throttled(&r, Some(&l), Millis(10_500), 40), None);
-        // It holds for 2 s, then probes, doubling every 2 s, back to the ceiling.
-        assert!((per_s(&r, Some(&l), 11_900) - after).abs() < 0.01);
-        assert!(per_s(&r, Some(&l), 14_000) > 1.9 * after);
-        assert!((per_s(&r, Some(&l), 20_000) - 50.0).abs() < 0.01);
+        assert_eq!(on_throttled(&r, Some(&l1), Millis(10_500), 50), None);
+        // One more a second later: 97% of the 50 the provider accepted over that second.
+        let l2 = on_throttled(&r, Some(&l1), Millis(11_100), 50).unwrap();
+        let after = per_s(&r, Some(&l2), 11_100);
+        assert!((48.0..=49.0).contains(&after), "{after}");
+        assert_eq!(l2.strikes, 2);
+        // It holds (3 s after a second cut), then probes, doubling every 1.5 s, to the ceiling.
+        assert!((per_s(&r, Some(&l2), 14_000) - after).abs() < 0.01);
+        assert!(per_s(&r, Some(&l2), 15_600) > 1.9 * after);
+        assert!((per_s(&r, Some(&l2), 20_000) - 100.0).abs() < 0.01);
     }
 
     #[test]
-    fn repeated_cuts_at_one_level_hold_longer_each_time() {
+    fn repeated_cuts_at_one_level_hold_longer_each_time_up_to_a_bound() {
         let r = rate(50);
         let l1 = on_throttled(&r, None, Millis(0), 50).unwrap();
         assert_eq!(l1.strikes, 1);
-        // The probe after the 2 s hold fails at once: the next hold is 4 s, then 8 s.
-        let l2 = on_throttled(&r, Some(&l1), Millis(2_300), 50).unwrap();
+        let l2 = on_throttled(&r, Some(&l1), Millis(1_700), 25).unwrap();
         assert_eq!(l2.strikes, 2);
-        let held = per_s(&r, Some(&l2), 2_300);
-        assert!((per_s(&r, Some(&l2), 6_200) - held).abs() < 0.01, "held 4 s");
-        let l3 = on_throttled(&r, Some(&l2), Millis(6_500), 50).unwrap();
+        let held = per_s(&r, Some(&l2), 1_700);
+        assert!((per_s(&r, Some(&l2), 4_600) - held).abs() < 0.01, "held 3 s");
+        let l3 = on_throttled(&r, Some(&l2), Millis(5_000), 25).unwrap();
         assert_eq!(l3.strikes, 3);
-        assert!((per_s(&r, Some(&l3), 14_400) - per_s(&r, Some(&l3), 6_500)).abs() < 0.01, "held 8 s");
+        let l4 = on_throttled(&r, Some(&l3), Millis(11_500), 25).unwrap();
+        assert!(
+            (per_s(&r, Some(&l4), 17_400) - per_s(&r, Some(&l4), 11_500)).abs() < 0.01,
+            "held 6 s, the bound"
+        );
         // A 429 long after a clean run starts over.
-        let l4 = on_throttled(&r, Some(&l3), Millis(100_000), 50).unwrap();
-        assert_eq!(l4.strikes, 1);
+        let l5 = on_throttled(&r, Some(&l4), Millis(100_000), 25).unwrap();
+        assert_eq!(l5.strikes, 1);
     }
 
     #[test]
     fn a_cut_is_never_deeper_than_its_floor_nor_above_the_ceiling() {
         let r = rate(100);
-        let l = on_throttled(&r, None, Millis(0), 0).unwrap();
-        assert!((per_s(&r, Some(&l), 0) - 45.0).abs() < 0.5, "the floor at most");
-        let l = on_throttled(&r, None, Millis(0), 1_000).unwrap();
-        assert!(per_s(&r, Some(&l), 0) <= 95.0 + 0.01);
+        let l1 = on_throttled(&r, None, Millis(0), 0).unwrap();
+        let l2 = on_throttled(&r, Some(&l1), Millis(1_100), 0).unwrap();
+        assert!((per_s(&r, Some(&l2), 1_100) - 22.5).abs() < 0.5, "45% of the 50 in force at most");
+        let l2 = on_throttled(&r, Some(&l1), Millis(1_100), 1_000).unwrap();
+        assert!(per_s(&r, Some(&l2), 1_100) <= 48.5 + 0.01, "97% of the rate in force at most");
     }
 
     #[test]

@@ -53,6 +53,9 @@ struct Scope {
     written_offline: Option<Option<i64>>,
     /// When this node last saw an online queue of the pool busy.
     online_seen: Option<Millis>,
+    /// When the limit the algorithm holds last changed (wall clock): the store applies it a
+    /// moment later, and runs that started before it say nothing about it.
+    limit_since: Millis,
 }
 
 impl Scope {
@@ -69,6 +72,24 @@ impl Scope {
             written: None,
             written_offline: None,
             online_seen: None,
+            limit_since: now,
+        }
+    }
+
+    /// Feeds the runs that ended (sorted by end), as read `now`.
+    fn feed_runs(&mut self, runs: &[drove_store::RunSample], inflight: i64, now: Millis) {
+        for r in runs {
+            // A probe measures the halved limit: runs fed late (this service reads them up to
+            // TICK + LAG after they end) that started before the halved limit took effect
+            // queued under the old one, and would make the probe read queueing.
+            if self.alg.probing() && r.started_at < self.limit_since {
+                continue;
+            }
+            let before = self.alg.limit();
+            self.feed(r.finished_at, r.finished_at.since(r.started_at), inflight.max(1), Outcome::Success);
+            if self.alg.limit() != before {
+                self.limit_since = now;
+            }
         }
     }
 
@@ -147,14 +168,7 @@ impl Limiter {
             }
             runs.retain(|r| r.finished_at <= window_end);
             runs.sort_by_key(|r| r.finished_at);
-            for r in &runs {
-                scope.feed(
-                    r.finished_at,
-                    r.finished_at.since(r.started_at),
-                    inflight.max(1),
-                    Outcome::Success,
-                );
-            }
+            scope.feed_runs(&runs, inflight, now);
             for q in &members {
                 for at in self.engine.overloads().take(&q.name) {
                     scope.feed(at, 0, inflight.max(1), Outcome::Overload);
@@ -179,5 +193,129 @@ impl Limiter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use drove_core::JobState;
+    use drove_store::RunSample;
+
+    use super::*;
+
+    /// The product's loop on a virtual clock: a closed loop of workers keeping the limit in force
+    /// busy against a downstream of `c` slots (50 ms each, FIFO beyond `c`), the limit service
+    /// reading runs every TICK up to LAG after they ended and writing the limit it computes,
+    /// which claims obey from then on. Returns the scope, and when its first probe began (ms).
+    fn product(c: usize, secs: i64, filter_probe_runs: bool) -> (Scope, Option<i64>, Vec<(i64, i64)>) {
+        const SERVICE_MS: i64 = 50;
+        let bounds = Adaptive { min: 1, max: 32 };
+        let mut scope = Scope::new(bounds, Millis(0));
+        scope.seen_until = Millis(0);
+        let mut applied = scope.alg.limit();
+        // Calls in the downstream: (started, slot free at); FIFO queue of (started).
+        let mut serving: Vec<(i64, i64)> = Vec::new();
+        let mut waiting: VecDeque<i64> = VecDeque::new();
+        let mut ended: Vec<RunSample> = Vec::new();
+        let mut first_probe = None;
+        let mut trace = Vec::new();
+        let mut id = 0;
+        for ms in 0..secs * 1_000 {
+            // Calls that end now free their slot; the next waiting call takes it.
+            let mut done = Vec::new();
+            serving.retain(|(started, free_at)| {
+                if *free_at <= ms {
+                    done.push(*started);
+                    false
+                } else {
+                    true
+                }
+            });
+            for started in done {
+                id += 1;
+                ended.push(RunSample {
+                    id: drove_core::JobId(id),
+                    state: JobState::Succeeded,
+                    run_at: Millis(started),
+                    started_at: Millis(started),
+                    finished_at: Millis(ms),
+                    partial: false,
+                });
+            }
+            while serving.len() < c && !waiting.is_empty() {
+                let started = waiting.pop_front().unwrap();
+                serving.push((started, ms + SERVICE_MS));
+            }
+            // Workers keep `applied` calls in flight (an endless backlog).
+            while (serving.len() + waiting.len()) < applied as usize {
+                if serving.len() < c {
+                    serving.push((ms, ms + SERVICE_MS));
+                } else {
+                    waiting.push_back(ms);
+                }
+            }
+            if ms % TICK.as_millis() as i64 == 0 {
+                let window_end = Millis(ms - LAG_MS);
+                let mut runs: Vec<RunSample> = ended
+                    .iter()
+                    .filter(|r| r.finished_at > scope.seen_until && r.finished_at <= window_end)
+                    .cloned()
+                    .collect();
+                runs.sort_by_key(|r| r.finished_at);
+                let inflight = (serving.len() + waiting.len()) as i64;
+                if filter_probe_runs {
+                    scope.feed_runs(&runs, inflight, Millis(ms));
+                } else {
+                    for r in &runs {
+                        scope.feed(
+                            r.finished_at,
+                            r.finished_at.since(r.started_at),
+                            inflight.max(1),
+                            Outcome::Success,
+                        );
+                    }
+                }
+                scope.seen_until = scope.seen_until.max(window_end);
+                if first_probe.is_none() && scope.alg.probing() {
+                    first_probe = Some(ms);
+                }
+                applied = scope.alg.limit();
+                trace.push((ms, applied));
+            }
+        }
+        (scope, first_probe, trace)
+    }
+
+    #[test]
+    fn fed_as_the_service_feeds_it_the_limiter_starts_fast_probes_early_and_measures_unqueued() {
+        let (scope, first_probe, trace) = product(8, 20, true);
+        // Slow start: a fresh scope reaches the downstream's 8 slots within a second.
+        let reached = trace.iter().find(|(_, l)| *l >= 8).map(|(ms, _)| *ms);
+        assert!(reached.is_some_and(|ms| ms <= 1_000), "limit 8 first at {reached:?} ms");
+        // The first probe comes a second or two after load starts, not 10 s later.
+        assert!(first_probe.is_some_and(|ms| ms <= 3_000), "first probe at {first_probe:?} ms");
+        // The probe measures runs that started under the halved limit: the capacity estimate
+        // is near the 8 slots, not 1.7-2x above them.
+        let capacity = scope.alg.capacity().expect("an estimate");
+        eprintln!(
+            "slow start reached 8 at {reached:?} ms, first probe at {first_probe:?} ms, capacity {capacity:.2}, limit {}, offline {}",
+            scope.alg.limit(),
+            scope.alg.offline_limit()
+        );
+        assert!((6.0..=10.5).contains(&capacity), "capacity estimate {capacity:.1} for 8 slots");
+    }
+
+    #[test]
+    fn without_dropping_runs_started_before_the_probe_it_reads_queueing() {
+        // The defect of the report, kept as the reference: fed without the filter, the same
+        // loop estimates capacity well above the 8 slots.
+        let (scope, _, _) = product(8, 20, false);
+        let capacity = scope.alg.capacity().unwrap_or(0.0);
+        let (filtered, _, _) = product(8, 20, true);
+        let good = filtered.alg.capacity().unwrap_or(0.0);
+        eprintln!("capacity unfiltered {capacity:.2}, filtered {good:.2}");
+        assert!(capacity > good, "unfiltered {capacity:.1} vs filtered {good:.1}");
     }
 }

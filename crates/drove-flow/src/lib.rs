@@ -1,5 +1,5 @@
 //! Drove's flow-control benchmark (`drove bench flow`): the adaptive concurrency limiter, the
-//! 429 rate controller and lane priority of `drove_core::adaptive`, run against a simulated
+//! learned rate of `drove_core::learned` and lane priority, run against a simulated
 //! downstream next to the baselines they must beat (research note flow.md §6, issue 5).
 //!
 //! - Scenario A, adaptive concurrency: a downstream with `c` slots, lognormal service time
@@ -9,9 +9,11 @@
 //!   Gradient2.
 //! - Scenario B, provider rate limit: GCRA at R = 100/s, burst 10, 429 with Retry-After;
 //!   R halves at half time and comes back at three quarters; 1 and 3 client instances.
-//!   Drove's policy is one GCRA scope shared by every instance (`drove_core::gcra`, as the
-//!   store keeps it), its rate set by `AimdRate`, held until Retry-After on a 429, no attempt
-//!   used; against naive immediate retry, a static bucket per instance and the known limit.
+//!   Drove's policy is the server's: one GCRA scope shared by every instance (`drove_core::gcra`,
+//!   as the store keeps it) whose configured rate is a ceiling, cut and probed back by
+//!   `drove_core::learned` (the code the store's finish calls), held until Retry-After on a
+//!   429, no attempt used; against naive immediate retry, a static bucket per instance and the
+//!   known limit.
 //! - Scenario C, online vs offline on one downstream: strict priority in front of the adaptive
 //!   limiter, offline work held to the limiter's offline limit (its capacity estimate) with a
 //!   minimum share of it; against FIFO and the oracle. flow.md's cells (c = 8, σ = 0.3), plus
@@ -52,8 +54,10 @@
 //!    run the service (the samples come from the store, so each computes nearly the same
 //!    limits, and the last writer wins).
 //!
-//! The same goes for rates: `AimdRate` per throttled scope, its rate written as the scope's GCRA
-//! limit, `gcra::hold_until` on a 429.
+//! Rates are learned in the store itself: a throttled outcome under a `rate` holds the scope
+//! (`gcra::hold_until`) and cuts the rate in force (`drove_core::learned::on_throttled`) in the
+//! same transaction, and claims pace at `learned::interval_in_force`; this benchmark runs the
+//! same functions.
 
 pub mod conc;
 pub mod rate;

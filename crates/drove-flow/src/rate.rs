@@ -5,9 +5,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use drove_core::RateLimit;
-use drove_core::adaptive::{AimdRate, AimdRateConfig};
 use drove_core::gcra;
+use drove_core::learned::{self, Learned};
+use drove_core::{Millis, RateLimit};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -23,9 +23,11 @@ pub enum RatePolicy {
     /// A local bucket per instance at `per_s` (the provider's published rate); a 429 is a
     /// failed attempt, retried through the bucket.
     StaticBucket { per_s: f64, burst: i64 },
-    /// Drove's: one GCRA scope shared by every instance (as the store keeps it), its rate set by
-    /// [`AimdRate`]; a 429 holds the scope until Retry-After and uses no attempt.
-    Adaptive(#[serde(skip)] AimdRateConfig),
+    /// Drove's, as the server runs it: one GCRA scope shared by every instance (as the store
+    /// keeps it) whose configured rate (`ceiling_per_s`) is a ceiling; a 429 holds the scope
+    /// until Retry-After, uses no attempt, and cuts the rate in force
+    /// (`drove_core::learned`, the same code the store's finish calls).
+    Learned { ceiling_per_s: f64 },
     /// The shared scope at `fraction` of the provider's true rate at each instant (it knows the
     /// schedule); a 429 holds the scope like `Adaptive`.
     KnownLimit { fraction: f64 },
@@ -36,7 +38,7 @@ impl RatePolicy {
         match self {
             RatePolicy::Naive => "naive retry".into(),
             RatePolicy::StaticBucket { .. } => "static bucket".into(),
-            RatePolicy::Adaptive(_) => "aimd+gcra".into(),
+            RatePolicy::Learned { .. } => "learned+gcra".into(),
             RatePolicy::KnownLimit { fraction } => format!("known limit {fraction}R"),
         }
     }
@@ -76,11 +78,11 @@ pub struct RateData {
     pub trace: Vec<(i64, f64)>,
 }
 
-/// The scope every instance shares: what the store's queue row holds (a GCRA timestamp) plus
-/// the adaptive rate in force.
+/// The scope every instance shares: what the store's queue row holds (a GCRA timestamp and the
+/// learned rate).
 struct Shared {
     tat_us: Option<i64>,
-    aimd: Option<AimdRate>,
+    learned: Option<Learned>,
 }
 
 struct Instance {
@@ -121,17 +123,28 @@ fn rate_limit(per_s: f64, burst: i64) -> RateLimit {
     }
 }
 
+/// The configured rate as a learning ceiling.
+fn ceiling_learning(mut r: RateLimit) -> RateLimit {
+    r.learn = None;
+    r
+}
+
 impl World {
-    /// The shared scope's limit now.
-    fn shared_limit(&self, now: i64) -> Option<RateLimit> {
+    /// The shared scope's pace now: (emission interval µs, burst).
+    fn shared_pace(&self, now: i64) -> Option<(i64, i64)> {
         match &self.run.policy {
-            RatePolicy::Adaptive(_) => {
-                let per_s = self.shared.borrow().aimd.as_ref().map_or(1.0, AimdRate::rate_per_s);
-                Some(rate_limit(per_s, SHARED_BURST))
+            RatePolicy::Learned { ceiling_per_s } => {
+                let ceiling = rate_limit(*ceiling_per_s, 1);
+                let interval = learned::interval_in_force(
+                    &ceiling_learning(ceiling),
+                    self.shared.borrow().learned.as_ref(),
+                    Millis(now / 1_000),
+                );
+                Some((interval, 1))
             }
             RatePolicy::KnownLimit { fraction } => {
                 let r = self.downstream.config().rate.as_ref().map_or(1, |r| r.per_s_at(now));
-                Some(rate_limit(r as f64 * fraction, SHARED_BURST))
+                Some((gcra::emission_us(&rate_limit(r as f64 * fraction, 1)), SHARED_BURST))
             }
             _ => None,
         }
@@ -150,10 +163,10 @@ impl World {
                     Err(g.next_at_us.unwrap_or(now + 1_000))
                 }
             }
-            RatePolicy::Adaptive(_) | RatePolicy::KnownLimit { .. } => {
-                let rl = self.shared_limit(now).unwrap_or(rate_limit(1.0, 1));
+            RatePolicy::Learned { .. } | RatePolicy::KnownLimit { .. } => {
+                let (interval, burst) = self.shared_pace(now).unwrap_or((1_000_000, 1));
                 let mut sh = self.shared.borrow_mut();
-                let g = gcra::take(&rl, sh.tat_us, now, 1);
+                let g = gcra::take_at(interval, burst, sh.tat_us, now, 1);
                 if g.granted == 1 {
                     sh.tat_us = Some(g.tat_us);
                     Ok(())
@@ -167,7 +180,7 @@ impl World {
     }
 
     fn shared_scope(&self) -> bool {
-        matches!(self.run.policy, RatePolicy::Adaptive(_) | RatePolicy::KnownLimit { .. })
+        matches!(self.run.policy, RatePolicy::Learned { .. } | RatePolicy::KnownLimit { .. })
     }
 }
 
@@ -184,12 +197,28 @@ async fn call(world: Rc<World>, inst: Rc<Instance>, mut attempts: u32) {
                 // instance sees it: it is the shared GCRA timestamp), tell the rate, and put the
                 // job back without using an attempt.
                 let until = done_us + retry_after_us;
-                let rl = world.shared_limit(done_us).unwrap_or(rate_limit(1.0, 1));
+                let (interval, burst) = world.shared_pace(done_us).unwrap_or((1_000_000, 1));
+                // What the provider accepted over the last second, as the store counts it.
+                let accepted_1s = world
+                    .data
+                    .borrow()
+                    .calls
+                    .iter()
+                    .filter(|c| !c.throttled && c.done_us > done_us - 1_000_000)
+                    .count() as i64;
                 {
                     let mut sh = world.shared.borrow_mut();
-                    sh.tat_us = Some(gcra::hold_until(&rl, sh.tat_us, until));
-                    if let Some(a) = sh.aimd.as_mut() {
-                        a.on_throttled(done_us, sent_us);
+                    sh.tat_us = Some(gcra::hold_until_at(interval, burst, sh.tat_us, until));
+                    if let RatePolicy::Learned { ceiling_per_s } = &world.run.policy {
+                        let ceiling = ceiling_learning(rate_limit(*ceiling_per_s, 1));
+                        if let Some(l) = learned::on_throttled(
+                            &ceiling,
+                            sh.learned.as_ref(),
+                            Millis(done_us / 1_000),
+                            accepted_1s,
+                        ) {
+                            sh.learned = Some(l);
+                        }
                     }
                 }
                 inst.retry.borrow_mut().push_back(attempts);
@@ -209,12 +238,7 @@ async fn call(world: Rc<World>, inst: Rc<Instance>, mut attempts: u32) {
                 inst.retry.borrow_mut().push_back(attempts);
                 break;
             }
-            Response::Ok | Response::Unavailable => {
-                if let Some(a) = world.shared.borrow_mut().aimd.as_mut() {
-                    a.on_accepted(done_us);
-                }
-                break;
-            }
+            Response::Ok | Response::Unavailable => break,
         }
     }
     inst.inflight.set(inst.inflight.get() - 1);
@@ -246,9 +270,10 @@ async fn instance_loop(world: Rc<World>, inst: Rc<Instance>) {
 async fn trace(world: Rc<World>) {
     let mut t = 0;
     loop {
-        let r = world.shared.borrow().aimd.as_ref().map(AimdRate::rate_per_s);
-        if let Some(r) = r {
-            world.data.borrow_mut().trace.push((t, r));
+        if matches!(world.run.policy, RatePolicy::Learned { .. })
+            && let Some((interval, _)) = world.shared_pace(t)
+        {
+            world.data.borrow_mut().trace.push((t, learned::per_second(interval)));
         }
         t += 100_000;
         world.clock.sleep_until_us(t).await;
@@ -260,14 +285,10 @@ impl RateRun {
         let run = self.clone();
         run_paused(move |clock| async move {
             let downstream = Downstream::new(run.downstream.clone(), clock, run.seed);
-            let aimd = match &run.policy {
-                RatePolicy::Adaptive(cfg) => Some(AimdRate::new(*cfg)),
-                _ => None,
-            };
             let world = Rc::new(World {
                 clock,
                 downstream,
-                shared: RefCell::new(Shared { tat_us: None, aimd }),
+                shared: RefCell::new(Shared { tat_us: None, learned: None }),
                 data: RefCell::new(RateData::default()),
                 run: run.clone(),
             });

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use drove_core::adaptive::{AimdRateConfig, P50GradientConfig};
+use drove_core::adaptive::P50GradientConfig;
 use serde_json::json;
 
 use crate::conc::{AlgSpec, CallRec, Class, ConcData, ConcRun, Priority, Source};
@@ -23,11 +23,6 @@ pub fn candidate() -> P50GradientConfig {
 
 /// The offline lane's minimum share of the limit (the API's default).
 pub const OFFLINE_MIN_SHARE: f64 = 0.1;
-
-/// Drove's rate controller as the benchmark runs it.
-pub fn candidate_rate() -> AimdRateConfig {
-    AimdRateConfig::default()
-}
 
 /// A run's figures: `(name, which way is better, value)`.
 pub(crate) type Figures = Vec<(String, Better, f64)>;
@@ -305,7 +300,7 @@ fn scenario_b(t: &Times, out: &mut Vec<Spec>) {
         });
         let cell = format!("R=100/s {instances} inst");
         let policies = [
-            (RatePolicy::Adaptive(candidate_rate()), Role::Candidate),
+            (RatePolicy::Learned { ceiling_per_s: 100.0 }, Role::Candidate),
             (RatePolicy::KnownLimit { fraction: 0.95 }, Role::Oracle),
             (RatePolicy::Naive, Role::Baseline),
             (RatePolicy::StaticBucket { per_s: 100.0, burst: 10 }, Role::Baseline),
@@ -326,10 +321,9 @@ fn scenario_b(t: &Times, out: &mut Vec<Spec>) {
                 _ => vec![],
             };
             let settings = match &policy {
-                RatePolicy::Adaptive(c) => json!({
-                    "policy": "aimd+shared gcra", "initial_per_s": c.initial_per_s,
-                    "slow_start_gain": c.slow_start_gain, "increase_per_s": c.increase_per_s,
-                    "backoff": c.backoff, "restart_after_us": c.restart_after_us,
+                RatePolicy::Learned { ceiling_per_s } => json!({
+                    "policy": "learned rate under a ceiling, shared gcra (the server's)",
+                    "ceiling_per_s": ceiling_per_s, "burst": 1,
                     "downstream": ds, "instances": instances,
                 }),
                 p => json!({ "policy": p, "downstream": ds, "instances": instances }),

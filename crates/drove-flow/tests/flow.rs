@@ -82,7 +82,7 @@ fn scenario_a_other_cells_one_parameter_set() {
 }
 
 #[test]
-fn scenario_b_aimd_on_a_shared_gcra_scope_meets_targets() {
+fn scenario_b_the_servers_learned_rate_on_a_shared_gcra_scope_meets_targets() {
     // The full minute of flow.md: the 429s of the halving are part of the 2 % budget, so a
     // shorter run would overweight them. The rate scenarios are cheap to simulate.
     let long = |cells: &[&str], algs: Option<&[&str]>| FlowOptions {
@@ -91,11 +91,11 @@ fn scenario_b_aimd_on_a_shared_gcra_scope_meets_targets() {
         ..opts("B", cells, algs)
     };
     let one = run(&long(&["1 inst"], None)).unwrap();
-    let three = run(&long(&["3 inst"], Some(&["aimd", "static", "known"]))).unwrap();
+    let three = run(&long(&["3 inst"], Some(&["learned", "static", "known"]))).unwrap();
     assert_as_expected(&one);
     assert_as_expected(&three);
     for (r, cell) in [(&one, "R=100/s 1 inst"), (&three, "R=100/s 3 inst")] {
-        let c = row(r, cell, "aimd+gcra");
+        let c = row(r, cell, "learned+gcra");
         assert_eq!(c.role, Role::Candidate);
         assert!(
             passes(c, "accepted") && passes(c, "429s") && passes(c, "no attempt on 429"),
@@ -106,7 +106,7 @@ fn scenario_b_aimd_on_a_shared_gcra_scope_meets_targets() {
         // The known limit (the provider's schedule, 0.95 R) never sees a 429.
         assert_eq!(fig(row(r, cell, "known limit 0.95R"), "share_429"), 0.0);
     }
-    assert!(fig(row(&three, "R=100/s 3 inst", "aimd+gcra"), "fairness") >= 0.95);
+    assert!(fig(row(&three, "R=100/s 3 inst", "learned+gcra"), "fairness") >= 0.95);
     // Naive retries hammer the provider and burn attempts; a static bucket per instance sends
     // 3 R with three instances.
     assert!(fig(row(&one, "R=100/s 1 inst", "naive retry"), "share_429") > 0.5);

@@ -60,8 +60,8 @@ pub fn first_use(rate: &RateLimit, st: &RateState, now: Millis) -> Option<Learne
 }
 
 /// The learned state after a throttled outcome in the scope (see [`learned::on_throttled`]).
-pub fn cut(rate: &RateLimit, st: &RateState, now: Millis, accepted_2s: i64) -> Option<Learned> {
-    learned::on_throttled(rate, st.learned.as_ref(), now, accepted_2s)
+pub fn cut(rate: &RateLimit, st: &RateState, now: Millis, accepted_1s: i64) -> Option<Learned> {
+    learned::on_throttled(rate, st.learned.as_ref(), now, accepted_1s)
 }
 
 /// Why a claim hands out nothing before looking at jobs: paused, or held by a throttled
@@ -136,7 +136,7 @@ mod tests {
         let learned = learned::on_throttled(&r, None, Millis(0), 50);
         let st = RateState { tat: None, learned };
         let per_s = rate_now(Some(&r), &st, Millis(0)).unwrap();
-        assert!((23.0..24.0).contains(&per_s), "{per_s}");
+        assert_eq!(per_s, 25.0);
         let (granted, _) = rate_grant(&r, &st, Millis(0), 5);
         assert_eq!(granted, 1, "burst 1");
     }

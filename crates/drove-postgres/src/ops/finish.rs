@@ -203,7 +203,7 @@ pub(crate) async fn end_run(
                         },
                         None => RateState::default(),
                     };
-                    let accepted = accepted_2s(tx, &job.queue, Some(g)).await?;
+                    let accepted = accepted_1s(tx, &job.queue, Some(g)).await?;
                     if let Some(l) = admission::cut(rate, &state, now, accepted) {
                         tx.set_group_learned(&job.queue, g, l);
                     }
@@ -213,7 +213,7 @@ pub(crate) async fn end_run(
         Some(Hold::Queue(until)) => {
             tx.hold_queue(&job.queue, until);
             if let Some(rate) = &queue.config.rate {
-                let accepted = accepted_2s(tx, &job.queue, None).await?;
+                let accepted = accepted_1s(tx, &job.queue, None).await?;
                 if let Some(l) = admission::cut(rate, &queue.rate_state(), now, accepted) {
                     tx.learn_queue(&job.queue, l);
                 }
@@ -225,14 +225,14 @@ pub(crate) async fn end_run(
     Ok(job)
 }
 
-/// Successes of a queue (or one of its groups) over the two seconds before now: what the
+/// Successes of a queue (or one of its groups) over the second before now: what the
 /// provider accepted, for a learned rate's cut.
-async fn accepted_2s(tx: &Tx<'_>, queue: &str, grp: Option<&str>) -> Result<i64, TxError> {
+async fn accepted_1s(tx: &Tx<'_>, queue: &str, grp: Option<&str>) -> Result<i64, TxError> {
     let row = tx
         .query_one(
             "SELECT count(*) FROM jobs WHERE queue = $1 AND state >= 3 AND finished_at >= $2 AND state = 3 \
              AND ($3::text IS NULL OR grp = $3)",
-            &[&queue, &(tx.now.0 - 2_000), &grp],
+            &[&queue, &(tx.now.0 - 1_000), &grp],
         )
         .await?;
     Ok(row.try_get(0)?)

@@ -242,15 +242,15 @@ pub(crate) fn end_run(
     Ok(job)
 }
 
-/// Successes of a queue (or one of its groups) over the two seconds before `now`: what the
+/// Successes of a queue (or one of its groups) over the second before `now`: what the
 /// provider accepted, for a learned rate's cut.
-fn accepted_2s(tx: &Tx<'_>, queue: &str, grp: Option<&str>, now: Millis) -> Result<i64, StoreError> {
+fn accepted_1s(tx: &Tx<'_>, queue: &str, grp: Option<&str>, now: Millis) -> Result<i64, StoreError> {
     tx.conn
         .prepare_cached(
             "SELECT count(*) FROM jobs INDEXED BY jobs_finished WHERE queue = ?1 AND state >= 3 \
              AND finished_at >= ?2 AND state = 3 AND (?3 IS NULL OR grp = ?3)",
         )
-        .and_then(|mut s| s.query_row(params![queue, now.0 - 2_000, grp], |r| r.get(0)))
+        .and_then(|mut s| s.query_row(params![queue, now.0 - 1_000, grp], |r| r.get(0)))
         .map_err(db_err)
 }
 
@@ -262,7 +262,7 @@ fn learn_queue(
     now: Millis,
 ) -> Result<(), StoreError> {
     let q = tx.queue(queue, now)?;
-    let Some(learned) = admission::cut(rate, &q.rate_state(), now, accepted_2s(tx, queue, None, now)?) else {
+    let Some(learned) = admission::cut(rate, &q.rate_state(), now, accepted_1s(tx, queue, None, now)?) else {
         return Ok(());
     };
     tx.conn
@@ -299,7 +299,7 @@ fn learn_group(
         })
         .map_err(db_err)?;
     let Some(state) = state else { return Ok(()) };
-    let Some(learned) = admission::cut(rate, &state, now, accepted_2s(tx, queue, Some(grp), now)?) else {
+    let Some(learned) = admission::cut(rate, &state, now, accepted_1s(tx, queue, Some(grp), now)?) else {
         return Ok(());
     };
     tx.conn

@@ -185,12 +185,18 @@ pub async fn a_throttle_lowers_the_rate_in_force_for_every_handle(s: Arc<dyn Sto
     fail(&*s, &runs[50], FailKind::Throttled, Some(200), at(1_000)).await.unwrap();
     let q = s.get_queue("q").await.unwrap().unwrap();
     let now = q.rate_now.expect("a rate in force");
-    assert!((23.0..=24.0).contains(&now), "95% of the 25/s the provider accepted: {now}");
+    assert_eq!(now, 25.0, "the first throttle after a clean spell halves the rate in force");
     // Another throttle right after is from a call issued before the cut: no second cut.
     s.promote(at(1_200), 100).await.unwrap();
-    let again = claim(&*s, "q", 1, at(1_200)).await.pop().unwrap();
-    fail(&*s, &again, FailKind::Throttled, Some(10), at(1_300)).await.unwrap();
+    let more = claim(&*s, "q", 3, at(1_200)).await;
+    fail(&*s, &more[0], FailKind::Throttled, Some(10), at(1_300)).await.unwrap();
     assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(now));
+    // One that follows it by more than a second: 97% of what the provider accepted over the
+    // last second (one success here), never below 45% of the rate in force.
+    complete(&*s, &more[1], "1", at(1_900)).await.unwrap();
+    fail(&*s, &more[2], FailKind::Throttled, Some(10), at(2_100)).await.unwrap();
+    let floor = s.get_queue("q").await.unwrap().unwrap().rate_now.unwrap();
+    assert!((11.0..=11.5).contains(&floor), "45% of 25: {floor}");
     // A setting change starts afresh.
     set_queue(&*s, "q", r#"{"rate": {"limit": 40, "period_ms": 1000}}"#, at(2_000)).await;
     assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(40.0));
