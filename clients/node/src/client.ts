@@ -18,7 +18,7 @@ import type {
   SubmitOptions,
   WaitOptions,
 } from './types.js';
-import { Worker, type Handler, type WorkerOptions } from './worker.js';
+import { BatchWorker, Worker, type BatchHandler, type BatchWorkerOptions, type Handler, type WorkerOptions } from './worker.js';
 
 export interface DroveOptions extends TransportOptions {
   /**
@@ -263,6 +263,18 @@ export class Drove {
    */
   worker<P = unknown, R = unknown>(queue: string, handler: Handler<P, R>, opts: WorkerOptions = {}): Worker<P, R> {
     return new Worker<P, R>(this.http, queue, handler, opts);
+  }
+
+  /**
+   * Starts a batch worker on `queue` and returns it at once: each claim takes up to `max` jobs
+   * (once one is ready, waiting up to `lingerMs` for more), and `handler` gets them as one array
+   * of JobContexts and answers one outcome per job, in order: a value (success), `partial(value)`,
+   * or an Error (classified as a single worker's throw). A handler that throws fails every job of
+   * the batch with that error. Each job's end is reported on its own. `concurrency` is the number
+   * of batches run at once (default 1).
+   */
+  batchWorker<P = unknown, R = unknown>(queue: string, handler: BatchHandler<P, R>, opts: BatchWorkerOptions): BatchWorker<P, R> {
+    return new BatchWorker<P, R>(this.http, queue, handler, opts);
   }
 
   // ---- waiting

@@ -5,6 +5,13 @@
 // the endpoint (404/405) gets the single-run endpoints of API.md instead. Requests go through
 // the worker's Link, so while the server is away the finisher waits its turn with everyone else.
 //
+// A worker's claim may carry the ends instead (`finish` in the claim's body, one request per
+// cycle): the claim loop takes what waits here with take(), and hands the server's answer back
+// with settle() (or the entries themselves with giveBack() when the claim failed). While the
+// worker says it holds (`hold`: a claim is about to go, or a claim that answers at once is out),
+// new ends wait for it rather than going in a request of their own; kick() sends what waits once
+// it stops holding.
+//
 // Two refusals are worked around rather than passed on, since either would otherwise lose every
 // end in the request: a 422 about one entry (`jobs[N]...`) refuses that entry alone and the
 // rest are sent again; and a server older than fail kind `transient` (422 on `error.kind`) gets
@@ -23,7 +30,7 @@ export type Ending =
 /** The server's answer for one run: the job's new state, or why it refused. */
 export type Settled = { ok: true; state: string } | { ok: false; error: DroveError };
 
-interface Entry {
+export interface Entry {
   id: string;
   /** The entry on the wire, as JSON text (made once: a result may be large). */
   json: string;
@@ -33,7 +40,18 @@ interface Entry {
   alive: () => boolean;
   resolve: (s: Settled) => void;
   done: boolean;
+  /** Sent once already (on a claim that failed): a retry applies the `alive` rule. */
+  tried: boolean;
 }
+
+/** Ends a claim carries: the entries, and their JSON (an array's inside, without brackets). */
+export interface Carried {
+  readonly entries: readonly Entry[];
+  readonly json: string;
+}
+
+/** One row of a finish answer (`POST /v1/jobs/finish`'s `jobs`, a claim's `finished`). */
+export type FinishRow = { id: string; state?: string; error?: { code: string; message: string } };
 
 /** Entries per request (the endpoint's limit), and bytes per request (well under its 32 MiB). */
 const MAX_ENTRIES = 1_000;
@@ -49,6 +67,10 @@ export class Finisher {
   /** False once the server refused fail kind `transient` (an older server). */
   private transientKind = true;
   private idle: Array<() => void> = [];
+  /** Entries a claim carries now. */
+  private riding = 0;
+  /** True while new ends should wait for a claim to carry them (see kick()). */
+  hold: () => boolean = () => false;
 
   constructor(
     private readonly http: Requester,
@@ -61,7 +83,43 @@ export class Finisher {
 
   /** Entries not yet answered. */
   get pending(): number {
-    return this.waiting.length + this.sending;
+    return this.waiting.length + this.sending + this.riding;
+  }
+
+  /** Entries waiting to be sent (a claim may take them). */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /** Takes the waiting entries (as many as one request holds) for a claim to carry. */
+  take(): Carried | undefined {
+    const entries = this.cut();
+    if (entries.length === 0) return undefined;
+    this.riding += entries.length;
+    return { entries, json: entries.map((e) => e.json).join(',') };
+  }
+
+  /** The claim that carried `c` was answered: `rows` is its `finished`, in order. */
+  settle(c: Carried, rows: FinishRow[]): void {
+    this.riding -= c.entries.length;
+    answer(c.entries, rows);
+    this.checkIdle();
+  }
+
+  /** The claim that carried `c` failed (or the server ignored them): they are sent by the
+   * finisher instead, first of all. The server may have ended some already (a request that got
+   * no answer): those come back refused, as a finish request's retry would. */
+  giveBack(c: Carried): void {
+    this.riding -= c.entries.length;
+    for (const e of c.entries) e.tried = true;
+    this.waiting.unshift(...c.entries.filter((e) => !e.done));
+    this.kick();
+    this.checkIdle();
+  }
+
+  /** Sends what waits (the worker stopped holding). */
+  kick(): void {
+    this.schedule();
   }
 
   /** Sends the end of a run; resolves with the server's answer (never rejects). */
@@ -83,6 +141,7 @@ export class Finisher {
         alive,
         json,
         done: false,
+        tried: false,
         resolve: (s) => {
           entry.done = true;
           resolve(s);
@@ -99,8 +158,12 @@ export class Finisher {
     return new Promise((resolve) => this.idle.push(resolve));
   }
 
+  private checkIdle(): void {
+    if (this.pending === 0) for (const f of this.idle.splice(0)) f();
+  }
+
   private schedule(): void {
-    if (this.scheduled || this.requests >= this.parallel || this.waiting.length === 0) return;
+    if (this.scheduled || this.requests >= this.parallel || this.waiting.length === 0 || this.hold()) return;
     this.scheduled = true;
     // Ends that arrive in the same turn of the event loop (a claim's worth of quick handlers)
     // go in one request.
@@ -110,23 +173,30 @@ export class Finisher {
     });
   }
 
+  /** The oldest waiting entries, as many as one request holds. */
+  private cut(): Entry[] {
+    const batch: Entry[] = [];
+    let bytes = 0;
+    while (batch.length < MAX_ENTRIES && this.waiting.length > 0) {
+      const next = this.waiting[0]!;
+      if (batch.length > 0 && bytes + next.json.length > MAX_BYTES) break;
+      bytes += next.json.length + 1;
+      batch.push(this.waiting.shift()!);
+    }
+    return batch;
+  }
+
   private flush(): void {
+    if (this.hold()) return; // a claim will carry them (it kicks when it does not)
     while (this.requests < this.parallel && this.waiting.length > 0) {
-      const batch: Entry[] = [];
-      let bytes = 0;
-      while (batch.length < MAX_ENTRIES && this.waiting.length > 0) {
-        const next = this.waiting[0]!;
-        if (batch.length > 0 && bytes + next.json.length > MAX_BYTES) break;
-        bytes += next.json.length + 1;
-        batch.push(this.waiting.shift()!);
-      }
+      const batch = this.cut();
       this.requests += 1;
       this.sending += batch.length;
       void this.send(batch).finally(() => {
         this.requests -= 1;
         this.sending -= batch.length;
         this.schedule();
-        if (this.pending === 0) for (const f of this.idle.splice(0)) f();
+        this.checkIdle();
       });
     }
   }
@@ -138,7 +208,7 @@ export class Finisher {
       // decides (and fences). Retries after a failed request stop once the run's lease is gone.
       batch = batch.filter((e) => {
         if (e.done) return false;
-        if (tries === 0 || e.alive()) return true;
+        if ((tries === 0 && !e.tried) || e.alive()) return true;
         e.resolve({ ok: false, error: new LeaseLostError(e.id) });
         return false;
       });
@@ -193,17 +263,8 @@ export class Finisher {
 
   private async sendBatch(batch: Entry[]): Promise<void> {
     const body = new RawBody(`{"jobs":[${batch.map((e) => e.json).join(',')}]}`);
-    const answer = await this.http.request<{ jobs: Array<{ id: string; state?: string; error?: { code: string; message: string } }> }>(
-      'POST',
-      '/v1/jobs/finish',
-      body,
-    );
-    const rows = answer.body.jobs;
-    batch.forEach((e, i) => {
-      const row = rows[i];
-      if (row?.state) e.resolve({ ok: true, state: row.state });
-      else e.resolve({ ok: false, error: entryError(e.id, row?.error) });
-    });
+    const reply = await this.http.request<{ jobs: FinishRow[] }>('POST', '/v1/jobs/finish', body);
+    answer(batch, reply.body.jobs);
   }
 
   private async sendOne(e: Entry): Promise<void> {
@@ -222,6 +283,15 @@ export class Finisher {
       }
     }
   }
+}
+
+/** Settles each entry from its row of a finish answer (in the request's order). */
+function answer(entries: readonly Entry[], rows: FinishRow[] | undefined): void {
+  entries.forEach((e, i) => {
+    const row = rows?.[i];
+    if (row?.state) e.resolve({ ok: true, state: row.state });
+    else e.resolve({ ok: false, error: entryError(e.id, row?.error) });
+  });
 }
 
 /** An entry on the wire: `{id, lease, ...}` without the ending's kind (`release: true` for a

@@ -3,11 +3,16 @@
 export { Drove, isTerminal, type DroveOptions } from './client.js';
 export {
   Worker,
+  BatchWorker,
   PartialResult,
   partial,
   type Handler,
   type JobContext,
   type WorkerOptions,
+  type BatchHandler,
+  type BatchItem,
+  type BatchOutcome,
+  type BatchWorkerOptions,
 } from './worker.js';
 export { isTransientError, classifyError, type Classifier, type ErrorClass } from './classify.js';
 export {

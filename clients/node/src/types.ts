@@ -91,6 +91,8 @@ export interface QueueInfo {
   counts: QueueCounts;
   limit_now: number | null;
   held_until?: string | null;
+  /** Starts per second in force under a rate (learned or configured); null without a rate. */
+  rate_now?: number | null;
 }
 
 export interface PoolInfo {
@@ -150,6 +152,11 @@ export interface RateLimit {
   limit: number;
   periodMs: number;
   burst?: number;
+  /** What a start is: `'job'` (default: each job claimed) or `'claim'` (a claim counts as one
+   * start however many jobs it takes: "50 calls/s of up to 20 items", for batch workers). */
+  per?: 'job' | 'claim';
+  /** Learn the rate from throttled outcomes (default true where the server learns rates). */
+  learn?: boolean;
 }
 
 /**
@@ -160,7 +167,8 @@ export interface RateLimit {
 export interface QueueSettings {
   concurrency?: number | null;
   groupConcurrency?: number | null;
-  rate?: RateLimit | null;
+  /** A rate, or `'auto'`: learned from throttled outcomes, with no ceiling. */
+  rate?: RateLimit | 'auto' | null;
   groupRate?: RateLimit | null;
   adaptive?: { min: number; max: number } | null;
   pool?: string | null;

@@ -1,8 +1,34 @@
-// A worker: claims jobs of one queue over HTTP and runs a handler per job under a lease.
+// A worker: claims jobs of one queue over HTTP and runs a handler per job (or per batch of jobs,
+// see BatchWorker) under a lease.
 //
 // Key decisions (the shape of River's producer / executor / completer, over the v1 API):
-// - One claim loop asks for as many jobs as there are free slots, in one long-polling request,
-//   and never holds more jobs than slots. close() aborts that request at once.
+// - One claim loop asks for jobs in one request at a time. When the worker has free slots and
+//   nothing buffered it long-polls for as many jobs as it has free slots; close() aborts that
+//   request at once.
+// - One request per cycle: the ends of runs that are waiting when the claim loop sends its next
+//   claim ride on it (`finish` in the claim's body, answered in `finished`), instead of a
+//   `POST /v1/jobs/finish` of their own. The loop decides once a burst of handler ends has
+//   landed (it wakes through setImmediate, not at the first end), so the ends of a claim's worth
+//   of quick handlers go together. Ends that arrive while a claim that answers at once is out
+//   wait for the next claim; ends that arrive while a long poll is out (the worker waits for
+//   work) go through the finisher at once (finisher.ts). A claim that carries ends never
+//   long-polls (wait_ms 0; a batch worker's waits at most its linger), so no end waits for work
+//   to arrive, and close() lets it finish rather than aborting it (it answers at once). A server
+//   that refuses `finish` (400/422 naming it, or an answer without `finished`) gets the ends
+//   through the finisher from then on (warned once).
+// - A bounded prefetch: when work flows, a claim also asks for a few jobs ahead of the free
+//   slots, so one request serves more jobs than there are slots. The buffer is sized to about
+//   PREFETCH_WINDOW_MS of work at the recent handler durations (an EWMA; nothing before the first
+//   handler ended), at most `maxPrefetch` (default: `concurrency`); it is refilled by claims
+//   that answer at once, only while they find work. A long poll (the worker is idle) asks for
+//   free slots only. Buffered jobs heartbeat (their leases stay alive) and count against the
+//   worker's holdings; one whose signal fires before it starts (cancelled, lease lost, timed out)
+//   is handed back at once, and close() hands every buffered job back at once (`release`: queued
+//   again, no attempt used). No prefetch on a queue with a concurrency limit, group limits, a
+//   rate (also `auto`), an adaptive limit or a pool: there a held job counts against the limit
+//   while it waits, so it would keep another worker idle. The worker reads the queue
+//   (GET /v1/queues/NAME) once its first handler has ended and every minute after; until it
+//   knows, it does not prefetch.
 // - Each run heartbeats every third of its lease until the server has acknowledged the run's
 //   end (not just until the handler returns), so a slow or retried completion never lets the
 //   lease lapse. Progress rides on heartbeats (throttled); a checkpoint is sent at once and
@@ -11,6 +37,7 @@
 //   claim loop, the heartbeats of every held job and the finisher wait their turn there, one
 //   request per backoff interval in all, and all resume the moment the server answers again.
 //   Each retrier also backs off on its own (capped, jittered), should the server answer others.
+//   While the server is away no claim carries ends (the finisher sends them, as before).
 // - The handler's AbortSignal fires when the job is cancelled (a heartbeat says so), the lease
 //   is lost (409, or no heartbeat answered before it ran out), the job's timeout passes, or
 //   the worker closes and its grace runs out. When the lease is lost, every checkpoint not yet
@@ -20,12 +47,12 @@
 // - A handler's outcome is always reported, even after its signal fired: the server fences it
 //   by the lease (a late completion is refused and reported as a 'refused' event; a cancelled
 //   job's failure makes it cancelled; a completion despite a cancel records the success).
-// - Run ends are batched through POST /v1/jobs/finish (see finisher.ts); a slot is free as
-//   soon as the handler settles, while its end is still on the way.
+// - A slot is free as soon as the handler settles, while its end is still on the way.
 // - A 401 or 403 stops the worker (as close() with no grace): retrying cannot fix a token.
 
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
+import { types } from 'node:util';
 
 import { classifyError, type Classifier } from './classify.js';
 import {
@@ -35,10 +62,10 @@ import {
   LeaseLostError,
   WorkerClosedError,
 } from './errors.js';
-import { Finisher, type Ending, type Settled } from './finisher.js';
-import { Transport, delay } from './http.js';
+import { Finisher, type Carried, type Ending, type FinishRow, type Settled } from './finisher.js';
+import { RawBody, Transport, delay } from './http.js';
 import { Link, backoffMs, isAuthError } from './link.js';
-import type { ClaimedJob } from './types.js';
+import type { ClaimedJob, QueueInfo } from './types.js';
 
 export interface JobContext<P = unknown> {
   /** The claimed job as the server sent it (with `lease` and `lease_expires_at`). */
@@ -66,8 +93,21 @@ export interface JobContext<P = unknown> {
 
 export type Handler<P = unknown, R = unknown> = (ctx: JobContext<P>) => Promise<R> | R;
 
+/** One job of a batch: the same context a single worker's handler gets. */
+export type BatchItem<P = unknown> = JobContext<P>;
+
+/**
+ * What a batch handler answers for one job: a value (the job's result), `partial(value)` (a
+ * success that left some items undone), or an Error (the job fails, classified exactly like a
+ * single worker's throw: Throttled, Transient, Permanent, Snooze, `classify`, else retryable).
+ */
+export type BatchOutcome<R = unknown> = R | PartialResult<R> | Error;
+
+/** Gets the jobs of one claim and answers one outcome per job, in the same order. */
+export type BatchHandler<P = unknown, R = unknown> = (batch: BatchItem<P>[]) => Promise<BatchOutcome<R>[]> | BatchOutcome<R>[];
+
 export interface WorkerOptions {
-  /** Jobs run at once (default 1). */
+  /** Jobs run at once (default 1). For a batch worker: batches run at once. */
   concurrency?: number;
   /** Lease asked for on claims (1,000 to 86,400,000; default: the queue's, 10 s). Heartbeats go
    * out every third of it. */
@@ -91,6 +131,41 @@ export interface WorkerOptions {
   /** A handler still running this long after its signal fired is reported with a `stuck`
    * event (or a console warning) (default 10 s; 0 turns it off). */
   stuckAfterMs?: number;
+  /**
+   * Jobs claimed ahead of free slots at most (default: `concurrency`; 0 turns prefetch off). The
+   * buffer is sized to about 250 ms of work at the recent handler durations, within this cap,
+   * and is never used on a queue with a concurrency, group, rate, adaptive or pool limit.
+   * Not for batch workers.
+   */
+  maxPrefetch?: number;
+  /** The ends of runs ride on the worker's next claim when one is about to go (default true);
+   * false sends them through POST /v1/jobs/finish only. */
+  finishOnClaim?: boolean;
+}
+
+export interface BatchWorkerOptions extends Omit<WorkerOptions, 'maxPrefetch'> {
+  /** Jobs per batch at most (1 to 1,000): one claim takes up to this many. */
+  max: number;
+  /** Once one job is ready, how long a claim may wait for `max` to be ready (0 to 60,000 ms;
+   * the server's `linger_ms`). */
+  lingerMs: number;
+}
+
+/** Jobs claimed ahead of free slots are sized to about this long of work. */
+const PREFETCH_WINDOW_MS = 250;
+/** Weight of the newest handler duration in the average that sizes the prefetch. */
+const EWMA_WEIGHT = 0.3;
+/** A claim takes at most this many jobs (the API's bound on `max`). */
+const MAX_CLAIM = 1_000;
+/** How often the worker reads its queue's limits (to know whether it may prefetch). */
+const LIMITS_EVERY_MS = 60_000;
+
+/** What the next claim asks for. */
+interface Plan {
+  max: number;
+  wait: number;
+  linger: number;
+  carry: boolean;
 }
 
 /**
@@ -98,7 +173,8 @@ export interface WorkerOptions {
  * - `completed` (job, result, state): the server stored the success.
  * - `failed` (job, error, kind, state): the server stored the failure; `state` is where the job
  *   went (`scheduled`/`queued` to run again, `failed`, `cancelled`).
- * - `released` (job): the job was handed back unrun (close past its grace).
+ * - `released` (job): the job was handed back unrun (close past its grace, a prefetched job
+ *   never started).
  * - `refused` (job, error): the server refused the end of the run (lease lost: another run owns
  *   the job now, or it timed out); nothing was changed.
  * - `error` (error): a claim or request failed; the worker keeps trying (an outage is reported
@@ -121,6 +197,8 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   readonly done: Promise<DroveError | undefined>;
   private readonly link: Link;
   private readonly handler: Handler<P, R>;
+  /** A batch worker's claims: up to `max` jobs, lingering `lingerMs` for them. */
+  private readonly batch: { max: number; lingerMs: number } | undefined;
   private readonly concurrency: number;
   private readonly leaseMs: number | undefined;
   private readonly name: string;
@@ -129,32 +207,53 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private readonly progressIntervalMs: number;
   private readonly stuckAfterMs: number;
   private readonly classify: Classifier | undefined;
+  private readonly maxPrefetch: number;
   private readonly finisher: Finisher;
   /** Runs whose handler has not settled yet (these hold slots). A set, not a map by job id: a
    * zombie run (lease lost, handler still going) and the job's next run may both be here. */
   private readonly handling = new Set<Run>();
   /** Runs whose end the server has not acknowledged yet (these heartbeat). */
   private readonly live = new Set<Run>();
-  private readonly claimAbort = new AbortController();
+  /** Runs claimed ahead of free slots, oldest first: heartbeating, not started. */
+  private readonly buffer: Run[] = [];
+  /** Batches whose handler runs (a batch worker's slots). */
+  private batches = 0;
+  /** Recent handler durations (ms, an EWMA); undefined before the first handler ended. */
+  private durationMs: number | undefined;
+  /** Whether the queue has limits a held job counts against; undefined until known. */
+  private limited: boolean | undefined;
+  private limitsTimer: NodeJS.Timeout | undefined;
+  /** Ends may ride on claims (false once the server refused `finish`). */
+  private claimFinish: boolean;
+  /** The claim on its way: aborted by close() unless it carries ends. */
+  private claim: { abort: AbortController; carries: boolean } | undefined;
+  /** New ends wait for the claim loop (it is about to claim, or a claim that answers at once
+   * is out); see finisher.ts. */
+  private holding = false;
+  /** The last claim that answered at once found fewer jobs than asked: no refill until a
+   * handler ends. */
+  private dry = false;
   private closing = false;
+  /** Aborted when close() begins (ends a claim loop's backoff). */
+  private readonly closeAbort = new AbortController();
   private stopping: Promise<void> | undefined;
   /** close() has resolved. */
   private stopped = false;
   /** The refusal (401/403) that stopped the worker. */
   private fatalError: DroveError | undefined;
   private resolveDone!: (err: DroveError | undefined) => void;
-  /** The claimer, waiting for a free slot. */
-  private wakers: Array<() => void> = [];
-  /** Slots asked for by the claim on its way. */
-  private reserved = 0;
+  /** The claim loop, waiting for something to change. */
+  private wake: (() => void) | undefined;
   private readonly loopDone: Promise<void>;
 
-  constructor(http: Transport, queue: string, handler: Handler<P, R>, opts: WorkerOptions = {}) {
+  /** Use `Drove.worker()` (or `Drove.batchWorker()`). `batch` is internal: BatchWorker's claims. */
+  constructor(http: Transport, queue: string, handler: Handler<P, R>, opts: WorkerOptions = {}, batch?: { max: number; lingerMs: number }) {
     super();
     if (typeof handler !== 'function') throw new TypeError('worker(queue, handler) needs a handler function');
     if (opts.classify !== undefined && typeof opts.classify !== 'function') throw new TypeError('worker option classify must be a function');
     this.queue = queue;
     this.handler = handler;
+    this.batch = batch;
     this.concurrency = Math.max(1, Math.floor(opts.concurrency ?? 1));
     this.leaseMs = opts.leaseMs;
     this.name = opts.name ?? `${hostname()}:${process.pid}`;
@@ -163,6 +262,9 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     this.progressIntervalMs = Math.max(0, opts.progressIntervalMs ?? 1_000);
     this.stuckAfterMs = Math.max(0, opts.stuckAfterMs ?? 10_000);
     this.classify = opts.classify;
+    const cap = Math.floor(Number(opts.maxPrefetch ?? this.concurrency));
+    this.maxPrefetch = batch ? 0 : Math.max(0, Math.min(Number.isFinite(cap) ? cap : 0, MAX_CLAIM - Math.min(this.concurrency, MAX_CLAIM)));
+    this.claimFinish = opts.finishOnClaim ?? true;
     this.done = new Promise((res) => (this.resolveDone = res));
     this.link = new Link(http, {
       offline: (err) => {
@@ -182,12 +284,25 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
       fatal: (err) => this.fatal(err),
     });
     this.finisher = new Finisher(this.link, 2, opts.batchFinish ?? true);
+    this.finisher.hold = () => this.holding;
     this.loopDone = this.claimLoop();
   }
 
-  /** Handlers running now. */
+  /** Handlers running now (for a batch worker: jobs in the batches running now). */
   get running(): number {
     return this.handling.size;
+  }
+
+  /** Jobs claimed ahead of free slots, waiting for one (they heartbeat meanwhile). */
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
+  /** How many jobs the worker claims ahead of its free slots now: about 250 ms of work at the
+   * recent handler durations, at most `maxPrefetch`; 0 before a handler has ended, before the
+   * queue's settings are known, and on a queue with limits (see `maxPrefetch`). */
+  get prefetch(): number {
+    return this.prefetchTarget();
   }
 
   /** The server is unreachable as far as this worker knows (between `offline` and `online`). */
@@ -196,11 +311,11 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   }
 
   /**
-   * Stops the worker: stops claiming at once (aborting the pending long poll), lets running
-   * handlers finish for up to `graceMs`, then aborts the rest (signal reason
-   * WorkerClosedError) and releases their jobs, which are queued again at once with no attempt
-   * used. Resolves once the server has acknowledged every run's end. Calling it again returns
-   * the same promise.
+   * Stops the worker: stops claiming at once (aborting the pending long poll), hands the jobs
+   * claimed ahead and never started back at once, lets running handlers finish for up to
+   * `graceMs`, then aborts the rest (signal reason WorkerClosedError) and releases their jobs,
+   * which are queued again at once with no attempt used. Resolves once the server has
+   * acknowledged every run's end. Calling it again returns the same promise.
    */
   close(opts: { graceMs?: number } = {}): Promise<void> {
     this.stopping ??= this.shutdown(opts.graceMs ?? this.graceMs);
@@ -209,9 +324,14 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
 
   private async shutdown(graceMs: number): Promise<void> {
     this.closing = true;
-    this.claimAbort.abort(new WorkerClosedError());
-    for (const wake of this.wakers.splice(0)) wake();
+    this.closeAbort.abort(new WorkerClosedError());
+    clearInterval(this.limitsTimer);
+    // A claim that carries ends is not aborted: its answer says how they ended, and it answers
+    // at once (a batch worker's within its linger).
+    if (this.claim && !this.claim.carries) this.claim.abort.abort(new WorkerClosedError());
+    this.poke();
     await this.loopDone;
+    for (const run of this.buffer.splice(0)) this.release(run);
     if (this.handling.size > 0 && graceMs > 0) {
       const settled = Promise.all([...this.handling].map((r) => r.settled));
       let timer: NodeJS.Timeout | undefined;
@@ -238,28 +358,47 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   // ---- claiming
 
   /**
-   * Claims up to the free slots in one request, long-polling when there is no work, so the jobs
-   * held never outnumber the slots. (Two claimers sharing the slots were measured too: twice the
-   * requests for short jobs, and slower on a 2-core machine, where this client is CPU-bound.)
+   * One claim at a time: for the free slots (a long poll when there is nothing buffered and no
+   * end to carry), to refill the prefetch buffer, or to carry the ends of runs (see the top of
+   * this file). (Two claimers sharing the slots were measured too: twice the requests for short
+   * jobs, and slower on a 2-core machine, where this client is CPU-bound.)
    */
   private async claimLoop(): Promise<void> {
     const path = `/v1/queues/${encodeURIComponent(this.queue)}/claim`;
     let failures = 0;
+    this.holding = this.canCarry();
     while (!this.closing) {
-      const free = this.free();
-      if (free <= 0) {
-        await new Promise<void>((res) => this.wakers.push(res));
+      // Let a burst of handler ends land first (quick handlers end in the same turn), so that
+      // one claim carries them all and asks for all the slots they freed.
+      await new Promise<void>((res) => setImmediate(res));
+      if (this.closing) break;
+      this.fill();
+      const plan = this.plan(failures === 0);
+      if (!plan) {
+        this.stopHolding();
+        await new Promise<void>((res) => (this.wake = res));
         continue;
       }
-      const max = free;
-      const body: Record<string, unknown> = { worker: this.name, max, wait_ms: this.pollMs };
-      if (this.leaseMs !== undefined) body.lease_ms = this.leaseMs;
-      let jobs: ClaimedJob<P>[];
-      this.reserved += max;
+      const carried = plan.carry ? this.finisher.take() : undefined;
+      // A claim that answers at once: ends arriving meanwhile wait for the next one.
+      if (plan.wait === 0 && this.canCarry()) this.holding = true;
+      else this.stopHolding();
+      let text = `{"worker":${JSON.stringify(this.name)},"max":${plan.max},"wait_ms":${plan.wait}`;
+      if (this.leaseMs !== undefined) text += `,"lease_ms":${JSON.stringify(this.leaseMs)}`;
+      if (plan.linger > 0) text += `,"linger_ms":${plan.linger}`;
+      if (carried) text += `,"finish":[${carried.json}]`;
+      text += '}';
+      const claim = (this.claim = { abort: new AbortController(), carries: carried !== undefined });
+      let answer: { jobs: ClaimedJob<P>[]; finished?: FinishRow[] };
       try {
-        jobs = (await this.link.request<{ jobs: ClaimedJob<P>[] }>('POST', path, body, { signal: this.claimAbort.signal })).body.jobs;
-        failures = 0;
+        answer = (await this.link.request<typeof answer>('POST', path, new RawBody(text), { signal: claim.abort.signal })).body;
       } catch (err) {
+        this.claim = undefined;
+        if (carried) {
+          this.finisher.giveBack(carried);
+          if (this.refusesFinish(err)) continue; // claim again at once, without ends
+        }
+        this.stopHolding();
         if (this.closing) break; // close(), or a 401/403 that stops the worker
         // A server that is away: the Link reported it and paces the retries. A refused claim
         // (a bad lease_ms, a bad queue name) will not get better by itself, but an operator
@@ -268,40 +407,155 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
         if (!transient) this.report(err);
         const pause = transient ? backoffMs(failures) : Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
         failures += 1;
-        await delay(pause, this.claimAbort.signal).catch(() => undefined);
+        await delay(pause, this.closeAbort.signal).catch(() => undefined);
+        this.holding = this.canCarry();
         continue;
-      } finally {
-        this.reserved -= max;
       }
-      const answeredAt = Date.now();
-      for (const job of jobs) this.start(job, answeredAt);
-      if (jobs.length < max) this.slotFreed();
+      this.claim = undefined;
+      failures = 0;
+      if (carried) {
+        const rows = answer.finished;
+        if (Array.isArray(rows) && rows.length === carried.entries.length) this.finisher.settle(carried, rows);
+        else {
+          // A server that ignores `finish`: it ended nothing; the finisher sends them.
+          this.noClaimFinish();
+          this.finisher.giveBack(carried);
+        }
+      }
+      const jobs = Array.isArray(answer.jobs) ? answer.jobs : [];
+      this.dry = plan.wait === 0 && jobs.length < plan.max;
+      this.admit(jobs, Date.now());
+      // Until the loop has decided, new ends wait for it.
+      this.holding = this.canCarry();
     }
+    this.stopHolding();
   }
 
-  /** Slots neither running a handler nor reserved by a claim on its way, while not too many
-   * ends wait to be sent. */
-  private free(): number {
-    if (this.finisher.pending >= 1_000) return 0;
-    return this.concurrency - this.handling.size - this.reserved;
+  /** What the next claim asks for, or undefined when there is nothing to claim for. */
+  private plan(mayCarry: boolean): Plan | undefined {
+    if (this.finisher.pending >= 1_000) return undefined; // ends pile up: let them go first
+    const carry = mayCarry && this.canCarry() && this.finisher.queued > 0;
+    if (this.batch) {
+      if (this.batches >= this.concurrency) return undefined;
+      const { max, lingerMs } = this.batch;
+      // Carrying ends, it waits no longer than its linger: their answers must not wait for work.
+      return { max, wait: carry ? Math.min(lingerMs, this.pollMs) : this.pollMs, linger: lingerMs, carry };
+    }
+    const running = this.handling.size;
+    const free = this.concurrency - running; // fill() ran: free > 0 means nothing is buffered
+    const target = this.prefetchTarget();
+    const room = Math.min(MAX_CLAIM, this.concurrency + target - running - this.buffer.length);
+    if (room <= 0) return undefined;
+    // Idle slots: long-poll for them; or, carrying ends, ask at once for them and a buffer.
+    if (free > 0) return carry ? { max: room, wait: 0, linger: 0, carry } : { max: free, wait: this.pollMs, linger: 0, carry };
+    // Busy: refill the buffer while claims find work, or carry the ends that wait anyway.
+    if (target > 0 && !this.dry && this.buffer.length < Math.floor(target / 2) + 1) return { max: room, wait: 0, linger: 0, carry };
+    if (carry) return { max: room, wait: 0, linger: 0, carry };
+    return undefined;
   }
 
-  private slotFreed(): void {
-    if (this.wakers.length > 0 && this.free() > 0) for (const wake of this.wakers.splice(0)) wake();
+  /** Jobs to claim ahead of free slots: about PREFETCH_WINDOW_MS of work, at most maxPrefetch;
+   * none on a queue whose limits a held job counts against, or before that is known. */
+  private prefetchTarget(): number {
+    if (this.maxPrefetch <= 0 || this.limited !== false || this.durationMs === undefined) return 0;
+    const perMs = this.concurrency / Math.max(this.durationMs, 0.01);
+    return Math.min(this.maxPrefetch, Math.floor(PREFETCH_WINDOW_MS * perMs));
+  }
+
+  private canCarry(): boolean {
+    return this.claimFinish && !this.closing && !this.link.offline;
+  }
+
+  /** Ends stop waiting for a claim: those waiting go through the finisher. */
+  private stopHolding(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.finisher.kick();
+  }
+
+  /** The server refused the claim because of its `finish` (it predates it): stop carrying. */
+  private refusesFinish(err: unknown): boolean {
+    if (!(err instanceof DroveError) || (err.status !== 400 && err.status !== 422)) return false;
+    if (err.field !== 'finish' && !/\bfinish\b/.test(err.message)) return false;
+    this.noClaimFinish();
+    return true;
+  }
+
+  private noClaimFinish(): void {
+    if (!this.claimFinish) return;
+    this.claimFinish = false;
+    this.stopHolding();
+    console.warn(`[drove-client] worker ${this.queue}: the server does not take the ends of runs on claims (finish); they go through POST /v1/jobs/finish instead`);
+  }
+
+  /** Wakes the claim loop to look again (a handler ended, an end is waiting, closing). */
+  poke(): void {
+    const wake = this.wake;
+    if (!wake) return;
+    this.wake = undefined;
+    // The loop is about to decide: ends arriving meanwhile wait for it.
+    this.holding = this.canCarry();
+    wake();
+  }
+
+  /** Reads the queue's settings: may this worker prefetch? */
+  private async readLimits(): Promise<void> {
+    if (this.closing || this.link.offline) return;
+    try {
+      const info = (await this.link.request<QueueInfo>('GET', `/v1/queues/${encodeURIComponent(this.queue)}`)).body;
+      this.limited = hasLimits(info);
+    } catch (err) {
+      // A queue never used has no settings; otherwise what was known still holds.
+      if (err instanceof DroveError && err.status === 404) this.limited = false;
+    }
+    this.poke();
   }
 
   // ---- running
 
-  private start(job: ClaimedJob<P>, answeredAt: number): void {
-    const run = new Run(this, job, answeredAt);
-    this.handling.add(run);
-    this.live.add(run);
+  /** Takes in the jobs a claim answered: each starts heartbeating at once, and runs in a free
+   * slot or waits in the buffer (a batch worker runs them as one batch). */
+  private admit(jobs: ClaimedJob<P>[], answeredAt: number): void {
+    if (jobs.length === 0) return;
+    const runs = jobs.map((job) => new Run(this, job, answeredAt));
+    for (const run of runs) this.live.add(run);
     if (this.closing) {
-      // Claimed as close() began: hand it back unrun.
-      this.release(run);
+      // Claimed as close() began: hand them back unrun.
+      for (const run of runs) this.release(run);
       return;
     }
-    run.begin();
+    for (const run of runs) run.begin();
+    if (this.batch) {
+      this.executeBatch(runs).catch((err: unknown) => {
+        this.report(err);
+        for (const run of runs) {
+          this.handling.delete(run);
+          this.retire(run);
+        }
+      });
+      return;
+    }
+    for (const run of runs) {
+      if (this.handling.size < this.concurrency) this.start(run);
+      else this.buffer.push(run);
+    }
+  }
+
+  /** Starts buffered runs in free slots; hands back at once those that can no longer start. */
+  private fill(): void {
+    if (this.buffer.some((r) => r.aborted)) {
+      for (const run of this.buffer.filter((r) => r.aborted)) {
+        this.buffer.splice(this.buffer.indexOf(run), 1);
+        this.release(run);
+      }
+    }
+    if (this.closing) return; // close() hands the buffer back
+    while (this.buffer.length > 0 && this.handling.size < this.concurrency) this.start(this.buffer.shift()!);
+  }
+
+  private start(run: Run): void {
+    this.handling.add(run);
+    run.started = true;
     this.execute(run).catch((err: unknown) => {
       // Not expected (every step above handles its errors); never let it take the process down.
       this.report(err);
@@ -311,21 +565,68 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   }
 
   private async execute(run: Run): Promise<void> {
-    let ending: Ending;
-    let result: unknown;
-    let thrown: unknown;
+    const startedAt = performance.now();
+    let outcome: Outcome;
     try {
-      result = await this.handler(run.context as JobContext<P>);
-      ending = result instanceof PartialResult ? { kind: 'complete', result: jsonable(result.value), partial: true } : { kind: 'complete', result: jsonable(result) };
-      if (result instanceof PartialResult) result = result.value;
+      outcome = this.outcome(await this.handler(run.context as JobContext<P>), false);
     } catch (err) {
-      thrown = err;
-      ending = this.failure(err);
+      outcome = { ending: this.failure(err), result: undefined, thrown: err };
     }
+    this.observe(performance.now() - startedAt);
     run.handlerSettled();
     this.handling.delete(run);
-    this.slotFreed();
+    this.dry = false;
+    this.fill(); // the freed slot takes a buffered job at once
+    this.poke();
     if (run.released) return; // close() handed it back already
+    await this.conclude(run, outcome);
+  }
+
+  /** A batch: one handler call for the runs of one claim, one end per run. */
+  private async executeBatch(runs: Run[]): Promise<void> {
+    this.batches += 1;
+    for (const run of runs) {
+      this.handling.add(run);
+      run.started = true;
+    }
+    let outcomes: Outcome[];
+    try {
+      const answer: unknown = await (this.handler as unknown as BatchHandler<P, R>)(runs.map((r) => r.context as JobContext<P>));
+      if (!Array.isArray(answer)) throw new TypeError(`the batch handler must answer an array of outcomes, one per job (it answered ${typeof answer})`);
+      outcomes = runs.map((_, i) =>
+        i < answer.length
+          ? this.outcome(answer[i], true)
+          : this.thrown(new TypeError(`the batch handler answered ${answer.length} outcomes for ${runs.length} jobs: none for this one`)),
+      );
+    } catch (err) {
+      // The handler threw: every job of the batch fails with that error.
+      outcomes = runs.map(() => this.thrown(err));
+    }
+    for (const run of runs) {
+      run.handlerSettled();
+      this.handling.delete(run);
+    }
+    this.batches -= 1;
+    this.poke();
+    await Promise.all(runs.map((run, i) => (run.released ? undefined : this.conclude(run, outcomes[i]!))));
+  }
+
+  /** What a handler's answer (a single worker's return, one entry of a batch's) ends a run with.
+   * In a batch an Error is a failure; a single worker's handler throws instead (what it returns
+   * is its result, whatever it is). */
+  private outcome(value: unknown, errorsFail: boolean): Outcome {
+    if (errorsFail && (value instanceof Error || types.isNativeError(value))) return this.thrown(value);
+    if (value instanceof PartialResult) return { ending: { kind: 'complete', result: jsonable(value.value), partial: true }, result: value.value, thrown: undefined };
+    return { ending: { kind: 'complete', result: jsonable(value) }, result: value, thrown: undefined };
+  }
+
+  private thrown(err: unknown): Outcome {
+    return { ending: this.failure(err), result: undefined, thrown: err };
+  }
+
+  /** Sends a run's end and tells what the server answered. */
+  private async conclude(run: Run, outcome: Outcome): Promise<void> {
+    let { ending, thrown } = outcome;
     const settled = await this.finisher.end(run.job.id, run.lease, ending, () => !run.lost);
     let answer = settled;
     if (!settled.ok && ending.kind === 'complete' && (settled.error.code === 'payload_too_large' || settled.error.code === 'invalid_value')) {
@@ -335,7 +636,19 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
       answer = await this.finisher.end(run.job.id, run.lease, ending, () => !run.lost);
     }
     this.retire(run);
-    this.announce(run, ending, answer, result, thrown);
+    this.announce(run, ending, answer, outcome.result, thrown);
+  }
+
+  /** A handler took `ms`: the average that sizes the prefetch. */
+  private observe(ms: number): void {
+    if (this.durationMs === undefined && this.maxPrefetch > 0 && !this.closing) {
+      // The first handler ended: from now on the prefetch has a size, once the queue's limits
+      // are known. (Read only now: a worker that never runs a job never asks.)
+      void this.readLimits();
+      this.limitsTimer = setInterval(() => void this.readLimits(), LIMITS_EVERY_MS);
+      this.limitsTimer.unref?.();
+    }
+    this.durationMs = this.durationMs === undefined ? ms : this.durationMs + EWMA_WEIGHT * (ms - this.durationMs);
   }
 
   /** What a handler's throw tells the server (see classify.ts); a `classify` option that throws
@@ -355,10 +668,11 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private retire(run: Run): void {
     run.finished();
     this.live.delete(run);
-    this.slotFreed();
+    this.poke();
   }
 
-  /** Hands a run's job back to the queue (close() past its grace). */
+  /** Hands a run's job back to the queue (close() past its grace, a buffered job that cannot
+   * start, or one claimed as close() began). */
   private release(run: Run): void {
     if (run.released) return;
     run.released = true;
@@ -406,6 +720,43 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   }
 }
 
+/**
+ * A worker that hands its handler the jobs of one claim at once (`Drove.batchWorker`): each
+ * claim takes up to `max` jobs, lingering up to `lingerMs` for them once one is ready; the
+ * handler answers one outcome per job, and each job's end is reported on its own (one job
+ * throttled is that job alone). Every job heartbeats while its batch runs. Same events,
+ * `close()` and `done` as a Worker.
+ */
+export class BatchWorker<P = unknown, R = unknown> extends Worker<P, R> {
+  /** Jobs per batch at most, and how long a claim lingers for them. */
+  readonly max: number;
+  readonly lingerMs: number;
+
+  constructor(http: Transport, queue: string, handler: BatchHandler<P, R>, opts: BatchWorkerOptions) {
+    const max = Math.floor(Number(opts?.max));
+    const lingerMs = Math.floor(Number(opts?.lingerMs ?? 0));
+    if (!(max >= 1 && max <= MAX_CLAIM)) throw new RangeError(`batchWorker option max must be 1 to ${MAX_CLAIM} (got ${opts?.max})`);
+    if (!(lingerMs >= 0 && lingerMs <= 60_000)) throw new RangeError(`batchWorker option lingerMs must be 0 to 60000 (got ${opts?.lingerMs})`);
+    super(http, queue, handler as unknown as Handler<P, R>, opts, { max, lingerMs });
+    this.max = max;
+    this.lingerMs = lingerMs;
+  }
+}
+
+/** How a run ends, with what the worker's events report. */
+interface Outcome {
+  ending: Ending;
+  result: unknown;
+  thrown: unknown;
+}
+
+/** Whether a held job counts against a limit of the queue (then the worker does not prefetch). */
+function hasLimits(info: QueueInfo): boolean {
+  const config = (info?.config ?? {}) as Record<string, unknown>;
+  const limits = ['concurrency', 'group_concurrency', 'rate', 'group_rate', 'adaptive', 'pool'];
+  return limits.some((k) => config[k] !== null && config[k] !== undefined) || (info?.limit_now ?? null) !== null || (info?.rate_now ?? null) !== null;
+}
+
 /** Wrap a handler's result in this to record a success that left some items undone. */
 export class PartialResult<T = unknown> {
   constructor(readonly value: T) {}
@@ -435,6 +786,8 @@ class Run {
   readonly ended: Promise<void>;
   released = false;
   lost = false;
+  /** The handler was called (a prefetched run waits in the buffer until a slot is free). */
+  started = false;
   private readonly worker: Worker<any, any>;
   private readonly link: Link;
   private readonly askLeaseMs: number | undefined;
@@ -532,10 +885,20 @@ class Run {
     return this.controller.signal;
   }
 
+  /** The signal fired (a run not started yet will not be). */
+  get aborted(): boolean {
+    return this.reason !== undefined;
+  }
+
   abort(reason: Error): void {
     if (this.reason) return;
     this.reason = reason;
     this.controller?.abort(reason);
+    if (!this.started) {
+      // Still in the worker's buffer: it is handed back rather than started.
+      this.worker.poke();
+      return;
+    }
     if (!this.handlerDone && this.stuckAfterMs > 0) {
       // A handler that ignores its signal keeps its slot: say so rather than leak it silently.
       const firedAt = Date.now();
