@@ -125,12 +125,12 @@ impl Limiter {
 
     async fn tick(&self, scopes: &mut HashMap<LimitScope, Scope>) -> Result<(), StoreError> {
         let store = self.engine.store();
-        let queues = store.list_queues().await?;
+        let now = Millis::now();
+        let queues = store.list_queues(now).await?;
         if !queues.iter().any(|q| q.config.adaptive.is_some() || q.config.pool.is_some()) {
             scopes.clear();
             return Ok(());
         }
-        let now = Millis::now();
         let window_end = now.minus_ms(LAG_MS);
         // Which scopes are adaptive now, with the queues each one covers.
         let mut wanted: HashMap<LimitScope, (Adaptive, Vec<&QueueInfo>)> = HashMap::new();
@@ -183,12 +183,12 @@ impl Limiter {
                 let online_active = scope.online_seen.is_some_and(|t| now.since(t) * 1_000 < OFFLINE_HOLD_US);
                 let offline = online_active.then(|| scope.alg.offline_limit().clamp(bounds.min, limit));
                 if scope.written_offline != Some(offline) {
-                    store.set_offline_limit(pool, offline).await?;
+                    store.set_offline_limit(pool, offline, now).await?;
                     scope.written_offline = Some(offline);
                 }
             }
             if scope.written != Some(limit) {
-                store.set_limit(key, Some(limit)).await?;
+                store.set_limit(key, Some(limit), now).await?;
                 scope.written = Some(limit);
             }
         }

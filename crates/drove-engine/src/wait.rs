@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::Engine;
 
 /// A claim that waits up to `wait` for a job; with a `linger`, once one is ready it waits up to
-/// that much longer for the batch to fill (up to `req.max` ready) before claiming them at once.
+/// `linger` for the batch to fill (up to `req.max` ready) before claiming them at once, even
+/// past `wait` (a `wait` of 0 with a linger of 200 ms answers at once when nothing is ready, and
+/// within 200 ms when something is).
 pub(crate) async fn claim(
     engine: &Engine,
     req: ClaimRequest,
@@ -51,11 +53,18 @@ pub(crate) async fn claim(
         let fill = match (ready, linger.is_zero()) {
             (Some(n), false) if n > 0 && n < req.max => {
                 let until = *lingering_until.get_or_insert(asked_i + linger);
-                asked_i < until && asked_i < deadline
+                asked_i < until
             }
             _ => false,
         };
-        let out = if idle || fill { ClaimOutcome::default() } else { store.claim(req.clone(), now).await? };
+        let out = if idle || fill {
+            ClaimOutcome::default()
+        } else {
+            // A linger ends with a claim; should another worker take the jobs first, the next
+            // one ready starts a linger of its own.
+            lingering_until = None;
+            store.claim(req.clone(), now).await?
+        };
         metrics::histogram!("drove_claim_seconds", "queue" => req.queue.clone())
             .record(asked.elapsed().as_secs_f64());
         if !out.jobs.is_empty() {
@@ -70,10 +79,12 @@ pub(crate) async fn claim(
             }
         }
         let now_i = Instant::now();
-        if !out.jobs.is_empty() || now_i >= deadline {
+        // A linger runs its course even past `wait`: jobs are ready, the batch is filling.
+        let end = lingering_until.map_or(deadline, |until| until.max(deadline));
+        if !out.jobs.is_empty() || now_i >= end {
             return Ok(out);
         }
-        let mut wake = deadline.min(now_i + engine.config().max_idle);
+        let mut wake = end.min(now_i + engine.config().max_idle);
         if let Some(until) = lingering_until {
             wake = wake.min(until);
         }

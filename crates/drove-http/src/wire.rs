@@ -166,8 +166,8 @@ pub struct ClaimBody {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 60000)]
     pub wait_ms: Option<i64>,
-    /// Once a job is ready, wait up to this long more for `max` to be ready before claiming them
-    /// at once (a batch worker's claim; 0 to 60,000; default 0).
+    /// Once a job is ready, wait up to this long for `max` to be ready before claiming them at
+    /// once, even past `wait_ms` (a batch worker's claim; 0 to 60,000; default 0).
     #[serde(default)]
     #[schema(minimum = 0, maximum = 60000)]
     pub linger_ms: Option<i64>,

@@ -801,3 +801,46 @@ async fn a_claim_carries_the_ends_of_the_last_runs() {
     let (s, v) = a.call(Method::POST, "/v1/queues/cyc/claim", Some(json!({"finish": {"id": 1}}))).await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
 }
+
+#[tokio::test]
+async fn an_invalid_claim_ends_none_of_the_runs_it_carries() {
+    let a = api();
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "inv", "payload": 1}))).await;
+    let (_, c) = a.call(Method::POST, "/v1/queues/inv/claim", Some(json!({"worker": "w"}))).await;
+    let (id, lease) = (c["jobs"][0]["id"].clone(), c["jobs"][0]["lease"].clone());
+    let finish = json!([{"id": id, "lease": lease, "result": 7}]);
+    let (s, v) =
+        a.call(Method::POST, "/v1/queues/inv/claim", Some(json!({"max": 0, "finish": finish.clone()}))).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "max");
+    let (_, job) = a.call(Method::GET, &format!("/v1/jobs/{}", id.as_str().unwrap()), None).await;
+    assert_eq!(job["state"], "running", "a refused claim touched the run: {job}");
+    // Entries are named as the claim names them, and an id written as a number is echoed.
+    let bad = json!([{"id": 12345, "lease": "1", "result": 1}, finish[0].clone()]);
+    let (s, v) = a.call(Method::POST, "/v1/queues/inv/claim", Some(json!({"finish": bad}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["finished"][0]["id"], "12345");
+    assert!(v["finished"][0]["error"]["field"].as_str().unwrap().starts_with("finish[0]"), "{v}");
+    assert_eq!(v["finished"][1]["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_linger_outlasts_a_zero_wait_when_jobs_are_ready() {
+    let a = api();
+    // Nothing ready: a zero wait answers at once, linger or not.
+    let (s, v) = a
+        .call(Method::POST, "/v1/queues/lg/claim", Some(json!({"max": 5, "wait_ms": 0, "linger_ms": 60000})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
+    // One ready of the five asked for: the claim holds for its linger (timers never fire
+    // early, so this bound cannot flake), then takes what there is.
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "lg", "payload": 1}))).await;
+    let asked = std::time::Instant::now();
+    let (s, v) = a
+        .call(Method::POST, "/v1/queues/lg/claim", Some(json!({"max": 5, "wait_ms": 0, "linger_ms": 300})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
+    assert!(asked.elapsed() >= std::time::Duration::from_millis(300), "answered before its linger");
+}

@@ -312,5 +312,8 @@ async fn seed(s: &Arc<Server>) {
     put("webhooks", r#"{"concurrency": 16, "rate": {"limit": 50, "period_ms": 1000}}"#).await;
     put("exports", r#"{"concurrency": 2, "timeout_ms": 86400000}"#).await;
     put("emails", r#"{"concurrency": 32}"#).await;
-    until("the seeded jobs", || async { store.list_queues().await.unwrap().len() == 5 }).await;
+    until("the seeded jobs", || async {
+        store.list_queues(drove_core::Millis::now()).await.unwrap().len() == 5
+    })
+    .await;
 }

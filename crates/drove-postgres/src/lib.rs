@@ -383,7 +383,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
+    async fn get_queue(&self, name: &str, now: Millis) -> Result<Option<QueueInfo>, StoreError> {
         if !drove_store::could_be_queue_name(name) {
             return Ok(None);
         }
@@ -391,19 +391,19 @@ impl Store for PostgresStore {
         self.shared
             .read(move |c| -> TxFuture<'_, _> {
                 let name = Arc::clone(&name);
-                Box::pin(async move { read::get_queue(c, &name, Millis::now()).await })
+                Box::pin(async move { read::get_queue(c, &name, now).await })
             })
             .await
     }
 
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.shared.read(|c| -> TxFuture<'_, _> { Box::pin(read::list_queues(c, Millis::now())) }).await
+    async fn list_queues(&self, now: Millis) -> Result<Vec<QueueInfo>, StoreError> {
+        self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(read::list_queues(c, now)) }).await
     }
 
-    async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
+    async fn put_pool(&self, name: &str, patch: PoolPatch, now: Millis) -> Result<PoolInfo, StoreError> {
         let name: Arc<str> = name.into();
         self.shared
-            .write(Millis::now(), move |tx| -> TxFuture<'_, _> {
+            .write(now, move |tx| -> TxFuture<'_, _> {
                 let (name, patch) = (Arc::clone(&name), patch.clone());
                 Box::pin(async move { ops::admin::put_pool(tx, &name, patch).await })
             })
@@ -423,20 +423,20 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError> {
+    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>, now: Millis) -> Result<(), StoreError> {
         let scope = Arc::new(scope);
         self.shared
-            .write(Millis::now(), move |tx| -> TxFuture<'_, _> {
+            .write(now, move |tx| -> TxFuture<'_, _> {
                 let scope = Arc::clone(&scope);
                 Box::pin(async move { ops::admin::set_limit(tx, &scope, limit).await })
             })
             .await
     }
 
-    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
+    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>, now: Millis) -> Result<(), StoreError> {
         let pool: Arc<str> = pool.into();
         self.shared
-            .write(Millis::now(), move |tx| -> TxFuture<'_, _> {
+            .write(now, move |tx| -> TxFuture<'_, _> {
                 let pool = Arc::clone(&pool);
                 Box::pin(async move { ops::admin::set_offline_limit(tx, &pool, limit).await })
             })

@@ -71,7 +71,7 @@ async fn submits_of_one_key_through_two_instances_create_one_job() {
     assert_eq!(ids.len(), 1, "every submitter got the same job");
     assert_eq!(created, 1, "exactly one submit created it");
     assert_eq!(a.list_jobs(Default::default(), 100, None).await.unwrap().jobs.len(), 1);
-    assert_eq!(b.get_queue("q").await.unwrap().unwrap().counts.queued, 1);
+    assert_eq!(b.get_queue("q", T0).await.unwrap().unwrap().counts.queued, 1);
     a.close().await;
     b.close().await;
 }
@@ -103,7 +103,7 @@ async fn claimers_on_two_instances_never_share_a_job() {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "a job was claimed twice");
     assert_eq!(all.len(), 400);
-    assert_eq!(a.get_queue("q").await.unwrap().unwrap().counts.running, 400);
+    assert_eq!(a.get_queue("q", T0).await.unwrap().unwrap().counts.running, 400);
     a.close().await;
     b.close().await;
 }
@@ -150,7 +150,7 @@ async fn group_concurrency_one_holds_with_claimers_on_two_instances() {
         total += t.await.unwrap();
     }
     assert!(total > 0);
-    let info = a.get_queue("q").await.unwrap().unwrap();
+    let info = a.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(info.counts.succeeded, total);
     assert_eq!(info.counts.queued + info.counts.succeeded, 120);
     a.close().await;
@@ -218,7 +218,7 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
     assert_eq!(SCHEMA_VERSION, 5, "this test undoes versions 4 and 5; a newer migration needs its own");
     assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5]);
     let store = PostgresStore::open(opts).await.expect("open");
-    let q = store.get_queue("q").await.unwrap().expect("the queue's jobs survived");
+    let q = store.get_queue("q", T0).await.unwrap().expect("the queue's jobs survived");
     assert_eq!((q.counts.succeeded, q.counts.partial, q.counts.failed), (1, 1, 1));
     let job = store.get_job(drove_core::JobId(2)).await.unwrap().expect("the failed job survived");
     assert_eq!(job.transient_retries, 0);
@@ -357,6 +357,6 @@ async fn a_rate_learned_on_one_node_paces_claims_on_every_node() {
         Outcome::Fail { kind: FailKind::Throttled, message: "429".into(), retry_after_ms: Some(100) };
     end(&*a, &runs[50], outcome, at(1_000)).await.unwrap();
     // Node B obeys the rate A learned.
-    let q = b.get_queue("q").await.unwrap().unwrap();
+    let q = b.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(q.rate_now, Some(25.0), "the first throttle halves the rate, for every node");
 }

@@ -206,19 +206,19 @@ impl Store for SqliteStore {
         self.writer.write(move |tx| ops::admin::put_queue(tx, &name, patch, now)).await
     }
 
-    async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError> {
+    async fn get_queue(&self, name: &str, now: Millis) -> Result<Option<QueueInfo>, StoreError> {
         if !drove_store::could_be_queue_name(name) {
             return Ok(None);
         }
         let name = name.to_owned();
-        self.readers.with(move |c| read::get_queue(c, &name, Millis::now())).await
+        self.readers.with(move |c| read::get_queue(c, &name, now)).await
     }
 
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.readers.with(|c| read::list_queues(c, Millis::now())).await
+    async fn list_queues(&self, now: Millis) -> Result<Vec<QueueInfo>, StoreError> {
+        self.readers.with(move |c| read::list_queues(c, now)).await
     }
 
-    async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
+    async fn put_pool(&self, name: &str, patch: PoolPatch, _now: Millis) -> Result<PoolInfo, StoreError> {
         let name = name.to_owned();
         self.writer.write(move |tx| ops::admin::put_pool(tx, &name, patch)).await
     }
@@ -231,11 +231,16 @@ impl Store for SqliteStore {
         self.readers.with(move |c| read::get_pool(c, &name)).await
     }
 
-    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError> {
-        self.writer.write(move |tx| ops::admin::set_limit(tx, scope, limit, Millis::now())).await
+    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>, now: Millis) -> Result<(), StoreError> {
+        self.writer.write(move |tx| ops::admin::set_limit(tx, scope, limit, now)).await
     }
 
-    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError> {
+    async fn set_offline_limit(
+        &self,
+        pool: &str,
+        limit: Option<i64>,
+        _now: Millis,
+    ) -> Result<(), StoreError> {
         let pool = pool.to_owned();
         self.writer.write(move |tx| ops::admin::set_offline_limit(tx, &pool, limit)).await
     }

@@ -53,7 +53,7 @@ fn acknowledged_jobs_survive_sigkill_of_the_submitting_process() {
             let job = store.get_job(*id).await.unwrap();
             assert_eq!(job.map(|j| j.state), Some(JobState::Queued), "acknowledged job {id} lost");
         }
-        let counts = store.get_queue("durable").await.unwrap().unwrap().counts;
+        let counts = store.get_queue("durable", drove_core::Millis::now()).await.unwrap().unwrap().counts;
         assert!(counts.queued >= acked.len() as i64);
         store.close().await;
     });

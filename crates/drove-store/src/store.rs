@@ -84,17 +84,18 @@ pub trait Store: Send + Sync + 'static {
     // ---- queues and pools -------------------------------------------------------------------
 
     async fn put_queue(&self, name: &str, patch: QueuePatch, now: Millis) -> Result<QueueInfo, StoreError>;
-    async fn get_queue(&self, name: &str) -> Result<Option<QueueInfo>, StoreError>;
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
-    async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError>;
+    /// A queue as of `now` (its hold and rate in force are shown as of then).
+    async fn get_queue(&self, name: &str, now: Millis) -> Result<Option<QueueInfo>, StoreError>;
+    async fn list_queues(&self, now: Millis) -> Result<Vec<QueueInfo>, StoreError>;
+    async fn put_pool(&self, name: &str, patch: PoolPatch, now: Millis) -> Result<PoolInfo, StoreError>;
     async fn get_pool(&self, name: &str) -> Result<Option<PoolInfo>, StoreError>;
 
     /// Sets the adaptive concurrency limit in force for a queue (or, with `pool`, a pool).
-    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>) -> Result<(), StoreError>;
+    async fn set_limit(&self, scope: LimitScope, limit: Option<i64>, now: Millis) -> Result<(), StoreError>;
 
     /// Sets how many of an adaptive pool's jobs may run before its offline queues wait (at
     /// most the pool's limit; `None`: the whole limit).
-    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>) -> Result<(), StoreError>;
+    async fn set_offline_limit(&self, pool: &str, limit: Option<i64>, now: Millis) -> Result<(), StoreError>;
 
     // ---- reading ----------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ pub struct Done {
 async fn load(st: &AppState, name: &str) -> Result<QueueInfo, PageError> {
     let missing = || PageError::not_found(format!("queue {name} not found"));
     check_queue_name("name", name).map_err(|_| missing())?;
-    st.engine.store().get_queue(name).await?.ok_or_else(missing)
+    st.engine.store().get_queue(name, drove_core::Millis::now()).await?.ok_or_else(missing)
 }
 
 pub async fn page(

@@ -20,7 +20,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     struct Out {
         queues: Vec<drove_store::QueueInfo>,
     }
-    let queues = st.engine.store().list_queues().await?;
+    let queues = st.engine.store().list_queues(drove_core::Millis::now()).await?;
     Ok(axum::Json(Out { queues }).into_response())
 }
 
@@ -31,7 +31,7 @@ pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, 
     let q = st
         .engine
         .store()
-        .get_queue(&name.0)
+        .get_queue(&name.0, drove_core::Millis::now())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("queue {} not found", name.0)))?;
     Ok(axum::Json(q).into_response())
@@ -63,7 +63,7 @@ pub async fn put_pool(
 ) -> Result<Response, ApiError> {
     check_queue_name("name", &name.0)?;
     patch.validate()?;
-    let p = st.engine.store().put_pool(&name.0, patch).await?;
+    let p = st.engine.store().put_pool(&name.0, patch, drove_core::Millis::now()).await?;
     Ok(axum::Json(p).into_response())
 }
 

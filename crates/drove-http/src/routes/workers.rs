@@ -30,12 +30,6 @@ pub async fn claim(
     OptionalBatchJson(mut body): OptionalBatchJson<ClaimBody>,
 ) -> Result<Response, ApiError> {
     check_queue_name("name", &name.0)?;
-    // The runs this worker ended ride on its next claim: one request per cycle. They end first,
-    // so the slots and capacity they free count for this claim.
-    let finished = match body.finish.take() {
-        Some(entries) if !entries.is_empty() => Some(end_runs(&st, entries).await?),
-        _ => None,
-    };
     let worker = body.worker.clone().unwrap_or_else(|| "anonymous".into());
     check_label("worker", &worker)?;
     let max = within("max", body.max.unwrap_or(1), 1, MAX_BATCH as i64)?;
@@ -43,6 +37,13 @@ pub async fn claim(
     let req = ClaimRequest { queue: name.0, worker, max, lease_ms: lease_ms(body.lease_ms)? };
     let wait = Duration::from_millis(wait as u64).min(st.config.max_wait);
     let linger = Duration::from_millis(body.linger_ms()? as u64).min(st.config.max_wait);
+    // The runs this worker ended ride on its next claim: one request per cycle. They end first,
+    // so the slots and capacity they free count for this claim; only a claim that is valid
+    // as a whole ends any (a 422 means none of them was touched).
+    let finished = match body.finish.take() {
+        Some(entries) if !entries.is_empty() => Some(end_runs(&st, "finish", entries).await?),
+        _ => None,
+    };
     let out = st.engine.claim_batch(req, wait, linger).await?;
     #[derive(Serialize)]
     struct Out<'a> {
@@ -151,7 +152,18 @@ pub struct RawFinishBody {
 #[derive(serde::Deserialize)]
 struct IdOnly {
     #[serde(default)]
-    id: String,
+    id: serde_json::Value,
+}
+
+impl IdOnly {
+    /// The entry's id as the client wrote it (a string or a number), to name it in the answer.
+    fn text(self) -> String {
+        match self.id {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// End many runs in one request (an addition for fast workers); each entry stands alone.
@@ -165,7 +177,7 @@ pub async fn finish_many(
     struct Out {
         jobs: Vec<Ended>,
     }
-    Ok(axum::Json(Out { jobs: end_runs(&st, body.jobs).await? }).into_response())
+    Ok(axum::Json(Out { jobs: end_runs(&st, "jobs", body.jobs).await? }).into_response())
 }
 
 /// One entry of a finish answer: the job's new state, or why this entry was refused.
@@ -182,13 +194,20 @@ pub struct Ended {
 struct EndedError {
     code: &'static str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
 }
 
 /// Ends runs (the entries of `POST /v1/jobs/finish`, or the `finish` of a claim), each on its
 /// own: an entry that cannot be read, or whose lease is stale, is refused alone.
-async fn end_runs(st: &AppState, raw: Vec<Box<serde_json::value::RawValue>>) -> Result<Vec<Ended>, ApiError> {
+/// `field` names the list in errors (`jobs`, or a claim's `finish`).
+async fn end_runs(
+    st: &AppState,
+    field: &str,
+    raw: Vec<Box<serde_json::value::RawValue>>,
+) -> Result<Vec<Ended>, ApiError> {
     if raw.is_empty() || raw.len() > MAX_BATCH {
-        return Err(ApiError::invalid("jobs", format!("must hold 1 to {MAX_BATCH} entries")));
+        return Err(ApiError::invalid(field, format!("must hold 1 to {MAX_BATCH} entries")));
     }
     let max_payload = st.engine.store().max_payload();
     let mut ids = Vec::with_capacity(raw.len());
@@ -198,13 +217,13 @@ async fn end_runs(st: &AppState, raw: Vec<Box<serde_json::value::RawValue>>) -> 
         // Each entry is read on its own: one that cannot be read (an unknown error kind, a
         // missing lease) is refused alone, like one with a stale lease.
         let parsed = crate::extract::parse_json::<FinishEntry>(raw.get().as_bytes()).map_err(|mut e| {
-            e.field = Some(format!("jobs[{i}].{}", e.field.as_deref().unwrap_or("body")));
-            e.message = format!("jobs[{i}]: {}", e.message);
+            e.field = Some(format!("{field}[{i}].{}", e.field.as_deref().unwrap_or("body")));
+            e.message = format!("{field}[{i}]: {}", e.message);
             e
         });
         let id_text = match &parsed {
             Ok(e) => e.id.clone(),
-            Err(_) => serde_json::from_str::<IdOnly>(raw.get()).map(|x| x.id).unwrap_or_default(),
+            Err(_) => serde_json::from_str::<IdOnly>(raw.get()).map(IdOnly::text).unwrap_or_default(),
         };
         match parsed
             .and_then(FinishEntry::into_finish)
@@ -218,7 +237,7 @@ async fn end_runs(st: &AppState, raw: Vec<Box<serde_json::value::RawValue>>) -> 
             Err(err) => entries.push(Some(Ended {
                 id: id_text,
                 state: None,
-                error: Some(EndedError { code: err.code, message: err.message }),
+                error: Some(EndedError { code: err.code, message: err.message, field: err.field }),
             })),
         }
     }
@@ -237,7 +256,7 @@ async fn end_runs(st: &AppState, raw: Vec<Box<serde_json::value::RawValue>>) -> 
                         Ended {
                             id,
                             state: None,
-                            error: Some(EndedError { code: e.code, message: e.message }),
+                            error: Some(EndedError { code: e.code, message: e.message, field: e.field }),
                         }
                     }
                 }

@@ -116,16 +116,16 @@ pub async fn claim_counts_the_attempt_and_leases(s: Arc<dyn Store>) {
 }
 
 pub async fn queue_exists_from_first_submit_claim_or_put(s: Arc<dyn Store>) {
-    assert!(s.get_queue("a").await.unwrap().is_none());
+    assert!(s.get_queue("a", T0).await.unwrap().is_none());
     submit(&*s, job("a"), T0).await;
     claim(&*s, "b", 1, T0).await;
     set_queue(&*s, "c", r#"{"concurrency": 3}"#, T0).await;
-    let names: Vec<_> = s.list_queues().await.unwrap().into_iter().map(|q| q.name).collect();
+    let names: Vec<_> = s.list_queues(T0).await.unwrap().into_iter().map(|q| q.name).collect();
     assert_eq!(names, vec!["a", "b", "c"]);
-    let c = s.get_queue("c").await.unwrap().unwrap();
+    let c = s.get_queue("c", T0).await.unwrap().unwrap();
     assert_eq!(c.config.concurrency, Some(3));
     assert_eq!(c.limit_now, Some(3));
-    let a = s.get_queue("a").await.unwrap().unwrap();
+    let a = s.get_queue("a", T0).await.unwrap().unwrap();
     assert_eq!(a.counts.queued, 1);
     assert_eq!(a.limit_now, None);
 }
@@ -169,7 +169,7 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
         .unwrap();
     s.cancel(queued.jobs[0].id, at(3)).await.unwrap();
     s.retry(c[1].job.id, at(4)).await.unwrap();
-    let info = s.get_queue("q").await.unwrap().unwrap();
+    let info = s.get_queue("q", T0).await.unwrap().unwrap();
     let mut expect = Counts::default();
     for st in JobState::ALL {
         let page = s
@@ -188,7 +188,7 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
         Counts { scheduled: 0, queued: 2, running: 2, succeeded: 1, failed: 0, cancelled: 2, partial: 0 }
     );
     assert_eq!(s.prune(at(1_000_000_000), 0, 100).await.unwrap(), 3);
-    let info = s.get_queue("q").await.unwrap().unwrap();
+    let info = s.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(
         info.counts,
         Counts { scheduled: 0, queued: 2, running: 2, succeeded: 0, failed: 0, cancelled: 0, partial: 0 }
@@ -314,9 +314,9 @@ pub async fn partial_successes_are_counted_listed_and_pruned_apart(s: Arc<dyn St
         let partial = i < 2;
         end(&*s, run, Outcome::Complete { result: None, partial }, at(10)).await.unwrap();
     }
-    let counts = s.get_queue("q").await.unwrap().unwrap().counts;
+    let counts = s.get_queue("q", T0).await.unwrap().unwrap().counts;
     assert_eq!((counts.succeeded, counts.partial), (5, 2), "partial is a subset of succeeded");
-    let listed = s.list_queues().await.unwrap();
+    let listed = s.list_queues(T0).await.unwrap();
     assert_eq!(listed.iter().find(|q| q.name == "q").unwrap().counts.partial, 2);
     // The listing filters them, in a queue and across queues.
     for queue in [Some("q".to_owned()), None] {
@@ -329,7 +329,7 @@ pub async fn partial_successes_are_counted_listed_and_pruned_apart(s: Arc<dyn St
     }
     // Pruned partial successes leave the count.
     assert_eq!(s.prune(at(1_000_000), 1_000, 100).await.unwrap(), 5);
-    let counts = s.get_queue("q").await.unwrap().unwrap().counts;
+    let counts = s.get_queue("q", T0).await.unwrap().unwrap().counts;
     assert_eq!((counts.succeeded, counts.partial), (0, 0));
 }
 

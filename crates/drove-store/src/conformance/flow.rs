@@ -43,13 +43,13 @@ pub async fn adaptive_limit_in_force_caps_claims(s: Arc<dyn Store>) {
     let info = set_queue(&*s, "q", r#"{"adaptive": {"min": 1, "max": 10}}"#, T0).await;
     assert_eq!(info.limit_now, Some(10), "starts at the initial limit, within the bounds");
     s.submit((0..20).map(|_| job("q")).collect(), T0).await.unwrap();
-    s.set_limit(LimitScope::Queue("q".into()), Some(2)).await.unwrap();
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().limit_now, Some(2));
+    s.set_limit(LimitScope::Queue("q".into()), Some(2), T0).await.unwrap();
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().limit_now, Some(2));
     assert_eq!(claim(&*s, "q", 10, at(1)).await.len(), 2);
-    s.set_limit(LimitScope::Queue("q".into()), Some(3)).await.unwrap();
+    s.set_limit(LimitScope::Queue("q".into()), Some(3), T0).await.unwrap();
     assert_eq!(claim(&*s, "q", 10, at(2)).await.len(), 1);
-    s.set_limit(LimitScope::Queue("q".into()), Some(50)).await.unwrap();
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().limit_now, Some(10), "clamped to max");
+    s.set_limit(LimitScope::Queue("q".into()), Some(50), T0).await.unwrap();
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().limit_now, Some(10), "clamped to max");
     // A fixed concurrency below the adaptive limit wins.
     set_queue(&*s, "q", r#"{"concurrency": 4}"#, at(3)).await;
     assert_eq!(claim(&*s, "q", 10, at(4)).await.len(), 1);
@@ -57,7 +57,7 @@ pub async fn adaptive_limit_in_force_caps_claims(s: Arc<dyn Store>) {
 
 pub async fn a_pools_limit_is_shared_by_its_queues(s: Arc<dyn Store>) {
     let pool: drove_core::queue::PoolPatch = serde_json::from_str(r#"{"concurrency": 3}"#).unwrap();
-    let p = s.put_pool("api", pool).await.unwrap();
+    let p = s.put_pool("api", pool, T0).await.unwrap();
     assert_eq!(p.limit_now, Some(3));
     for q in ["a", "b"] {
         set_queue(&*s, q, r#"{"pool": "api"}"#, T0).await;
@@ -72,8 +72,8 @@ pub async fn a_pools_limit_is_shared_by_its_queues(s: Arc<dyn Store>) {
     // An adaptive pool limit lowers the cap.
     let adaptive: drove_core::queue::PoolPatch =
         serde_json::from_str(r#"{"adaptive": {"min": 1, "max": 8}}"#).unwrap();
-    s.put_pool("api", adaptive).await.unwrap();
-    s.set_limit(LimitScope::Pool("api".into()), Some(2)).await.unwrap();
+    s.put_pool("api", adaptive, T0).await.unwrap();
+    s.set_limit(LimitScope::Pool("api".into()), Some(2), T0).await.unwrap();
     assert_eq!(s.get_pool("api").await.unwrap().unwrap().limit_now, Some(2));
     assert!(claim(&*s, "a", 10, at(5)).await.is_empty(), "3 running, limit 2");
 }
@@ -81,11 +81,11 @@ pub async fn a_pools_limit_is_shared_by_its_queues(s: Arc<dyn Store>) {
 pub async fn offline_lanes_stop_at_the_pools_offline_limit(s: Arc<dyn Store>) {
     let pool: drove_core::queue::PoolPatch =
         serde_json::from_str(r#"{"adaptive": {"min": 1, "max": 20}, "offline_min_share": 0.1}"#).unwrap();
-    s.put_pool("llm", pool).await.unwrap();
+    s.put_pool("llm", pool, T0).await.unwrap();
     set_queue(&*s, "live", r#"{"pool": "llm"}"#, T0).await;
     set_queue(&*s, "bulk", r#"{"pool": "llm", "lane": "offline"}"#, T0).await;
-    s.set_limit(LimitScope::Pool("llm".into()), Some(12)).await.unwrap();
-    s.set_offline_limit("llm", Some(5)).await.unwrap();
+    s.set_limit(LimitScope::Pool("llm".into()), Some(12), T0).await.unwrap();
+    s.set_offline_limit("llm", Some(5), T0).await.unwrap();
     let p = s.get_pool("llm").await.unwrap().unwrap();
     assert_eq!((p.limit_now, p.offline_limit_now), (Some(12), Some(5)));
     s.submit((0..20).map(|_| job("bulk")).collect(), T0).await.unwrap();
@@ -100,25 +100,25 @@ pub async fn offline_lanes_stop_at_the_pools_offline_limit(s: Arc<dyn Store>) {
         claim(&*s, "bulk", 20, at(4)).await.is_empty(),
         "7 permits free, but offline is at its offline limit"
     );
-    s.set_offline_limit("llm", Some(50)).await.unwrap();
+    s.set_offline_limit("llm", Some(50), T0).await.unwrap();
     let p = s.get_pool("llm").await.unwrap().unwrap();
     assert_eq!(p.offline_limit_now, Some(12), "never above the limit");
     assert_eq!(claim(&*s, "bulk", 20, at(5)).await.len(), 7);
-    s.set_offline_limit("llm", None).await.unwrap();
+    s.set_offline_limit("llm", None, T0).await.unwrap();
     assert_eq!(s.get_pool("llm").await.unwrap().unwrap().offline_limit_now, None);
-    assert!(matches!(s.set_offline_limit("nope", Some(1)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.set_offline_limit("nope", Some(1), T0).await, Err(StoreError::NotFound(_))));
     // Without `adaptive` the pool has no offline limit: its fixed concurrency is all there is.
     let fixed: drove_core::queue::PoolPatch =
         serde_json::from_str(r#"{"adaptive": null, "concurrency": 3}"#).unwrap();
-    s.put_pool("llm", fixed).await.unwrap();
-    s.set_offline_limit("llm", Some(1)).await.unwrap();
+    s.put_pool("llm", fixed, T0).await.unwrap();
+    s.set_offline_limit("llm", Some(1), T0).await.unwrap();
     assert_eq!(s.get_pool("llm").await.unwrap().unwrap().offline_limit_now, None);
 }
 
 pub async fn offline_lanes_yield_to_online_work_but_keep_their_share(s: Arc<dyn Store>) {
     let pool: drove_core::queue::PoolPatch =
         serde_json::from_str(r#"{"concurrency": 10, "offline_min_share": 0.2}"#).unwrap();
-    s.put_pool("dns", pool).await.unwrap();
+    s.put_pool("dns", pool, T0).await.unwrap();
     set_queue(&*s, "live", r#"{"pool": "dns", "lane": "online"}"#, T0).await;
     set_queue(&*s, "bulk", r#"{"pool": "dns", "lane": "offline"}"#, T0).await;
     s.submit((0..20).map(|_| job("bulk")).collect(), T0).await.unwrap();
@@ -174,7 +174,7 @@ pub async fn an_idle_rated_queue_names_no_time_to_come_back(s: Arc<dyn Store>) {
 
 pub async fn a_throttle_lowers_the_rate_in_force_for_every_handle(s: Arc<dyn Store>) {
     set_queue(&*s, "q", r#"{"rate": {"limit": 50, "period_ms": 1000, "burst": 100}}"#, T0).await;
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(50.0));
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().rate_now, Some(50.0));
     s.submit((0..60).map(|_| job("q")).collect(), T0).await.unwrap();
     // 50 succeed within the last two seconds, then the provider pushes back.
     let runs = claim(&*s, "q", 51, at(0)).await;
@@ -183,23 +183,23 @@ pub async fn a_throttle_lowers_the_rate_in_force_for_every_handle(s: Arc<dyn Sto
         complete(&*s, r, "1", at(500)).await.unwrap();
     }
     fail(&*s, &runs[50], FailKind::Throttled, Some(200), at(1_000)).await.unwrap();
-    let q = s.get_queue("q").await.unwrap().unwrap();
+    let q = s.get_queue("q", T0).await.unwrap().unwrap();
     let now = q.rate_now.expect("a rate in force");
     assert_eq!(now, 25.0, "the first throttle after a clean spell halves the rate in force");
     // Another throttle right after is from a call issued before the cut: no second cut.
     s.promote(at(1_200), 100).await.unwrap();
     let more = claim(&*s, "q", 3, at(1_200)).await;
     fail(&*s, &more[0], FailKind::Throttled, Some(10), at(1_300)).await.unwrap();
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(now));
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().rate_now, Some(now));
     // One that follows it by more than a second: 97% of what the provider accepted over the
     // last second (one success here), never below 45% of the rate in force.
     complete(&*s, &more[1], "1", at(1_900)).await.unwrap();
     fail(&*s, &more[2], FailKind::Throttled, Some(10), at(2_100)).await.unwrap();
-    let floor = s.get_queue("q").await.unwrap().unwrap().rate_now.unwrap();
+    let floor = s.get_queue("q", T0).await.unwrap().unwrap().rate_now.unwrap();
     assert!((11.0..=11.5).contains(&floor), "45% of 25: {floor}");
     // A setting change starts afresh.
     set_queue(&*s, "q", r#"{"rate": {"limit": 40, "period_ms": 1000}}"#, at(2_000)).await;
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().rate_now, Some(40.0));
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().rate_now, Some(40.0));
 }
 
 pub async fn a_rate_per_claim_counts_claims_not_jobs(s: Arc<dyn Store>) {

@@ -73,7 +73,7 @@ pub async fn replace_updates_a_queued_job(s: Arc<dyn Store>) {
     assert_eq!(get(&*s, first.id).await, replaced.job);
     let c = claim(&*s, "rounds", 5, at(11)).await;
     assert_eq!(c.len(), 1, "still one job for the key");
-    let info = s.get_queue("rounds").await.unwrap().unwrap();
+    let info = s.get_queue("rounds", T0).await.unwrap().unwrap();
     assert_eq!((info.counts.scheduled, info.counts.running), (0, 1));
 }
 

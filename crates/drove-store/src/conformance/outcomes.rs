@@ -283,7 +283,7 @@ pub async fn one_job_completed_twice_in_a_batch_ends_once(s: Arc<dyn Store>) {
     assert_eq!(out[0].as_ref().unwrap().result.as_ref().map(|r| r.get()), Some("1"));
     assert!(matches!(out[1], Err(StoreError::StaleLease)), "{:?}", out[1]);
     assert_eq!(get(&*s, c.job.id).await.result.map(|r| r.get().to_owned()), Some("1".into()));
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().counts.succeeded, 1);
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().counts.succeeded, 1);
 }
 
 pub async fn completion_results_keep_their_json(s: Arc<dyn Store>) {
@@ -395,7 +395,7 @@ pub async fn throttled_without_a_rate_holds_nobody(s: Arc<dyn Store>) {
     assert_eq!((j.state, j.run_at), (JobState::Scheduled, at(60_001)), "the job itself waits");
     let other = claim(&*s, "q", 5, at(2)).await;
     assert_eq!(other.len(), 1, "the other job starts at once");
-    assert!(s.get_queue("q").await.unwrap().unwrap().held_until.is_none());
+    assert!(s.get_queue("q", T0).await.unwrap().unwrap().held_until.is_none());
 }
 
 pub async fn transient_failures_retry_fast_on_their_own_budget(s: Arc<dyn Store>) {

@@ -152,7 +152,7 @@ pub async fn group_limit_holds_under_concurrent_claimers(s: Arc<dyn Store>) {
     for t in tasks {
         total += t.await.unwrap();
     }
-    let info = s.get_queue("q").await.unwrap().unwrap();
+    let info = s.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(info.counts.succeeded, total);
     assert_eq!(info.counts.queued + info.counts.succeeded, 100);
     if total < 100 {
@@ -167,7 +167,7 @@ pub async fn group_limit_holds_under_concurrent_claimers(s: Arc<dyn Store>) {
             }
         }
     }
-    assert_eq!(s.get_queue("q").await.unwrap().unwrap().counts.succeeded, 100);
+    assert_eq!(s.get_queue("q", T0).await.unwrap().unwrap().counts.succeeded, 100);
 }
 
 pub async fn a_waiter_registering_during_a_completion_is_woken(s: Arc<dyn Store>) {
