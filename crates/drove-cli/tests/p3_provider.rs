@@ -45,7 +45,7 @@ async fn call(State(p): State<Arc<Provider>>) -> StatusCode {
             auto: false,
             per: None,
         };
-        let now_us = drove_core::Millis::now().0 * 1000;
+        let now_us = drove_engine::now().0 * 1000;
         let grant = drove_core::gcra::take(&rate, *tat, now_us, 1);
         if now_in > p.concurrency {
             p.rejected_concurrency.fetch_add(1, Ordering::SeqCst);

@@ -1,6 +1,7 @@
 //! Time as Drove stores it: whole milliseconds since the Unix epoch, UTC.
 //!
-//! Every store call takes `now: Millis` from its caller, so tests control time exactly.
+//! Every store call takes `now: Millis` from its caller, so tests control time exactly. This
+//! crate reads no clock: the engine does (`drove_engine::now`), and tests pass their own.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -11,10 +12,12 @@ use time::format_description::well_known::Rfc3339;
 pub struct Millis(pub i64);
 
 impl Millis {
-    /// The wall clock now.
-    pub fn now() -> Millis {
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        Millis((nanos / 1_000_000) as i64)
+    /// The instant `t` of a clock the caller read, in whole milliseconds (saturating).
+    pub fn from_system_time(t: std::time::SystemTime) -> Millis {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Err(e) => Millis(i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms)),
+        }
     }
 
     pub fn plus_ms(self, ms: i64) -> Millis {

@@ -20,14 +20,24 @@ mod wait;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{ErrorKind, Job, JobId, JobState, Millis};
-use drove_store::{ClaimOutcome, ClaimRequest, Finish, NewJob, Store, StoreError, Submitted};
+use drove_store::{
+    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, NewJob, PoolInfo, QueueInfo, Store,
+    StoreError, Submitted,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use runtime::{
     BatchHandler, BatchOptions, Fail, Handler, JobContext, Runtime, RuntimeHandle, WorkerOptions,
 };
+
+/// The wall clock now: the one place a node reads it. Store calls take it from here as their
+/// `now`; tests pass a fixed one instead.
+pub fn now() -> Millis {
+    Millis::from_system_time(std::time::SystemTime::now())
+}
 
 /// How a node runs its services.
 #[derive(Debug, Clone)]
@@ -128,7 +138,7 @@ impl Engine {
 
     /// Ends runs (see [`Store::finish`]), telling the limit service of throttled outcomes.
     pub async fn finish(&self, items: Vec<Finish>) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
-        let now = Millis::now();
+        let now = crate::now();
         let results = self.inner.store.finish(items, now).await?;
         for job in results.iter().flatten() {
             tracing::debug!(job = %job.id, queue = %job.queue, attempt = job.attempt, state = %job.state, "run ended");
@@ -148,13 +158,58 @@ impl Engine {
 
     /// Submits jobs (see [`Store::submit`]).
     pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
-        let out = self.inner.store.submit(jobs, Millis::now()).await?;
+        let out = self.inner.store.submit(jobs, crate::now()).await?;
         for s in &out {
             tracing::debug!(job = %s.job.id, queue = %s.job.queue, created = s.created, "submitted");
             let name = if s.created { "drove_jobs_submitted_total" } else { "drove_jobs_deduplicated_total" };
             metrics::counter!(name, "queue" => s.job.queue.clone()).increment(1);
         }
         Ok(out)
+    }
+
+    /// Extends a run's lease, storing its progress and checkpoint (see [`Store::heartbeat`]).
+    pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatAck, StoreError> {
+        let id = hb.id;
+        let ack = self.inner.store.heartbeat(hb, crate::now()).await;
+        let outcome = match &ack {
+            Ok(a) if a.cancel_requested => "cancel_requested",
+            Ok(_) => "ok",
+            Err(StoreError::StaleLease) => "lease_lost",
+            Err(_) => "error",
+        };
+        tracing::trace!(job = %id, outcome, "heartbeat");
+        metrics::counter!("drove_heartbeats_total", "outcome" => outcome).increment(1);
+        ack
+    }
+
+    /// Cancels a job (see [`Store::cancel`]).
+    pub async fn cancel(&self, id: JobId) -> Result<Job, StoreError> {
+        let job = self.inner.store.cancel(id, crate::now()).await?;
+        tracing::info!(job = %id, queue = %job.queue, state = %job.state, "cancel asked");
+        metrics::counter!("drove_jobs_cancelled_total", "queue" => job.queue.clone()).increment(1);
+        Ok(job)
+    }
+
+    /// Queues an ended job again (see [`Store::retry`]).
+    pub async fn retry(&self, id: JobId) -> Result<Job, StoreError> {
+        let job = self.inner.store.retry(id, crate::now()).await?;
+        tracing::info!(job = %id, queue = %job.queue, "retried by hand");
+        metrics::counter!("drove_jobs_retried_total", "queue" => job.queue.clone()).increment(1);
+        Ok(job)
+    }
+
+    /// Changes a queue's settings (see [`Store::put_queue`]).
+    pub async fn put_queue(&self, name: &str, patch: QueuePatch) -> Result<QueueInfo, StoreError> {
+        let q = self.inner.store.put_queue(name, patch, crate::now()).await?;
+        tracing::info!(queue = %name, paused = q.config.paused, "queue settings changed");
+        Ok(q)
+    }
+
+    /// Changes a pool's settings (see [`Store::put_pool`]).
+    pub async fn put_pool(&self, name: &str, patch: PoolPatch) -> Result<PoolInfo, StoreError> {
+        let p = self.inner.store.put_pool(name, patch, crate::now()).await?;
+        tracing::info!(pool = %name, "pool settings changed");
+        Ok(p)
     }
 
     /// Claims jobs, waiting up to `wait` for one to become claimable.

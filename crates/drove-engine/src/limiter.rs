@@ -125,7 +125,7 @@ impl Limiter {
 
     async fn tick(&self, scopes: &mut HashMap<LimitScope, Scope>) -> Result<(), StoreError> {
         let store = self.engine.store();
-        let now = Millis::now();
+        let now = crate::now();
         let queues = store.list_queues(now).await?;
         if !queues.iter().any(|q| q.config.adaptive.is_some() || q.config.pool.is_some()) {
             scopes.clear();

@@ -74,7 +74,7 @@ impl Promoter {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let now = Millis::now();
+            let now = crate::now();
             let step = async { Self::tick(&**store, now).await.and(store.next_due().await) };
             let next = match unless_shutdown(shutdown, step).await {
                 None => return,
@@ -93,7 +93,7 @@ impl Promoter {
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = hub.scheduled_changed() => {
                         if let Some(at) = hub.take_scheduled_hint() {
-                            let sooner = Instant::now() + until(Some(at), Millis::now(), cap);
+                            let sooner = Instant::now() + until(Some(at), crate::now(), cap);
                             wake_at = wake_at.min(sooner);
                         }
                     }
@@ -125,7 +125,7 @@ impl Reaper {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let now = Millis::now();
+            let now = crate::now();
             let step = async {
                 let reaped = Self::tick(&**store, now).await;
                 if let Ok(n @ 1..) = reaped {
@@ -178,7 +178,7 @@ impl Pruner {
         let shutdown = self.engine.shutdown_token();
         let config = self.engine.config().clone();
         loop {
-            match unless_shutdown(shutdown, Self::tick(&**store, Millis::now(), config.retention)).await {
+            match unless_shutdown(shutdown, Self::tick(&**store, crate::now(), config.retention)).await {
                 None => return,
                 Some(Ok(0)) => {}
                 Some(Ok(n)) => tracing::info!(jobs = n, "pruned finished jobs"),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drove_core::{Job, JobId, Millis};
+use drove_core::{Job, JobId};
 use drove_store::{ClaimOutcome, ClaimRequest, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ pub(crate) async fn claim(
         notified.as_mut().enable();
         let asked = std::time::Instant::now();
         let asked_i = Instant::now();
-        let now = Millis::now();
+        let now = crate::now();
         let ready = if notified_last && linger.is_zero() {
             None // woken by the hub: claim without looking first
         } else {

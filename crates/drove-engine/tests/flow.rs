@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use drove_core::JobState;
 use drove_core::queue::QueuePatch;
-use drove_core::{JobState, Millis};
 use drove_engine::{BatchOptions, Engine, EngineConfig, Fail, JobContext, Runtime, WorkerOptions};
 use drove_sqlite::{SqliteOptions, SqliteStore};
 use drove_store::{JobFilter, NewJob};
@@ -21,7 +21,7 @@ fn node() -> (Engine, tempfile::TempDir) {
 
 async fn set_queue(engine: &Engine, name: &str, patch: serde_json::Value) {
     let patch: QueuePatch = serde_json::from_value(patch).unwrap();
-    engine.store().put_queue(name, patch, Millis::now()).await.unwrap();
+    engine.store().put_queue(name, patch, drove_engine::now()).await.unwrap();
 }
 
 fn raw(v: serde_json::Value) -> drove_core::RawJson {
@@ -116,7 +116,7 @@ fn calling(rt: Runtime, queue: &str, provider: &Arc<Provider>) -> Runtime {
 async fn provider_pool(engine: &Engine) -> Arc<Provider> {
     let pool: drove_core::queue::PoolPatch =
         serde_json::from_value(json!({"adaptive": {"min": 1, "max": 64}})).unwrap();
-    engine.store().put_pool("provider", pool, drove_core::Millis::now()).await.unwrap();
+    engine.store().put_pool("provider", pool, drove_engine::now()).await.unwrap();
     set_queue(engine, "live", json!({"pool": "provider"})).await;
     set_queue(engine, "bulk", json!({"pool": "provider", "lane": "offline"})).await;
     submit_backlog(engine, "bulk", 20_000).await;
@@ -145,7 +145,7 @@ async fn p4_the_adaptive_limit_follows_the_downstreams_capacity_down_and_back_up
             held = None; // capacity back to 8
         }
         if t % 6.0 >= 3.0 {
-            let q = engine.store().get_queue("calls", drove_core::Millis::now()).await.unwrap().unwrap();
+            let q = engine.store().get_queue("calls", drove_engine::now()).await.unwrap().unwrap();
             phases[phase.min(2)].push(q.limit_now.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -192,7 +192,7 @@ async fn a_pools_offline_queue_fills_the_downstreams_capacity_and_online_work_th
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
         let p = engine.store().get_pool("provider").await.unwrap().unwrap();
-        let q = engine.store().get_queue("bulk", drove_core::Millis::now()).await.unwrap().unwrap();
+        let q = engine.store().get_queue("bulk", drove_engine::now()).await.unwrap().unwrap();
         offline.push(p.offline_limit_now.expect("the limit service writes the offline limit"));
         limit.push(p.limit_now.unwrap());
         bulk_running.push(q.counts.running);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drove_core::queue::QueuePatch;
-use drove_core::{ErrorKind, JobId, JobState, Millis};
+use drove_core::{ErrorKind, JobId, JobState};
 use drove_engine::{Engine, EngineConfig, Fail, Runtime, WorkerOptions};
 use drove_sqlite::{SqliteOptions, SqliteStore};
 use drove_store::NewJob;
@@ -33,7 +33,7 @@ fn raw(v: serde_json::Value) -> drove_core::RawJson {
 
 async fn set_queue(engine: &Engine, name: &str, patch: serde_json::Value) {
     let patch: QueuePatch = serde_json::from_value(patch).unwrap();
-    engine.store().put_queue(name, patch, Millis::now()).await.unwrap();
+    engine.store().put_queue(name, patch, drove_engine::now()).await.unwrap();
 }
 
 async fn submit(engine: &Engine, job: NewJob) -> JobId {
@@ -224,7 +224,7 @@ async fn cancelling_a_running_job_reaches_its_handler() {
         .start();
     let id = submit(&n.engine, NewJob::new("q", raw(json!(1)))).await;
     tokio::time::timeout(LONG, started_rx.recv()).await.unwrap();
-    let marked = n.engine.store().cancel(id, Millis::now()).await.unwrap();
+    let marked = n.engine.store().cancel(id, drove_engine::now()).await.unwrap();
     assert!(marked.cancel_requested);
     let job = wait_done(&n.engine, id).await;
     assert_eq!(job.state, JobState::Cancelled);
@@ -298,7 +298,7 @@ async fn delayed_jobs_run_once_due_and_a_thousand_waiters_share_one_end() {
         })
         .start();
     let mut job = NewJob::new("q", raw(json!(1)));
-    job.run_at = Some(Millis::now().plus_ms(300));
+    job.run_at = Some(drove_engine::now().plus_ms(300));
     let id = submit(&n.engine, job).await;
     let waiters: Vec<_> = (0..1000)
         .map(|_| {

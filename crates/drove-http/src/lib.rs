@@ -220,7 +220,7 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         let open = path == "/healthz" || path == "/readyz" || dashboard::auth::is_public(path);
         let allowed = open
             || dashboard::auth::has_bearer(req.headers(), token)
-            || dashboard::auth::has_session(req.headers(), token, drove_core::Millis::now());
+            || dashboard::auth::has_session(req.headers(), token, drove_engine::now());
         if !allowed {
             return dashboard::auth::refuse_unauthenticated(&req);
         }

@@ -69,7 +69,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 /// GET /metrics
 pub async fn render(State(st): State<AppState>) -> Result<Response, ApiError> {
     let handle = st.metrics.clone().unwrap_or_else(install);
-    let queues = st.engine.store().list_queues(drove_core::Millis::now()).await?;
+    let queues = st.engine.store().list_queues(drove_engine::now()).await?;
     for q in &queues {
         for state in JobState::ALL {
             metrics::gauge!("drove_queue_jobs", "queue" => q.name.clone(), "state" => state.as_str())

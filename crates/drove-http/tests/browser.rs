@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use drove_core::{JobState, Millis};
+use drove_core::JobState;
 use drove_store::{NewJob, Outcome};
 use support::browser::scenario;
 use support::{EVIL, Server, json, until};
@@ -236,7 +236,7 @@ async fn docs_screenshot() {
 /// An hour of work in five queues, finished at past times (store calls take `now`).
 async fn seed(s: &Arc<Server>) {
     let store = s.store();
-    let now = Millis::now();
+    let now = drove_engine::now();
     let mut rng = 0x2545_f491_u64;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
@@ -306,14 +306,12 @@ async fn seed(s: &Arc<Server>) {
     }
     let put = |name: &'static str, body: &'static str| async move {
         let patch: drove_core::queue::QueuePatch = serde_json::from_str(body).unwrap();
-        store.put_queue(name, patch, Millis::now()).await.unwrap();
+        store.put_queue(name, patch, drove_engine::now()).await.unwrap();
     };
     put("backups", r#"{"paused": true, "concurrency": 1}"#).await;
     put("webhooks", r#"{"concurrency": 16, "rate": {"limit": 50, "period_ms": 1000}}"#).await;
     put("exports", r#"{"concurrency": 2, "timeout_ms": 86400000}"#).await;
     put("emails", r#"{"concurrency": 32}"#).await;
-    until("the seeded jobs", || async {
-        store.list_queues(drove_core::Millis::now()).await.unwrap().len() == 5
-    })
-    .await;
+    until("the seeded jobs", || async { store.list_queues(drove_engine::now()).await.unwrap().len() == 5 })
+        .await;
 }

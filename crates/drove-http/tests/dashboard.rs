@@ -4,7 +4,7 @@
 
 mod support;
 
-use drove_core::{JobState, Millis};
+use drove_core::JobState;
 use drove_store::NewJob;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
@@ -183,15 +183,17 @@ async fn queue_forms_change_settings_like_the_api() {
     let s = Server::start(None).await;
     s.submit(NewJob::new("emails", json("{}"))).await;
     s.store()
-        .put_queue("emails", serde_json::from_str(r#"{"group_concurrency": 2}"#).unwrap(), Millis::now())
+        .put_queue(
+            "emails",
+            serde_json::from_str(r#"{"group_concurrency": 2}"#).unwrap(),
+            drove_engine::now(),
+        )
         .await
         .unwrap();
     let resp = post_form(&s, "/queues/emails/pause", &[], &[]).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[LOCATION], "/queues/emails?done=paused");
-    assert!(
-        s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap().config.is_paused()
-    );
+    assert!(s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap().config.is_paused());
     assert!(page(&s, "/queues/emails?done=paused").await.contains(r#"id="resume""#));
 
     let form = [
@@ -206,7 +208,7 @@ async fn queue_forms_change_settings_like_the_api() {
     ];
     let resp = post_form(&s, "/queues/emails/settings", &form, &[]).await;
     assert_eq!(resp.headers()[LOCATION], "/queues/emails?done=saved");
-    let q = s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap();
+    let q = s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap();
     assert_eq!(q.config.concurrency, Some(7));
     assert_eq!(q.config.group_concurrency, Some(2));
     assert_eq!(q.config.rate.map(|r| (r.limit, r.period_ms)), Some((100, 60_000)));
@@ -225,19 +227,17 @@ async fn queue_forms_change_settings_like_the_api() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("Not saved: concurrency"), "{html}");
     assert_eq!(
-        s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap().config.concurrency,
+        s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap().config.concurrency,
         Some(7)
     );
 
     let resp = post_form(&s, "/queues/emails/resume", &[], &[]).await;
     assert_eq!(resp.headers()[LOCATION], "/queues/emails?done=resumed");
-    assert!(
-        !s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap().config.is_paused()
-    );
+    assert!(!s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap().config.is_paused());
     // A queue never used is not created by the dashboard.
     let resp = post_form(&s, "/queues/nope/pause", &[], &[]).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(s.store().get_queue("nope", drove_core::Millis::now()).await.unwrap().is_none());
+    assert!(s.store().get_queue("nope", drove_engine::now()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,30 +365,26 @@ async fn without_a_token_cross_site_writes_are_still_refused() {
     assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
     let resp = post_form(&s, "/queues/emails/pause", &[], &[("origin", "null")]).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert!(
-        !s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap().config.is_paused()
-    );
+    assert!(!s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap().config.is_paused());
     // Reading is not a write: another site may link to the dashboard.
     let resp = http().get(s.url("/")).header("sec-fetch-site", "cross-site").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // Clients that are not browsers send neither header and are unaffected.
     assert_eq!(post_form(&s, "/queues/emails/pause", &[], &[]).await.status(), StatusCode::SEE_OTHER);
-    assert!(
-        s.store().get_queue("emails", drove_core::Millis::now()).await.unwrap().unwrap().config.is_paused()
-    );
+    assert!(s.store().get_queue("emails", drove_engine::now()).await.unwrap().unwrap().config.is_paused());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_queues_page_shows_the_pools_limits() {
     let s = Server::start(None).await;
     let pool = serde_json::from_str(r#"{"adaptive": {"min": 3, "max": 3}}"#).unwrap();
-    s.store().put_pool("llm", pool, drove_core::Millis::now()).await.unwrap();
+    s.store().put_pool("llm", pool, drove_engine::now()).await.unwrap();
     let bulk = serde_json::from_str(r#"{"pool": "llm", "lane": "offline"}"#).unwrap();
-    s.store().put_queue("bulk", bulk, Millis::now()).await.unwrap();
+    s.store().put_queue("bulk", bulk, drove_engine::now()).await.unwrap();
     // Online work waiting in the pool: the limit service holds offline work at the offline
     // limit, written on its first look.
     let live = serde_json::from_str(r#"{"pool": "llm"}"#).unwrap();
-    s.store().put_queue("live", live, Millis::now()).await.unwrap();
+    s.store().put_queue("live", live, drove_engine::now()).await.unwrap();
     s.submit(NewJob::new("live", json("{}"))).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while s.store().get_pool("llm").await.unwrap().unwrap().offline_limit_now.is_none() {

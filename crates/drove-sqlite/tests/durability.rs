@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use drove_core::{JobId, JobState, Millis};
+use drove_core::{JobId, JobState};
 use drove_sqlite::{SqliteOptions, SqliteStore};
 use drove_store::{NewJob, Store};
 
@@ -53,7 +53,12 @@ fn acknowledged_jobs_survive_sigkill_of_the_submitting_process() {
             let job = store.get_job(*id).await.unwrap();
             assert_eq!(job.map(|j| j.state), Some(JobState::Queued), "acknowledged job {id} lost");
         }
-        let counts = store.get_queue("durable", drove_core::Millis::now()).await.unwrap().unwrap().counts;
+        let counts = store
+            .get_queue("durable", drove_core::Millis::from_system_time(std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .unwrap()
+            .counts;
         assert!(counts.queued >= acked.len() as i64);
         store.close().await;
     });
@@ -74,8 +79,13 @@ fn child_submits_until_killed() {
                 tokio::spawn(async move {
                     loop {
                         let raw = serde_json::value::RawValue::from_string("{\"n\":1}".into()).unwrap();
-                        let sub =
-                            store.submit(vec![NewJob::new("durable", raw)], Millis::now()).await.unwrap();
+                        let sub = store
+                            .submit(
+                                vec![NewJob::new("durable", raw)],
+                                drove_core::Millis::from_system_time(std::time::SystemTime::now()),
+                            )
+                            .await
+                            .unwrap();
                         let mut out = std::io::stdout().lock();
                         writeln!(out, "ACK {}", sub[0].job.id).unwrap();
                         out.flush().unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drove_core::{Job, LeaseToken, Millis, Progress, RawJson};
+use drove_core::{Job, LeaseToken, Progress, RawJson};
 use drove_store::{Heartbeat, Store, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,7 +71,7 @@ impl RunLink {
     pub async fn beat(&self, checkpoint: Option<RawJson>) -> Result<(), StoreError> {
         let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner()).take();
         let hb = Heartbeat { id: self.job.id, lease: self.lease, progress, checkpoint, lease_ms: None };
-        match self.store.heartbeat(hb, Millis::now()).await {
+        match self.store.heartbeat(hb, crate::now()).await {
             Ok(ack) => {
                 if ack.cancel_requested {
                     self.cancel.cancel();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drove_core::{FailKind, Millis};
+use drove_core::FailKind;
 use drove_store::{Claimed, Finish, Outcome};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
@@ -111,7 +111,7 @@ pub(crate) fn link_for(shared: &Shared, claimed: Claimed) -> Arc<RunLink> {
 
 /// A heartbeat interval: a third of the run's lease.
 pub(crate) fn beat_interval(claimed: &Claimed) -> Duration {
-    let lease_ms = claimed.lease_expires_at.since(claimed.job.started_at.unwrap_or(Millis::now())).max(1_000);
+    let lease_ms = claimed.lease_expires_at.since(claimed.job.started_at.unwrap_or(crate::now())).max(1_000);
     Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000))
 }
 

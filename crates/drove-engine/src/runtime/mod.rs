@@ -347,7 +347,7 @@ fn start_or_hand_back(
 ) -> bool {
     let started = claimed.job.started_at.unwrap_or(claimed.lease_expires_at);
     let lease_ms = claimed.lease_expires_at.since(started);
-    if drove_core::Millis::now().since(started) > lease_ms / 2 {
+    if crate::now().since(started) > lease_ms / 2 {
         shared.completer.send(drove_store::Finish {
             id: claimed.job.id,
             lease: claimed.lease,

@@ -194,7 +194,7 @@ pub async fn login(
     if !crate::same(form.token.as_bytes(), token.as_bytes()) {
         return login_page(StatusCode::UNAUTHORIZED, next, true);
     }
-    let expires = Millis::now().plus_ms(SESSION_MS);
+    let expires = drove_engine::now().plus_ms(SESSION_MS);
     // Secure when the browser says the page is https (it sends Origin with every form POST), so
     // the cookie also works on plain http://127.0.0.1.
     let https = headers.get(header::ORIGIN).is_some_and(|o| o.as_bytes().starts_with(b"https://"));

@@ -32,7 +32,7 @@ pub async fn page(
         .get_job(id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("job {id} not found (it may have been pruned)")))?;
-    let now = Millis::now();
+    let now = drove_engine::now();
     let title = format!("Job {id}");
     // A finished job changes only if someone retries it: a slower refresh is enough.
     let live_ms = if job.state.is_terminal() { 5_000 } else { 1_000 };
@@ -72,7 +72,7 @@ fn live(job: &Job, now: Millis) -> Markup {
             section.panel {
                 h2 { "Progress" }
                 (view::progress_bar(job.progress.as_ref(), Some("job-progress")))
-                @if job.state == JobState::Running { " " (view::progress_pace(job, Millis::now())) }
+                @if job.state == JobState::Running { " " (view::progress_pace(job, drove_engine::now())) }
             }
         }
         div.columns {
@@ -162,14 +162,14 @@ fn actions(job: &Job) -> Markup {
 
 pub async fn cancel(State(st): State<AppState>, id: Seg) -> Result<Response, PageError> {
     let id = id.job_id()?;
-    let job = st.engine.store().cancel(id, Millis::now()).await.map_err(|e| back(e.into(), id))?;
+    let job = st.engine.cancel(id).await.map_err(|e| back(e.into(), id))?;
     let done = if job.state == JobState::Cancelled { "cancelled" } else { "cancel_requested" };
     Ok(view::see_other(&format!("{}?done={done}", job_href(id))))
 }
 
 pub async fn retry(State(st): State<AppState>, id: Seg) -> Result<Response, PageError> {
     let id = id.job_id()?;
-    st.engine.store().retry(id, Millis::now()).await.map_err(|e| back(e.into(), id))?;
+    st.engine.retry(id).await.map_err(|e| back(e.into(), id))?;
     Ok(view::see_other(&format!("{}?done=retried", job_href(id))))
 }
 

@@ -89,8 +89,8 @@ pub async fn list(
         let page = store.list_jobs(filter, limit, before).await?;
         (page.jobs, page.next_before)
     };
-    let queues = store.list_queues(drove_core::Millis::now()).await?;
-    let now = Millis::now();
+    let now = drove_engine::now();
+    let queues = store.list_queues(now).await?;
     let limit_text = if limit == DEFAULT_LIMIT { String::new() } else { limit.to_string() };
     let filters = [
         ("state", q.state.as_str()),

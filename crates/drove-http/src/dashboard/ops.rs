@@ -114,7 +114,7 @@ pub async fn page(
             .ok_or_else(|| PageError::bad_request("since: must be 1h, 24h or 7d"))?,
     };
     let store = st.engine.store();
-    let now = Millis::now();
+    let now = drove_engine::now();
     let since = now.minus_ms(window_ms);
 
     let running = JobFilter { state: Some(JobState::Running), ..Default::default() };

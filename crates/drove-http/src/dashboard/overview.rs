@@ -14,8 +14,8 @@ use crate::AppState;
 
 pub async fn page(State(st): State<AppState>) -> Result<Response, PageError> {
     let store = st.engine.store();
-    let now = Millis::now();
-    let queues = store.list_queues(drove_core::Millis::now()).await?;
+    let now = drove_engine::now();
+    let queues = store.list_queues(now).await?;
     let mut rows = Vec::with_capacity(queues.len());
     for q in queues {
         // Capped sample (charts::SAMPLE_CAP): a page view reads a bounded number of rows per

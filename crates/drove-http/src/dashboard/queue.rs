@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use drove_core::name::check_queue_name;
 use drove_core::queue::QueuePatch;
-use drove_core::{JobState, Millis, RateLimit};
+use drove_core::{JobState, RateLimit};
 use drove_store::{JobFilter, QueueInfo};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -36,7 +36,7 @@ pub struct Done {
 async fn load(st: &AppState, name: &str) -> Result<QueueInfo, PageError> {
     let missing = || PageError::not_found(format!("queue {name} not found"));
     check_queue_name("name", name).map_err(|_| missing())?;
-    st.engine.store().get_queue(name, drove_core::Millis::now()).await?.ok_or_else(missing)
+    st.engine.store().get_queue(name, drove_engine::now()).await?.ok_or_else(missing)
 }
 
 pub async fn page(
@@ -55,7 +55,7 @@ async fn render(
     status_code: StatusCode,
 ) -> Result<Response, PageError> {
     let store = st.engine.store();
-    let now = Millis::now();
+    let now = drove_engine::now();
     let runs = store.recent_runs(&q.name, now.minus_ms(charts::WINDOW_MS), charts::SAMPLE_CAP).await?;
     let stats = RunStats::new(&runs, now);
     let pool = match &q.config.pool {
@@ -301,7 +301,7 @@ impl SettingsForm {
 
 async fn apply(st: &AppState, name: &str, patch: QueuePatch) -> Result<(), PageError> {
     patch.validate()?;
-    st.engine.store().put_queue(name, patch, Millis::now()).await?;
+    st.engine.put_queue(name, patch).await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use drove_core::{JobId, JobState, Millis};
+use drove_core::{JobId, JobState};
 use drove_store::{JobFilter, MAX_BATCH};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub async fn submit(
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
     let wait = q.duration()?.map(|w| w.min(st.config.max_wait));
-    let job = body.into_new_job(Millis::now(), st.engine.store().max_payload())?;
+    let job = body.into_new_job(drove_engine::now(), st.engine.store().max_payload())?;
     let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
     let dedup = Some(!sub.created);
     let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -57,7 +57,7 @@ pub async fn batch(
             format!("must hold 1 to {MAX_BATCH} jobs, got {}", body.jobs.len()),
         ));
     }
-    let now = Millis::now();
+    let now = drove_engine::now();
     let max_payload = st.engine.store().max_payload();
     let mut jobs = Vec::with_capacity(body.jobs.len());
     for (i, entry) in body.jobs.into_iter().enumerate() {
@@ -186,7 +186,7 @@ pub async fn list(
     responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
         (status = 409, description = "Already terminal", body = crate::wire::ErrorBodyDoc)))]
 pub async fn cancel(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {
-    let job = st.engine.store().cancel(id.job_id()?, Millis::now()).await?;
+    let job = st.engine.cancel(id.job_id()?).await?;
     Ok(job_response(StatusCode::OK, &job, None))
 }
 
@@ -195,6 +195,6 @@ pub async fn cancel(State(st): State<AppState>, id: Segment) -> Result<Response,
     responses((status = 200, body = crate::wire::JobDoc), (status = 404, body = crate::wire::ErrorBodyDoc),
         (status = 409, description = "Not failed or cancelled, or its key is held", body = crate::wire::ErrorBodyDoc)))]
 pub async fn retry(State(st): State<AppState>, id: Segment) -> Result<Response, ApiError> {
-    let job = st.engine.store().retry(id.job_id()?, Millis::now()).await?;
+    let job = st.engine.retry(id.job_id()?).await?;
     Ok(job_response(StatusCode::OK, &job, None))
 }

@@ -28,7 +28,7 @@ pub async fn summary(
     let window = q.window.filter(|w| !w.is_empty()).unwrap_or_else(|| "24h".to_owned());
     let ms = crate::summary::parse_window(&window)
         .ok_or_else(|| ApiError::invalid("window", "must be Nm, Nh or Nd, at most 7d"))?;
-    let s = crate::summary::summary(&**st.engine.store(), &window, ms, drove_core::Millis::now()).await?;
+    let s = crate::summary::summary(&**st.engine.store(), &window, ms, drove_engine::now()).await?;
     Ok(axum::Json(s).into_response())
 }
 

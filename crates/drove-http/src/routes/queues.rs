@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use drove_core::Millis;
 use drove_core::name::check_queue_name;
 use drove_core::queue::{PoolPatch, QueuePatch};
 use serde::Serialize;
@@ -20,7 +19,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     struct Out {
         queues: Vec<drove_store::QueueInfo>,
     }
-    let queues = st.engine.store().list_queues(drove_core::Millis::now()).await?;
+    let queues = st.engine.store().list_queues(drove_engine::now()).await?;
     Ok(axum::Json(Out { queues }).into_response())
 }
 
@@ -31,7 +30,7 @@ pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, 
     let q = st
         .engine
         .store()
-        .get_queue(&name.0, drove_core::Millis::now())
+        .get_queue(&name.0, drove_engine::now())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("queue {} not found", name.0)))?;
     Ok(axum::Json(q).into_response())
@@ -48,7 +47,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     check_queue_name("name", &name.0)?;
     patch.validate()?;
-    let q = st.engine.store().put_queue(&name.0, patch, Millis::now()).await?;
+    let q = st.engine.put_queue(&name.0, patch).await?;
     Ok(axum::Json(q).into_response())
 }
 
@@ -63,7 +62,7 @@ pub async fn put_pool(
 ) -> Result<Response, ApiError> {
     check_queue_name("name", &name.0)?;
     patch.validate()?;
-    let p = st.engine.store().put_pool(&name.0, patch, drove_core::Millis::now()).await?;
+    let p = st.engine.put_pool(&name.0, patch).await?;
     Ok(axum::Json(p).into_response())
 }
 

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use drove_core::JobId;
 use drove_core::name::{check_label, check_queue_name};
 use drove_core::validation::within;
-use drove_core::{JobId, Millis};
 use drove_store::{ClaimRequest, Finish, Heartbeat, MAX_BATCH, Outcome};
 use serde::Serialize;
 
@@ -78,7 +78,7 @@ pub async fn heartbeat(
     {
         check_message("progress.message", m)?;
     }
-    let ack = st.engine.store().heartbeat(hb, Millis::now()).await?;
+    let ack = st.engine.heartbeat(hb).await?;
     Ok(axum::Json(ack).into_response())
 }
 

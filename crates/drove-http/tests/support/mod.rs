@@ -9,7 +9,7 @@ pub mod browser;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drove_core::{FailKind, Job, JobId, LeaseToken, Millis, Progress, RawJson};
+use drove_core::{FailKind, Job, JobId, LeaseToken, Progress, RawJson};
 use drove_engine::{Engine, EngineConfig};
 use drove_http::{AppState, HttpConfig, app};
 use drove_sqlite::{SqliteOptions, SqliteStore};
@@ -69,7 +69,7 @@ impl Server {
             max: 1,
             lease_ms: Some(600_000),
         };
-        let mut out = self.store().claim(req, Millis::now()).await.unwrap();
+        let mut out = self.store().claim(req, drove_engine::now()).await.unwrap();
         let c = out.jobs.pop().expect("a job to claim");
         (c.job, c.lease)
     }
@@ -89,7 +89,7 @@ impl Server {
             checkpoint: Some(json(&format!(r#"{{"next_page": {done}}}"#))),
             lease_ms: None,
         };
-        self.store().heartbeat(hb, Millis::now()).await.unwrap()
+        self.store().heartbeat(hb, drove_engine::now()).await.unwrap()
     }
 
     pub async fn end(&self, id: JobId, lease: LeaseToken, outcome: Outcome) -> Job {

@@ -205,7 +205,7 @@ impl Fixture {
     pub async fn succeeded(&self, queue: &str) -> anyhow::Result<i64> {
         match &self.target {
             Target::Inproc { store, .. } => {
-                Ok(store.get_queue(queue, drove_core::Millis::now()).await?.map_or(0, |q| q.counts.succeeded))
+                Ok(store.get_queue(queue, drove_engine::now()).await?.map_or(0, |q| q.counts.succeeded))
             }
             Target::Http { client, .. } => {
                 let (_, v): (u16, Value) = client
