@@ -6,11 +6,30 @@
 pub struct ValidationError {
     pub field: String,
     pub message: String,
+    pub kind: ValidationKind,
+}
+
+/// What is wrong with the value: the HTTP layer answers 422 for one and 413 for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationKind {
+    /// Not a value the field takes.
+    Invalid,
+    /// Larger than the server's limit for its size.
+    TooLarge,
 }
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationError { field: field.into(), message: message.into() }
+        ValidationError { field: field.into(), message: message.into(), kind: ValidationKind::Invalid }
+    }
+
+    /// `field` is larger than `limit` bytes.
+    pub fn too_large(field: impl Into<String>, limit: usize) -> Self {
+        ValidationError {
+            field: field.into(),
+            message: format!("is larger than the limit of {limit} bytes"),
+            kind: ValidationKind::TooLarge,
+        }
     }
 
     /// The same error, its field prefixed (`key` inside entry 3 becomes `jobs[3].key`).

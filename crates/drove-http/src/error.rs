@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use drove_core::ValidationError;
+use drove_core::validation::{ValidationError, ValidationKind};
 use drove_store::StoreError;
 use serde::Serialize;
 
@@ -61,6 +61,13 @@ impl ApiError {
         }
     }
 
+    /// The same error inside entry `i` of a list of jobs (`key` becomes `jobs[3].key`).
+    pub fn within_entry(mut self, i: usize) -> ApiError {
+        self.field = Some(format!("jobs[{i}].{}", self.field.as_deref().unwrap_or("body")));
+        self.message = format!("jobs[{i}].{}", self.message);
+        self
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -76,8 +83,7 @@ impl ApiError {
 
 impl From<ValidationError> for ApiError {
     fn from(v: ValidationError) -> ApiError {
-        let size_field = ["payload", "result", "checkpoint"].iter().any(|f| v.field.ends_with(f));
-        if size_field && v.message.contains("larger than") {
+        if v.kind == ValidationKind::TooLarge {
             return ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 code: "payload_too_large",

@@ -1,9 +1,8 @@
 //! The JSON shapes of the v1 API: request bodies (parsed strictly: unknown fields are refused,
 //! so a typo never passes silently) and documented response shapes for the OpenAPI document.
 
-use drove_core::name::{check_label, check_queue_name};
 use drove_core::queue::MAX_LEASE_MS;
-use drove_core::validation::{count, duration_ms, within};
+use drove_core::validation::{duration_ms, within};
 use drove_core::{FailKind, Job, LeaseToken, Millis, OnConflict, Progress, RawJson};
 use drove_store::{Finish, NewJob, Outcome};
 use serde::{Deserialize, Serialize};
@@ -70,20 +69,14 @@ pub struct SubmitBody {
 
 impl SubmitBody {
     /// Validates the entry and makes it a store request.
-    pub fn into_new_job(self, now: Millis, max_payload: usize) -> Result<NewJob, ApiError> {
-        check_queue_name("queue", &self.queue)?;
+    /// The job this body asks for. Only what belongs to the wire is checked here (`run_at` or
+    /// `delay_ms`, their formats); every rule of the job itself is [`NewJob::validate`], which
+    /// the store runs once for every submit.
+    pub fn into_new_job(self, now: Millis) -> Result<NewJob, ApiError> {
         let payload = match self.payload {
             Some(p) => p,
             None => drove_core::raw_null(),
         };
-        if payload.get().len() > max_payload {
-            return Err(ApiError::too_large("payload", max_payload));
-        }
-        for (field, v) in [("kind", &self.kind), ("key", &self.key), ("group", &self.group)] {
-            if let Some(v) = v {
-                check_label(field, v)?;
-            }
-        }
         let run_at = match (self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid("delay_ms", "give run_at or delay_ms, not both"));
@@ -95,15 +88,6 @@ impl SubmitBody {
             (None, Some(ms)) => Some(now.plus_ms(duration_ms("delay_ms", ms, 0)?)),
             (None, None) => None,
         };
-        if let Some(n) = self.max_attempts {
-            count("max_attempts", n, 1)?;
-        }
-        if let Some(n) = self.timeout_ms {
-            duration_ms("timeout_ms", n, 1)?;
-        }
-        if let Some(n) = self.reuse_for_ms {
-            duration_ms("reuse_for_ms", n, 0)?;
-        }
         Ok(NewJob {
             queue: self.queue,
             kind: self.kind,

@@ -109,10 +109,7 @@ impl NewJob {
             check_label("group", group)?;
         }
         if self.payload.get().len() > max_payload {
-            return Err(ValidationError::new(
-                "payload",
-                format!("is larger than the limit of {max_payload} bytes"),
-            ));
+            return Err(ValidationError::too_large("payload", max_payload));
         }
         check_json("payload", self.payload.get())?;
         if let Some(n) = self.max_attempts {
@@ -205,7 +202,7 @@ impl Heartbeat {
         if let Some(c) = &self.checkpoint
             && c.get().len() > max_payload
         {
-            return Err(ValidationError::new("checkpoint", "is larger than the payload limit"));
+            return Err(ValidationError::too_large("checkpoint", max_payload));
         }
         if let Some(c) = &self.checkpoint {
             check_json("checkpoint", c.get())?;
@@ -255,7 +252,7 @@ impl Finish {
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         match &self.outcome {
             Outcome::Complete { result: Some(r), .. } if r.get().len() > max_payload => {
-                Err(ValidationError::new("result", "is larger than the payload limit"))
+                Err(ValidationError::too_large("result", max_payload))
             }
             Outcome::Complete { result: Some(r), .. } => check_json("result", r.get()),
             Outcome::Fail { message, retry_after_ms, .. } => {

@@ -29,7 +29,7 @@ pub async fn submit(
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
     let wait = q.duration()?.map(|w| w.min(st.config.max_wait));
-    let job = body.into_new_job(drove_engine::now(), st.engine.store().max_payload())?;
+    let job = body.into_new_job(drove_engine::now())?;
     let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
     let dedup = Some(!sub.created);
     let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -58,16 +58,16 @@ pub async fn batch(
         ));
     }
     let now = drove_engine::now();
-    let max_payload = st.engine.store().max_payload();
     let mut jobs = Vec::with_capacity(body.jobs.len());
     for (i, entry) in body.jobs.into_iter().enumerate() {
-        jobs.push(entry.into_new_job(now, max_payload).map_err(|mut e| {
-            e.field = Some(format!("jobs[{i}].{}", e.field.as_deref().unwrap_or("body")));
-            e.message = format!("jobs[{i}].{}", e.message);
-            e
-        })?);
+        jobs.push(entry.into_new_job(now).map_err(|e| e.within_entry(i))?);
     }
-    let subs = st.engine.submit(jobs).await?;
+    let one = jobs.len() == 1;
+    // The store names a batch's entries (`jobs[3].key`), except the one entry of a batch of one.
+    let subs = st.engine.submit(jobs).await.map_err(|e| {
+        let e = ApiError::from(e);
+        if one && e.field.as_deref().is_some_and(|f| !f.starts_with("jobs[")) { e.within_entry(0) } else { e }
+    })?;
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,

@@ -34,11 +34,7 @@ struct Rows<'j> {
 }
 
 pub(crate) async fn submit(tx: &mut Tx<'_>, jobs: &[NewJob]) -> Result<Vec<Submitted>, TxError> {
-    let many = jobs.len() > 1;
-    for (i, job) in jobs.iter().enumerate() {
-        job.validate(tx.shared.max_payload)
-            .map_err(|e| StoreError::Invalid(if many { e.within(&format!("jobs[{i}]")) } else { e }))?;
-    }
+    drove_store::validate_submit(jobs, tx.shared.max_payload).map_err(StoreError::Invalid)?;
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
