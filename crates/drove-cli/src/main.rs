@@ -23,7 +23,7 @@ enum Command {
     /// List jobs, newest first.
     Jobs(cmd::client::JobsArgs),
     /// List queues with their counts and limits.
-    Queues(cmd::client::ServerArgs),
+    Queues(cmd::client::QueuesArgs),
     /// Show or change a queue's settings.
     Queue(cmd::client::QueueArgs),
     /// Apply pending PostgreSQL migrations (drove serve also applies them on start).

@@ -272,7 +272,7 @@ pub struct Job {
     pub checkpoint: Option<RawJson>,
     pub result: Option<RawJson>,
     pub error: Option<JobError>,
-    /// Every run that ended in an error (retryable, permanent, throttled, timeout, lost), oldest
+    /// Every run that ended in an error (retryable, transient, permanent, throttled, timeout, lost), oldest
     /// first, the last [`ERROR_HISTORY`] of them; kept by the store whatever path recorded it.
     /// An addition to API.md's job model.
     pub errors: Vec<AttemptError>,

@@ -98,7 +98,7 @@ pub fn interval_in_force(rate: &RateLimit, learned: Option<&Learned>, now: Milli
 }
 
 /// The learned state after a throttled outcome at `now`, given how many calls of the scope
-/// succeeded over the last two seconds (`accepted_1s`); `None` when nothing changes (no
+/// succeeded over the last second (`accepted_1s`); `None` when nothing changes (no
 /// learning, or 429s of calls issued before the last cut).
 pub fn on_throttled(
     rate: &RateLimit,

@@ -223,7 +223,7 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A rate as a patch takes it: `{limit, period_ms, burst?, learn?}` or `"auto"`.
+/// A rate as a patch takes it: `{limit, period_ms, burst?, learn?, per?}` or `"auto"`.
 fn present_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<RateLimit>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -236,7 +236,7 @@ fn present_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<RateLim
         Some(Input::Rate(r)) => Ok(Some(Some(r))),
         Some(Input::Word(w)) if w == "auto" => Ok(Some(Some(RateLimit::auto()))),
         Some(Input::Word(w)) => Err(serde::de::Error::custom(format!(
-            "must be {{limit, period_ms, burst?, learn?}} or \"auto\", got {w:?}"
+            "must be {{limit, period_ms, burst?, learn?, per?}} or \"auto\", got {w:?}"
         ))),
     }
 }

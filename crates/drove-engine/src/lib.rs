@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drove_core::queue::{PoolPatch, QueuePatch};
-use drove_core::{ErrorKind, Job, JobId, JobState, Millis};
+use drove_core::{ErrorKind, FailKind, Job, JobId, JobState, Millis};
 use drove_store::{
-    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, NewJob, PoolInfo, QueueInfo, Store,
+    ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, NewJob, Outcome, PoolInfo, QueueInfo, Store,
     StoreError, Submitted,
 };
 use tokio_util::sync::CancellationToken;
@@ -64,18 +64,19 @@ impl Default for EngineConfig {
     }
 }
 
-/// How a run ended, for metrics: the job's new state, or why it went back.
-fn run_outcome(job: &Job) -> &'static str {
+/// How a run ended, for metrics: the job's new state, or why it went back (as the worker said).
+fn run_outcome(job: &Job, failed_as: Option<FailKind>) -> &'static str {
     match job.state {
         JobState::Succeeded if job.partial => "partial",
         JobState::Succeeded => "succeeded",
         JobState::Failed => "failed",
         JobState::Cancelled => "cancelled",
-        _ => match job.error.as_ref().map(|e| e.kind) {
-            Some(ErrorKind::Throttled) => "throttled",
-            Some(ErrorKind::Transient) => "transient",
-            Some(ErrorKind::Retryable) => "retried",
-            _ => "released",
+        _ => match failed_as {
+            Some(FailKind::Snooze) => "snoozed",
+            Some(FailKind::Throttled) => "throttled",
+            Some(FailKind::Transient) => "transient",
+            Some(_) => "retried",
+            None => "released",
         },
     }
 }
@@ -139,10 +140,18 @@ impl Engine {
     /// Ends runs (see [`Store::finish`]), telling the limit service of throttled outcomes.
     pub async fn finish(&self, items: Vec<Finish>) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
         let now = crate::now();
+        let failed_as: Vec<Option<FailKind>> = items
+            .iter()
+            .map(|f| match &f.outcome {
+                Outcome::Fail { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect();
         let results = self.inner.store.finish(items, now).await?;
-        for job in results.iter().flatten() {
+        for (job, failed_as) in results.iter().zip(failed_as).filter_map(|(r, k)| Some((r.as_ref().ok()?, k)))
+        {
             tracing::debug!(job = %job.id, queue = %job.queue, attempt = job.attempt, state = %job.state, "run ended");
-            metrics::counter!("drove_runs_finished_total", "queue" => job.queue.clone(), "outcome" => run_outcome(job))
+            metrics::counter!("drove_runs_finished_total", "queue" => job.queue.clone(), "outcome" => run_outcome(job, failed_as))
                 .increment(1);
             if let Some(started) = job.started_at {
                 metrics::histogram!("drove_run_seconds", "queue" => job.queue.clone())

@@ -290,11 +290,16 @@ async fn watch_child(
                 serde_json::from_str(rest.trim()).unwrap_or_else(|_| Value::String(rest.to_owned()));
             // No further line is read until the checkpoint is stored (or the run is over); the
             // child is told either way.
-            if let Err(stop) = keeper.checkpoint(checkpoint).await {
-                running.tell("lost");
-                return Some(stop);
+            match keeper.checkpoint(checkpoint).await {
+                Ok(Stored::Yes) => running.tell("ok"),
+                // Refused for what it carried (larger than the server takes): not stored, and
+                // the run goes on with the lease kept.
+                Ok(Stored::Refused) => running.tell("refused"),
+                Err(stop) => {
+                    running.tell("lost");
+                    return Some(stop);
+                }
             }
-            running.tell("ok");
         } else if let Some(rest) = line.strip_prefix("@retry-after ") {
             said.retry_after = rest.trim().parse().ok();
         } else if line == "@transient" || line.starts_with("@transient ") {
@@ -368,7 +373,7 @@ struct LeaseKeeper {
 }
 
 enum Request {
-    Checkpoint(Value, oneshot::Sender<Result<(), Stop>>),
+    Checkpoint(Value, oneshot::Sender<Result<Stored, Stop>>),
     ProgressDue,
     Finish,
 }
@@ -434,7 +439,7 @@ impl LeaseKeeper {
     }
 
     /// Stores a checkpoint; `Err` when the run must stop instead (the lease is gone).
-    async fn checkpoint(&self, value: Value) -> Result<(), Stop> {
+    async fn checkpoint(&self, value: Value) -> Result<Stored, Stop> {
         let (tx, rx) = oneshot::channel();
         if self.requests.send(Request::Checkpoint(value, tx)).is_err() {
             return Err(self.stopped().unwrap_or(Stop::LeaseLost));
@@ -497,9 +502,9 @@ impl KeeperState {
             };
             next_beat = Instant::now() + every;
             match beat {
-                Ok(()) => {
+                Ok(stored) => {
                     if let Some(r) = reply {
-                        let _ = r.send(Ok(()));
+                        let _ = r.send(Ok(stored));
                     }
                 }
                 Err(stop) => {
@@ -525,7 +530,7 @@ impl KeeperState {
 
     /// One heartbeat, tried again while the server does not answer and the lease may still be
     /// ours. `Err`: why the run must stop.
-    async fn beat(&mut self, body: &Value) -> Result<(), Stop> {
+    async fn beat(&mut self, body: &Value) -> Result<Stored, Stop> {
         loop {
             let sent = Instant::now();
             let left = self.expires.saturating_duration_since(sent);
@@ -540,7 +545,7 @@ impl KeeperState {
             match answer {
                 Ok((_, ack)) => {
                     self.expires = sent + self.lease_len;
-                    return if ack.cancel_requested { Err(Stop::Cancelled) } else { Ok(()) };
+                    return if ack.cancel_requested { Err(Stop::Cancelled) } else { Ok(Stored::Yes) };
                 }
                 Err(ClientError::Api { status: 409 | 404, .. }) => return Err(Stop::LeaseLost),
                 Err(e) if e.is_refusal() => {
@@ -556,7 +561,7 @@ impl KeeperState {
                     // Refused for what it carried (a checkpoint over the size limit): the lease
                     // still needs keeping; what it carried is lost, and the run goes on.
                     tracing::warn!(error = %e, path = %self.path, "heartbeat refused");
-                    return Ok(());
+                    return Ok(Stored::Refused);
                 }
             }
         }
@@ -617,4 +622,12 @@ async fn report(client: &Client, base: &str, body: Value, what: &str, stops: &St
         }
         Err(e) => tracing::error!(path, error = %e, "could not report the end of a run"),
     }
+}
+
+/// Whether a heartbeat stored what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Yes,
+    /// The server refused what it carried (a checkpoint over its size limit); the lease holds.
+    Refused,
 }

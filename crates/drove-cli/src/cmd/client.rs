@@ -16,9 +16,6 @@ pub struct ServerArgs {
     pub server: String,
     #[arg(long, env = "DROVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl ServerArgs {
@@ -167,6 +164,18 @@ pub struct JobsArgs {
     pub group: Option<String>,
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Print the answer's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct QueuesArgs {
+    /// Print the answer's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -182,7 +191,7 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<ExitCode> {
     let qs = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&");
     let (_, page): (u16, Value) =
         client.call(Method::GET, &format!("/v1/jobs?{qs}"), None::<&Value>, Duration::from_secs(30)).await?;
-    if a.server.json {
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&page)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -210,8 +219,8 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-pub async fn queues(a: ServerArgs) -> anyhow::Result<ExitCode> {
-    let client = a.client()?;
+pub async fn queues(a: QueuesArgs) -> anyhow::Result<ExitCode> {
+    let client = a.server.client()?;
     let (_, out): (u16, Value) =
         client.call(Method::GET, "/v1/queues", None::<&Value>, Duration::from_secs(30)).await?;
     if a.json {

@@ -44,8 +44,8 @@ pub struct Args {
     /// behind a proxy that cuts idle requests sooner.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub max_wait_ms: u64,
-    /// How long a connection may take to send a request's head, how long an idle keep-alive
-    /// connection is kept, and how long a request body may stall, in ms.
+    /// How long a connection may take to send a request's head and how long an idle keep-alive
+    /// connection is kept, in ms; a request body may stall this long too, at most 30 s.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub idle_timeout_ms: u64,
     /// Most connections open at once (default: from the open-file limit, at most 100,000);

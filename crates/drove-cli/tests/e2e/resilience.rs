@@ -144,3 +144,30 @@ async fn a_job_whose_worker_died_runs_again_at_its_lease_expiry_without_backoff(
     assert_eq!(j["attempt"], 2, "the lost run used its attempt");
     assert_eq!(j["errors"][0]["kind"], "lost");
 }
+
+/// A checkpoint larger than the server takes: the child hears `refused`, then a small one `ok`.
+const REFUSED_CHECKPOINT: &str = r#"
+import json, os, sys
+sys.stdin.read()
+ack = int(os.environ["DROVE_ACK_FD"])
+words = []
+for cp in ["x" * 4096, "small"]:
+    print("@checkpoint " + json.dumps({"cp": cp}), flush=True)
+    words.append(os.read(ack, 16).decode().strip())
+print(json.dumps({"acks": words}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drove_worker_tells_the_child_a_refused_checkpoint_was_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("d.db"), &["--max-payload", "1024"]);
+    let http = Http::new(&server.url);
+    let script = dir.path().join("cp.py");
+    std::fs::write(&script, REFUSED_CHECKPOINT).unwrap();
+    let _w = Worker::start(&server.url, "cp", 1, &[], &["python3", script.to_str().unwrap()]);
+    let (_, job) = http.post("/v1/jobs", json!({"queue": "cp"})).await;
+    let done = http.wait_terminal(job["id"].as_str().unwrap(), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!({"acks": ["refused", "ok"]}));
+    assert_eq!(done["checkpoint"], json!({"cp": "small"}), "{done}");
+}

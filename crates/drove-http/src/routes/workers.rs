@@ -111,7 +111,7 @@ pub async fn complete(
     finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
 }
 
-/// Fail a run: retryable (default), permanent, throttled or snooze.
+/// Fail a run: retryable (default), transient, permanent, throttled or snooze.
 #[utoipa::path(operation_id = "fail_run", post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)),
     request_body = FailBody,
     responses((status = 200, body = crate::wire::JobDoc),
