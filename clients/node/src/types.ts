@@ -1,7 +1,7 @@
-// The shapes of the v1 API (../../shared/API.md, and GET /v1/openapi.json).
+// The shapes of the v1 API (docs/API.md, and GET /v1/openapi.json).
 //
 // Key decision: what the server returns is handed over exactly as it came (snake_case field
-// names, as in API.md and in every curl example), so nothing is renamed, copied or lost in
+// names, as in docs/API.md and in every curl example), so nothing is renamed, copied or lost in
 // translation and a user's payloads and results are never touched. What the caller passes in
 // (submit options, queue settings) is idiomatic camelCase and is converted on the way out.
 
@@ -14,7 +14,7 @@ export type JobState = 'scheduled' | 'queued' | 'running' | 'succeeded' | 'faile
 export type ErrorKind = 'retryable' | 'transient' | 'permanent' | 'throttled' | 'timeout' | 'lost';
 
 /** What a worker may report when a run fails (`POST /v1/jobs/ID/fail`). `transient` is newer
- * than API.md's first version: an older server refuses it (422), and the worker then reports
+ * than docs/API.md's first version: an older server refuses it (422), and the worker then reports
  * `retryable` instead. */
 export type FailKind = 'retryable' | 'transient' | 'permanent' | 'throttled' | 'snooze';
 
@@ -24,7 +24,7 @@ export interface JobError {
   at: string;
 }
 
-/** One run that ended in an error, in a job's history (a Drove addition to API.md). */
+/** One run that ended in an error, in a job's history (a Drove addition to docs/API.md). */
 export interface AttemptError extends JobError {
   attempt: number;
 }
@@ -35,7 +35,7 @@ export interface Progress {
   message: string | null;
 }
 
-/** A job, as API.md's "Job model" describes it. Times are RFC 3339 strings. */
+/** A job, as docs/API.md's "Jobs" describes it. Times are RFC 3339 strings. */
 export interface Job<P = unknown, R = unknown> {
   id: string;
   queue: string;
@@ -106,7 +106,7 @@ export interface PoolInfo {
 
 export type OnConflict = 'join' | 'replace' | 'reject';
 
-/** Options of a submit (API.md `POST /v1/jobs`), in camelCase. */
+/** Options of a submit (docs/API.md `POST /v1/jobs`), in camelCase. */
 export interface SubmitOptions {
   kind?: string;
   /** One active job per (queue, key): a second submit joins the first. */
@@ -160,7 +160,7 @@ export interface RateLimit {
 }
 
 /**
- * Queue settings for `setQueue` (API.md `PUT /v1/queues/NAME`), in camelCase; `null` clears a
+ * Queue settings for `setQueue` (docs/API.md `PUT /v1/queues/{name}`), in camelCase; `null` clears a
  * setting, an absent field leaves it as it is. Keys are sent snake_cased, so settings the server
  * adds later can be passed too.
  */

@@ -1,4 +1,4 @@
-// P1 from Node (../../shared/PROBLEMS.md, "Same key, same work"): 500 concurrent `once` calls
+// P1 from Node (docs/PROBLEMS.md, "Same key, same work"): 500 concurrent `once` calls
 // over 10 keys against a Node worker whose handler takes 300 ms run exactly 10 computations,
 // and every caller gets its own key's result. In one process, concurrent calls for one key
 // share one request; a caller that aborts leaves alone.

@@ -1,4 +1,4 @@
-// P2 from Node (../../shared/PROBLEMS.md, "Deadlocks and transient failures under concurrency"),
+// P2 from Node (docs/PROBLEMS.md, "Deadlocks and transient failures"),
 // on a real MariaDB: the classic record-versioning table, updated five at a time, deadlocks
 // under InnoDB's gap locks and the database kills one transaction of each deadlock. First a
 // hand-written retry loop (the baseline), then the same updates as Drove jobs whose handler

@@ -1,4 +1,4 @@
-// P5 from Node (../../shared/PROBLEMS.md, "Long-running, resumable work"): a worker process
+// P5 from Node (docs/PROBLEMS.md, "Long-running work that survives its worker"): a worker process
 // running a paged job is SIGKILLed, twice; each new worker process resumes from the last
 // checkpoint; the job completes; no page before a checkpoint is done again.
 

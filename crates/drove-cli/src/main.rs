@@ -16,7 +16,8 @@ struct Cli {
 enum Command {
     /// Run the server (HTTP API, dashboard, scheduler) on an embedded SQLite file or PostgreSQL.
     Serve(cmd::serve::Args),
-    /// Run COMMAND once per job of a queue (payload on stdin; see API.md "CLI").
+    /// Run COMMAND once per job of a queue (payload on stdin; see docs/API.md, "The drove worker
+    /// child protocol").
     Worker(cmd::worker::Args),
     /// Submit a job (with --wait: wait for it and print its result).
     Submit(cmd::client::SubmitArgs),
@@ -28,7 +29,7 @@ enum Command {
     Queue(cmd::client::QueueArgs),
     /// Apply pending PostgreSQL migrations (drove serve also applies them on start).
     Migrate(cmd::migrate::Args),
-    /// Run the benchmark workloads of BENCH.md (w1..w6, all).
+    /// Run the benchmark workloads of docs/BENCHMARKS.md (w1..w6, all, flow).
     Bench(cmd::bench::Args),
     /// An HTTP worker for benchmarks (W5 kills it).
     #[command(hide = true)]

@@ -1,5 +1,5 @@
-//! P3 of PROBLEMS.md with real processes: a provider that rejects more than R calls per second
-//! (GCRA, burst 10, as research/flow.md section 6 defines it) or more than C at once, and
+//! P3 of docs/PROBLEMS.md with real processes: a provider that rejects more than R calls per
+//! second (GCRA, burst 10, like scenario B's in docs/FLOW.md §5.1) or more than C at once, and
 //! 2,000 jobs through `drove worker` children calling it with curl. The queue states the
 //! provider's limits; no call may be rejected and the calls must reach at least 0.9 R.
 //!
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use support::*;
 
 /// A provider that rejects (429) a call beyond its rate (GCRA at `rate` per second with a burst
-/// of 10, as flow.md section 6 defines the provider) or beyond `concurrency` at once; each
+/// of 10, like scenario B's provider in docs/FLOW.md §5.1) or beyond `concurrency` at once; each
 /// accepted call takes 20 ms.
 #[derive(Default)]
 struct Provider {

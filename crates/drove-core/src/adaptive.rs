@@ -6,7 +6,7 @@
 //! to find that bandwidth-delay product without being told `c`, follow it when it changes, and
 //! back off when the downstream says it is overloaded.
 //!
-//! [`P50Gradient`] is Drove's limiter (research note flow.md §1.5): a gradient on the windowed
+//! [`P50Gradient`] is Drove's limiter (docs/FLOW.md §3): a gradient on the windowed
 //! p50 of run time against a baseline that expires and is re-measured by briefly halving the
 //! limit (BBR's PROBE_RTT), `sqrt(L)` headroom, no growth while under-used, `x0.9` on explicit
 //! overload. [`Vegas`] and [`Gradient2`] are ports of Netflix's algorithms and [`StaticLimit`] a
@@ -172,7 +172,7 @@ struct Probe {
     reference_us: f64,
 }
 
-/// Drove's adaptive concurrency limit (flow.md §1.5): Envoy's gradient on the windowed p50,
+/// Drove's adaptive concurrency limit (docs/FLOW.md §3): Envoy's gradient on the windowed p50,
 /// BBR's expiring baseline with a drain probe, Netflix's app-limited guard, and a multiplicative
 /// cut on explicit overload.
 ///
@@ -941,7 +941,7 @@ mod tests {
         let t = feed(&mut g, 2_000_000, 100, 1_000, 1_000, |_| 500_000);
         assert!((20..60).contains(&g.limit()), "{}", g.limit());
         // But the latency stays 10× and the long average absorbs it: the limit drifts back to
-        // the ceiling (the failure flow.md §1.1 reports).
+        // the ceiling (the failure docs/FLOW.md §3.4 describes).
         feed(&mut g, t, 3_000, 1_000, 1_000, |_| 500_000);
         assert_eq!(g.limit(), 200);
     }

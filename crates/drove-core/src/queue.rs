@@ -1,4 +1,4 @@
-//! Queue and pool settings (API.md "Queues and flow control", `PUT /v1/queues/NAME`).
+//! Queue and pool settings (docs/API.md, "Queues and their settings" and "Flow control").
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -11,7 +11,7 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 20;
 pub const DEFAULT_LEASE_MS: i64 = 10_000;
 /// Retry backoff when the queue sets none: full jitter over `1 s * 2^(attempt-1)`, capped at 1 h.
 pub const DEFAULT_BACKOFF: Backoff = Backoff { base_ms: 1_000, max_ms: 3_600_000 };
-/// Bounds on a lease (API.md "Remote workers").
+/// Bounds on a lease (docs/API.md "Workers, leases and fencing").
 pub const MIN_LEASE_MS: i64 = 1_000;
 pub const MAX_LEASE_MS: i64 = 86_400_000;
 
@@ -276,7 +276,7 @@ pub struct QueuePatch {
 }
 
 impl QueuePatch {
-    /// Checks every value the patch sets (API.md "Numbers").
+    /// Checks every value the patch sets (docs/API.md "Bounds").
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(Some(v)) = self.concurrency {
             count("concurrency", v, 1)?;

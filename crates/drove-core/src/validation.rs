@@ -39,7 +39,7 @@ impl ValidationError {
     }
 }
 
-/// `value` must be at least `min` (API.md "Numbers").
+/// `value` must be at least `min` (docs/API.md "Bounds").
 pub fn at_least(field: &str, value: i64, min: i64) -> Result<i64, ValidationError> {
     if value < min {
         Err(ValidationError::new(field, format!("must be at least {min}, got {value}")))

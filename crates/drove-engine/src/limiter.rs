@@ -178,7 +178,7 @@ impl Limiter {
             let limit = scope.alg.limit().clamp(bounds.min, bounds.max);
             if let LimitScope::Pool(pool) = &key {
                 // While online work is about, offline queues of the pool stop at the capacity
-                // estimate (API.md "Pools and lanes"); online ones may use the whole limit.
+                // estimate (docs/API.md "Pools and lanes"); online ones may use the whole limit.
                 // With none for a while, offline work may use the whole limit too.
                 let online_active = scope.online_seen.is_some_and(|t| now.since(t) * 1_000 < OFFLINE_HOLD_US);
                 let offline = online_active.then(|| scope.alg.offline_limit().clamp(bounds.min, limit));

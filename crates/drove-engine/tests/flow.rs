@@ -1,5 +1,5 @@
 //! Flow control in one process over a real SQLite file: batch handlers, and the P4 scenario of
-//! PROBLEMS.md (a downstream whose capacity changes; the adaptive limit follows it).
+//! docs/PROBLEMS.md (a downstream whose capacity changes; the adaptive limit follows it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The engine and the in-process runtime over a real SQLite file: the P1 and P5 scenarios of
-//! PROBLEMS.md in one process, and each outcome a handler can give.
+//! docs/PROBLEMS.md in one process, and each outcome a handler can give.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::FlowError;
 use crate::sim::{Downstream, DownstreamConfig, Response, SimClock, SimRng, run_paused};
 
-/// Which lane a job is in (API.md "Pools and lanes").
+/// Which lane a job is in (docs/API.md "Pools and lanes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {

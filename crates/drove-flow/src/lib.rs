@@ -1,6 +1,6 @@
 //! Drove's flow-control benchmark (`drove bench flow`): the adaptive concurrency limiter, the
 //! learned rate of `drove_core::learned` and lane priority, run against a simulated
-//! downstream next to the baselines they must beat (research note flow.md §6, issue 5).
+//! downstream next to the baselines they must beat (docs/FLOW.md §5.1, issue 5).
 //!
 //! - Scenario A, adaptive concurrency: a downstream with `c` slots, lognormal service time
 //!   (mean 10 ms), FIFO queue; closed-loop backlog, 50 % open-loop load, a bounded queue with
@@ -16,8 +16,8 @@
 //!   known limit.
 //! - Scenario C, online vs offline on one downstream: strict priority in front of the adaptive
 //!   limiter, offline work held to the limiter's offline limit (its capacity estimate) with a
-//!   minimum share of it; against FIFO and the oracle. flow.md's cells (c = 8, σ = 0.3), plus
-//!   the busiest one at c = 32 and at σ = 1.2.
+//!   minimum share of it; against FIFO and the oracle. The research's cells (c = 8, σ = 0.3,
+//!   docs/FLOW.md §5.1), plus the busiest one at c = 32 and at σ = 1.2.
 //!
 //! Key decision: everything runs on a current-thread tokio runtime with a paused clock, so a
 //! minute of traffic costs a second or two of CPU and a run is a function of its seed (no wall

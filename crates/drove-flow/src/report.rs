@@ -73,7 +73,7 @@ pub struct Row {
     pub settings: serde_json::Value,
     pub figures: Vec<Figure>,
     pub targets: Vec<TargetCheck>,
-    /// Targets this baseline is known to fail (flow.md): proof the benchmark discriminates.
+    /// Targets this baseline is known to fail (docs/FLOW.md §3.4, §5.1): proof the benchmark discriminates.
     pub expected_failures: Vec<String>,
     /// Candidate: every target passed. Baseline: every expected failure happened. Oracle: true.
     pub as_expected: bool,

@@ -1,4 +1,4 @@
-//! The matrix of flow.md §6 and issue 5: cells, algorithms, figures and targets.
+//! The matrix of docs/FLOW.md §5.1 and issue 5: cells, algorithms, figures and targets.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,7 +12,7 @@ use crate::report::{Better, Role};
 use crate::sim::{DownstreamConfig, ProviderRate, RetryAfter, percentile};
 use crate::{FlowError, FlowOptions};
 
-/// Mean service time of every scenario (flow.md §6).
+/// Mean service time of every scenario (docs/FLOW.md §5.1).
 pub const SERVICE_MEAN_US: f64 = 10_000.0;
 const SECOND: i64 = 1_000_000;
 
@@ -212,7 +212,7 @@ fn scenario_a(t: &Times, out: &mut Vec<Spec>) {
                     if matches!(cell.kind, AKind::Step { .. }) {
                         targets.push(at_most("reconverge", "reconverge_s", 2.0));
                     }
-                    // Where flow.md §1.5/§6 says each baseline fails.
+                    // Where docs/FLOW.md §3.4/§5.1 says each baseline fails.
                     let sigma03 = cell.ds.sigma < 0.5;
                     match algorithm.as_str() {
                         "static c/2" => expected.push("goodput"),
@@ -352,8 +352,8 @@ fn scenario_b(t: &Times, out: &mut Vec<Spec>) {
 }
 
 fn scenario_c(t: &Times, out: &mut Vec<Spec>) {
-    // flow.md's cells (c = 8, σ = 0.3), then the busiest one on a wider and on a more variable
-    // downstream: the same parameters must hold there too.
+    // The cells of docs/FLOW.md §5.1 (c = 8, σ = 0.3), then the busiest one on a wider and on a
+    // more variable downstream: the same parameters must hold there too.
     let mut cells: Vec<(i64, f64, f64)> = [0.1, 0.3, 0.6].iter().map(|&rho| (8, 0.3, rho)).collect();
     cells.extend([(32, 0.3, 0.6), (8, 1.2, 0.6)]);
     for (c, sigma, rho) in cells {
@@ -372,7 +372,7 @@ fn scenario_c(t: &Times, out: &mut Vec<Spec>) {
         for (name, alg, priority, role) in variants {
             let sources = vec![
                 Source::Poisson { class: Class::Online, per_s: rho * cap, from_us: 0, until_us: t.dur },
-                // flow.md's 100 k at c = 8: more than a run can finish, at any c.
+                // 100 k at c = 8 (docs/FLOW.md §5.1): more than a run can finish, at any c.
                 Source::Backlog { class: Class::Offline, from_us: 0, jobs: 12_500 * c as u64 },
             ];
             let ds = DownstreamConfig::new(c, SERVICE_MEAN_US, sigma);

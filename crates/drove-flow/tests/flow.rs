@@ -54,7 +54,8 @@ fn scenario_a_c8_candidate_meets_targets_and_baselines_fail() {
     assert_as_expected(&r);
     let cand = row(&r, "c8 s0.3", "p50-gradient");
     assert!(fig(cand, "goodput") >= 0.95 && fig(cand, "p99x") <= 2.0, "{}", r.to_table());
-    // The baselines fail as flow.md says: too low starves, too high queues, Gradient2 drifts up.
+    // The baselines fail as docs/FLOW.md §3.4 says: too low starves, too high queues, Gradient2
+    // drifts up.
     assert!(fig(row(&r, "c8 s0.3", "static c/2"), "goodput") < 0.6);
     assert!(fig(row(&r, "c8 s0.3", "static 8c"), "p50x") > 6.0);
     assert!(fig(row(&r, "c8 s0.3", "gradient2"), "p99x") > 4.0);
@@ -83,7 +84,7 @@ fn scenario_a_other_cells_one_parameter_set() {
 
 #[test]
 fn scenario_b_the_servers_learned_rate_on_a_shared_gcra_scope_meets_targets() {
-    // The full minute of flow.md: the 429s of the halving are part of the 2 % budget, so a
+    // The full minute of docs/FLOW.md §5.1: the 429s of the halving are part of the 2 % budget, so a
     // shorter run would overweight them. The rate scenarios are cheap to simulate.
     let long = |cells: &[&str], algs: Option<&[&str]>| FlowOptions {
         duration_s: 60.0,

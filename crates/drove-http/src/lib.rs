@@ -1,4 +1,4 @@
-//! Drove's HTTP API (API.md "HTTP API"), its OpenAPI document, `/metrics`, and the dashboard.
+//! Drove's HTTP API (docs/API.md "HTTP endpoints"), its OpenAPI document, `/metrics`, and the dashboard.
 //!
 //! Key decision: hostile input never reaches a 500. Every extractor answers in the API's own
 //! error format (400 malformed, 404 unknown, 413 too large, 422 invalid naming the field), a

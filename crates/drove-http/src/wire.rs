@@ -370,7 +370,7 @@ pub struct ErrorDoc {
     pub at: String,
 }
 
-/// One run that ended in an error (an addition to API.md's job model).
+/// One run that ended in an error (an addition to docs/API.md's job model).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct AttemptErrorDoc {
@@ -382,7 +382,7 @@ pub struct AttemptErrorDoc {
     pub at: String,
 }
 
-/// A job (API.md "Job model").
+/// A job (docs/API.md "Jobs").
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct JobDoc {

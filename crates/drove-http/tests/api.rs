@@ -1,4 +1,4 @@
-//! The HTTP contract through the router (no socket): every status and error code of API.md,
+//! The HTTP contract through the router (no socket): every status and error code of docs/API.md,
 //! the error format, auth, and the OpenAPI document's agreement with the routes.
 
 use std::sync::Arc;

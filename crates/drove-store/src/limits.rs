@@ -47,7 +47,7 @@ impl QueueRow {
         crate::admission::RateState { tat: self.tat, learned: self.learned }
     }
 
-    /// Applies a settings patch (API.md "PUT /v1/queues/NAME"): a newly adaptive queue starts
+    /// Applies a settings patch (docs/API.md "PUT /v1/queues/{name}"): a newly adaptive queue starts
     /// at [`INITIAL_ADAPTIVE_LIMIT`] within its bounds, and a changed rate starts afresh (no
     /// GCRA debt, nothing learned).
     pub fn apply(&mut self, patch: QueuePatch) {
@@ -134,7 +134,7 @@ pub struct PoolLoad {
 }
 
 /// How many more jobs a queue of `lane` may start in a pool with limit `cap` and offline limit
-/// `offline_cap` (API.md "Pools and lanes"): online queues take any free permit; offline
+/// `offline_cap` (docs/API.md "Pools and lanes"): online queues take any free permit; offline
 /// queues take what is left below the offline limit while no online job waits, and never less
 /// than their minimum share of the offline limit.
 ///

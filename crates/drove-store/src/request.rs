@@ -10,7 +10,7 @@ use drove_core::{
 use crate::StoreError;
 use serde::Serialize;
 
-/// Default largest payload (API.md: 1 MiB, configurable).
+/// Default largest payload (docs/API.md: 1 MiB, configurable).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// Most jobs in one batch submit, claim or page.
 pub const MAX_BATCH: usize = 1_000;
@@ -96,7 +96,7 @@ impl NewJob {
         }
     }
 
-    /// Checks every field (API.md "Job model", "Numbers").
+    /// Checks every field (docs/API.md "POST /v1/jobs", "Bounds").
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         check_queue_name("queue", &self.queue)?;
         if let Some(kind) = &self.kind {
@@ -370,7 +370,7 @@ pub struct JobFilter {
 
 impl JobFilter {
     /// Checks the names a listing filters by: a queue name of the pattern, printable keys and
-    /// groups (API.md "Job model"), so a filter no job could match is refused, not sent to
+    /// groups (docs/API.md "Conventions"), so a filter no job could match is refused, not sent to
     /// the database.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(q) = &self.queue {

@@ -30,7 +30,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- submitting -------------------------------------------------------------------------
 
-    /// Creates jobs, or joins, reuses or replaces existing ones by key (API.md "Keys"). The
+    /// Creates jobs, or joins, reuses or replaces existing ones by key (docs/API.md "Keys"). The
     /// batch is atomic: a rejected key or an invalid entry fails the whole batch, and a later
     /// entry with the same key as an earlier one joins it.
     async fn submit(&self, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Submitted>, StoreError>;

@@ -12,7 +12,7 @@ use drove_core::{ErrorKind, FailKind, JobState, Millis, RawJson};
 
 use crate::request::Outcome;
 
-/// Default delay of a throttled or snoozed run (API.md: `retry_after_ms` default 1 s).
+/// Default delay of a throttled or snoozed run (docs/API.md: `retry_after_ms` default 1 s).
 pub const DEFAULT_RETRY_AFTER_MS: i64 = 1_000;
 
 /// What a store knows about a running job when its run ends.
@@ -38,8 +38,8 @@ pub enum Ending<'a> {
     TimedOut { timeout_ms: i64 },
 }
 
-/// A scope a throttled outcome holds until its retry time (only where a rate is set: API.md
-/// "a throttled outcome holds the scope when the queue has a rate").
+/// A scope a throttled outcome holds until its retry time (only where a rate is set: docs/API.md
+/// "Throttled outcomes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     /// The job's group, under `group_rate`.
@@ -214,7 +214,7 @@ pub fn end_of_run(
             }
             if kind == ErrorKind::Lost {
                 // A dead worker is not the job's fault: it runs again at once, no backoff. The
-                // run used its attempt (API.md), so with none left the job fails.
+                // run used its attempt (docs/API.md), so with none left the job fails.
                 if facts.attempt >= facts.max_attempts {
                     return RunEnd::terminal(JobState::Failed, Some((kind, message)), facts);
                 }
@@ -331,7 +331,7 @@ mod tests {
             assert_eq!(end_of_run(&f, Ending::Worker(&outcome), &q, NOW, 0.5).state, JobState::Cancelled);
         }
         assert_eq!(end_of_run(&f, Ending::Lost, &q, NOW, 0.5).state, JobState::Cancelled);
-        // A completion despite the cancel records the success (API.md).
+        // A completion despite the cancel records the success (docs/API.md).
         let done = Outcome::Complete { result: None, partial: false };
         assert_eq!(end_of_run(&f, Ending::Worker(&done), &q, NOW, 0.5).state, JobState::Succeeded);
     }

@@ -1,5 +1,5 @@
 //! `drove worker`: claims jobs of one queue over HTTP and runs a command per job with the
-//! child-process protocol of API.md ("CLI").
+//! child-process protocol of docs/API.md ("The drove worker child protocol").
 //!
 //! Key decisions: the worker claims as many jobs as it has free slots in one request; each
 //! child runs in its own process group, gets SIGTERM then SIGKILL when its job is cancelled,

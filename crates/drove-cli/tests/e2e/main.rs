@@ -1,5 +1,5 @@
 //! End to end: a real `drove serve` on port 0, real `drove worker` processes running real
-//! child commands, real HTTP. The P1 and P5 scenarios of PROBLEMS.md over HTTP, crashes of
+//! child commands, real HTTP. The P1 and P5 scenarios of docs/PROBLEMS.md over HTTP, crashes of
 //! workers and of the server, cancellation reaching a child, graceful shutdowns, and a fuzz
 //! pass over the request surface.
 

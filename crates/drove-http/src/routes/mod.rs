@@ -47,7 +47,7 @@ pub struct WaitQuery {
 }
 
 impl WaitQuery {
-    /// The wait asked for; `?wait=0` is no wait at all (API.md "Numbers"), the same as none.
+    /// The wait asked for; `?wait=0` is no wait at all (docs/API.md "Long polls"), the same as none.
     pub fn duration(&self) -> Result<Option<Duration>, ApiError> {
         let wait = self
             .wait

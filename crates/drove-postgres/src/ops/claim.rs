@@ -34,7 +34,7 @@ pub(crate) fn queue_cap(q: &QueueRow) -> Option<i64> {
     drove_store::limits::queue_cap(&q.config, q.limit_now)
 }
 
-/// How many more jobs a queue of `pool` may start now (API.md "Pools and lanes"): the pool's
+/// How many more jobs a queue of `pool` may start now (docs/API.md "Pools and lanes"): the pool's
 /// limit is shared by its queues; online queues get permits first; offline queues get what is
 /// left below the offline limit while no online job is ready, and never less than their
 /// minimum share ([`drove_store::limits::pool_room`]).

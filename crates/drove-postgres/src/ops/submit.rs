@@ -1,4 +1,4 @@
-//! Submitting: create, or join / reuse / replace by key (API.md "Keys").
+//! Submitting: create, or join / reuse / replace by key (docs/API.md "Keys").
 //!
 //! One live job per (queue, key) is the partial unique index `jobs_key_live`. A keyed entry
 //! first looks for the live job; when there is none it inserts with `ON CONFLICT DO NOTHING`,

@@ -1,4 +1,4 @@
-//! Submitting: create, or join / reuse / replace by key (API.md "Keys").
+//! Submitting: create, or join / reuse / replace by key (docs/API.md "Keys").
 
 use drove_core::{Job, JobId, JobState, Millis, OnConflict};
 use drove_store::{NewJob, StoreError, Submitted};

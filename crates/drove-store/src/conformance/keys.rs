@@ -1,4 +1,4 @@
-//! Keys: one active job per key (API.md "Keys").
+//! Keys: one active job per key (docs/API.md "Keys").
 
 use std::sync::Arc;
 

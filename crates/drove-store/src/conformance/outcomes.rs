@@ -42,7 +42,7 @@ pub async fn permanent_failure_fails_at_once(s: Arc<dyn Store>) {
 }
 
 pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dyn Store>) {
-    // Under a rate, a throttled outcome holds the queue (API.md).
+    // Under a rate, a throttled outcome holds the queue (docs/API.md).
     set_queue(&*s, "q", r#"{"rate": {"limit": 1000, "period_ms": 1000, "burst": 100}}"#, T0).await;
     s.submit(vec![job("q"), job("q")], T0).await.unwrap();
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();

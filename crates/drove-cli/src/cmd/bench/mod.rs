@@ -1,4 +1,4 @@
-//! `drove bench`: the workloads of BENCH.md (W1-W6) against this build, in process or over
+//! `drove bench`: the workloads of docs/BENCHMARKS.md (W1-W6) against this build, in process or over
 //! HTTP, on SQLite (PostgreSQL once built in). One JSON line per run with `--json`, a table
 //! otherwise. Every run starts from a fresh database in a temporary directory on the same
 //! disk as `--dir` (default: the current directory), so fsync costs what it costs there.

@@ -1,4 +1,4 @@
-//! The workloads of BENCH.md. Each returns one JSON object of figures.
+//! The workloads of docs/BENCHMARKS.md. Each returns one JSON object of figures.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
