@@ -27,6 +27,8 @@ enum Command {
     Queues(cmd::client::QueuesArgs),
     /// Show or change a queue's settings.
     Queue(cmd::client::QueueArgs),
+    /// Recurring jobs: set, list, get, pause, resume, run, delete.
+    Schedule(cmd::schedule::Args),
     /// Apply pending PostgreSQL migrations (drove serve also applies them on start).
     Migrate(cmd::migrate::Args),
     /// Run the benchmark workloads of docs/BENCHMARKS.md (w1..w6, all, flow).
@@ -92,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Command::Submit(a) => cmd::client::submit(a).await,
             Command::Jobs(a) => cmd::client::jobs(a).await,
             Command::Queues(a) => cmd::client::queues(a).await,
+            Command::Schedule(a) => cmd::schedule::run(a).await,
             Command::Queue(a) => cmd::client::queue(a).await,
             Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,

@@ -15,6 +15,25 @@ pub enum WaitError {
     TooLong,
 }
 
+/// Parses a duration written `N` followed by a unit: `ms`, `s`, `m`, `h` or `d` (`@every 30s`).
+/// `None` for anything else, or past `i64` milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let unit_ms: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    digits.parse::<i64>().ok()?.checked_mul(unit_ms)
+}
+
 /// Parses a `?wait=` value.
 pub fn parse_wait(text: &str) -> Result<Duration, WaitError> {
     let (digits, unit_ms): (&str, u64) = if let Some(d) = text.strip_suffix("ms") {
@@ -38,6 +57,17 @@ pub fn parse_wait(text: &str) -> Result<Duration, WaitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration_ms("30s"), Some(30_000));
+        assert_eq!(parse_duration_ms("1500ms"), Some(1_500));
+        assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
+        assert_eq!(parse_duration_ms("1d"), Some(86_400_000));
+        for bad in ["", "30", "s", "3x", "-1s", "1.5s", "9999999999999999d"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_the_four_forms() {

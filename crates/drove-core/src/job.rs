@@ -1,4 +1,4 @@
-//! The job model of API.md: states, errors, progress, and the job document itself.
+//! The job model of docs/API.md: states, errors, progress, and the job document itself.
 
 use std::fmt;
 use std::str::FromStr;
@@ -67,12 +67,16 @@ impl Serialize for LeaseToken {
     }
 }
 
-/// A job's state (API.md "Job model"). The explicit values are the codes both stores keep in
+/// A job's state (docs/API.md "States"). The explicit values are the codes both stores keep in
 /// their `state` column and name in index predicates (`state = 1`): they never change (a test
 /// pins them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Waits for something other than time: its dependencies, its children (a fan-in), or the
+    /// run of its key ahead of it (a follow-up). Below the live codes' floor, so `state < 3`
+    /// still means "holds its key" and `state >= 3` "ended".
+    Waiting = -1,
     Scheduled = 0,
     Queued = 1,
     Running = 2,
@@ -82,7 +86,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
+        JobState::Waiting,
         JobState::Scheduled,
         JobState::Queued,
         JobState::Running,
@@ -97,11 +102,12 @@ impl JobState {
     }
 
     pub fn from_code(code: i64) -> Option<JobState> {
-        JobState::ALL.get(usize::try_from(code).ok()?).copied()
+        JobState::ALL.into_iter().find(|s| s.code() == code)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Waiting => "waiting",
             JobState::Scheduled => "scheduled",
             JobState::Queued => "queued",
             JobState::Running => "running",
@@ -115,7 +121,7 @@ impl JobState {
         matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
     }
 
-    /// Scheduled, queued or running: the states that hold a key.
+    /// Waiting, scheduled, queued or running: the states that hold a key.
     pub fn is_active(self) -> bool {
         !self.is_terminal()
     }
@@ -134,7 +140,7 @@ impl fmt::Display for JobState {
     }
 }
 
-/// The kind of a job's last error (API.md `error.kind`). The explicit values are the codes the
+/// The kind of a job's last error (docs/API.md `error.kind`). The explicit values are the codes the
 /// stores keep (`error_kind`, the error history): they never change (a test pins them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,16 +153,19 @@ pub enum ErrorKind {
     /// A failure known to pass by itself (a deadlock, a lock wait timeout, a reset connection):
     /// retried fast, on a budget of its own.
     Transient = 5,
+    /// Never ran: a job it depends on failed or was cancelled (the message names it).
+    Dependency = 6,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Retryable,
         ErrorKind::Permanent,
         ErrorKind::Throttled,
         ErrorKind::Timeout,
         ErrorKind::Lost,
         ErrorKind::Transient,
+        ErrorKind::Dependency,
     ];
 
     pub fn code(self) -> i64 {
@@ -175,6 +184,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Lost => "lost",
             ErrorKind::Transient => "transient",
+            ErrorKind::Dependency => "dependency",
         }
     }
 }
@@ -236,7 +246,7 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-/// What a submit does when its key is held by an active job (API.md "Keys").
+/// What a submit does when its key is held by an active job (docs/API.md "Keys").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnConflict {
@@ -248,9 +258,113 @@ pub enum OnConflict {
     Replace,
     /// Refuse (409) while a job with the key is active.
     Reject,
+    /// While the key's job runs, keep one successor waiting behind it with the newest payload
+    /// (every such submit answers the successor); a job that has not started takes the payload.
+    FollowUp,
 }
 
-/// A job as clients see it (API.md "Job model"), plus a few additions (`timeout_ms`,
+/// What a `waiting` job waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// Jobs it depends on (`depends_on`) to succeed.
+    Dependencies = 1,
+    /// Its children to end (it completed with `await_children`).
+    Children = 2,
+    /// The running job of its key to end (a follow-up).
+    Key = 3,
+}
+
+impl WaitingFor {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> Option<WaitingFor> {
+        [WaitingFor::Dependencies, WaitingFor::Children, WaitingFor::Key]
+            .into_iter()
+            .find(|w| w.code() == code)
+    }
+}
+
+/// What a dependent does when a job it depends on fails or is cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// End the same way without running (failed, or cancelled), the error naming the job.
+    #[default]
+    Fail = 0,
+    /// Run anyway once every dependency has ended.
+    Run = 1,
+}
+
+impl OnDependencyFailure {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> OnDependencyFailure {
+        if code == 1 { OnDependencyFailure::Run } else { OnDependencyFailure::Fail }
+    }
+}
+
+/// A parent's children, counted as they end (`succeeded` includes the `partial` ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+pub struct Children {
+    pub total: i64,
+    pub succeeded: i64,
+    pub partial: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl Children {
+    /// Children that have ended.
+    pub fn ended(&self) -> i64 {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    /// Children not yet ended.
+    pub fn pending(&self) -> i64 {
+        (self.total - self.ended()).max(0)
+    }
+}
+
+/// How an operation (a parent and its children) came out, from the parent's state and its
+/// children's: `running` until the parent has ended; then `failed` when the parent failed or
+/// was cancelled or every child failed, `partial` when any child failed, was cancelled or
+/// succeeded partly, else `succeeded`.
+pub fn operation_outcome(parent: JobState, children: &Children) -> &'static str {
+    if !parent.is_terminal() {
+        return "running";
+    }
+    if parent != JobState::Succeeded
+        || (children.total > 0 && children.failed + children.cancelled == children.total)
+    {
+        return "failed";
+    }
+    if children.failed + children.cancelled + children.partial > 0 { "partial" } else { "succeeded" }
+}
+
+/// Flags a store keeps on a job for its own bookkeeping (never shown to clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Links {
+    /// Some job depends on this one: its end resolves them.
+    pub has_dependents: bool,
+    /// A follow-up waits behind this one: its end starts it.
+    pub has_follow_up: bool,
+}
+
+impl Links {
+    pub const DEPENDENTS: i64 = 1;
+    pub const FOLLOW_UP: i64 = 2;
+
+    pub fn from_bits(bits: i64) -> Links {
+        Links { has_dependents: bits & Self::DEPENDENTS != 0, has_follow_up: bits & Self::FOLLOW_UP != 0 }
+    }
+}
+
+/// A job as clients see it (docs/API.md "Jobs"), plus a few additions (`timeout_ms`,
 /// `lease_expires_at`, `worker`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
@@ -274,17 +388,41 @@ pub struct Job {
     pub error: Option<JobError>,
     /// Every run that ended in an error (retryable, transient, permanent, throttled, timeout, lost), oldest
     /// first, the last [`ERROR_HISTORY`] of them; kept by the store whatever path recorded it.
-    /// An addition to API.md's job model.
+    /// An addition to docs/API.md's job model.
     pub errors: Vec<AttemptError>,
     pub cancel_requested: bool,
     pub partial: bool,
-    /// How many runs ended in a transient error (an addition to API.md's job model).
+    /// How many runs ended in a transient error (an addition to docs/API.md's job model).
     pub transient_retries: i64,
     pub timeout_ms: Option<i64>,
     /// The worker holding the current run (`running` only).
     pub worker: Option<String>,
     /// When the current run's lease ends unless extended (`running` only).
     pub lease_expires_at: Option<Millis>,
+    /// The job whose child this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// The jobs this one waited for (given at submit).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<JobId>,
+    #[serde(skip_serializing_if = "is_default")]
+    pub on_dependency_failure: OnDependencyFailure,
+    /// What a `waiting` job waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<WaitingFor>,
+    /// Its children, once it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Children>,
+    /// This run is the fan-in: the job completed with `await_children` and its children have
+    /// all ended since.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fan_in: bool,
+    #[serde(skip)]
+    pub links: Links,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl PartialEq for Job {
@@ -317,6 +455,13 @@ impl PartialEq for Job {
             && self.timeout_ms == other.timeout_ms
             && self.worker == other.worker
             && self.lease_expires_at == other.lease_expires_at
+            && self.parent == other.parent
+            && self.depends_on == other.depends_on
+            && self.on_dependency_failure == other.on_dependency_failure
+            && self.waiting_for == other.waiting_for
+            && self.children == other.children
+            && self.fan_in == other.fan_in
+            && self.links == other.links
     }
 }
 
@@ -339,6 +484,7 @@ mod tests {
         assert_eq!(
             states,
             vec![
+                (JobState::Waiting, -1),
                 (JobState::Scheduled, 0),
                 (JobState::Queued, 1),
                 (JobState::Running, 2),
@@ -356,9 +502,35 @@ mod tests {
                 ("throttled", 2),
                 ("timeout", 3),
                 ("lost", 4),
-                ("transient", 5)
+                ("transient", 5),
+                ("dependency", 6)
             ]
         );
+        let waits: Vec<i64> = [WaitingFor::Dependencies, WaitingFor::Children, WaitingFor::Key]
+            .iter()
+            .map(|w| w.code())
+            .collect();
+        assert_eq!(waits, vec![1, 2, 3]);
+        assert_eq!((Links::DEPENDENTS, Links::FOLLOW_UP), (1, 2));
+        assert_eq!((OnDependencyFailure::Fail.code(), OnDependencyFailure::Run.code()), (0, 1));
+    }
+
+    #[test]
+    fn an_operation_comes_out_of_its_parent_and_children() {
+        let c = |total, succeeded, partial, failed, cancelled| Children {
+            total,
+            succeeded,
+            partial,
+            failed,
+            cancelled,
+        };
+        assert_eq!(operation_outcome(JobState::Running, &c(3, 3, 0, 0, 0)), "running");
+        assert_eq!(operation_outcome(JobState::Succeeded, &c(3, 3, 0, 0, 0)), "succeeded");
+        assert_eq!(operation_outcome(JobState::Succeeded, &c(3, 3, 1, 0, 0)), "partial");
+        assert_eq!(operation_outcome(JobState::Succeeded, &c(3, 2, 0, 1, 0)), "partial");
+        assert_eq!(operation_outcome(JobState::Succeeded, &c(3, 0, 0, 2, 1)), "failed");
+        assert_eq!(operation_outcome(JobState::Failed, &c(3, 3, 0, 0, 0)), "failed");
+        assert_eq!(c(5, 2, 1, 1, 1).pending(), 1);
     }
 
     #[test]
@@ -368,7 +540,7 @@ mod tests {
             assert_eq!(st.as_str().parse::<JobState>(), Ok(st));
         }
         assert_eq!(JobState::from_code(6), None);
-        assert_eq!(JobState::from_code(-1), None);
+        assert_eq!(JobState::from_code(-2), None);
     }
 
     #[test]

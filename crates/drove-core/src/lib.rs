@@ -1,4 +1,4 @@
-//! Drove's vocabulary: the job model of the public contract (API.md), the validation rules for
+//! Drove's vocabulary: the job model of the public contract (docs/API.md), the validation rules for
 //! names and numbers, and the flow-control arithmetic (backoff, GCRA, adaptive limits).
 //!
 //! Key decision: everything here is pure. Time comes in as an argument ([`Millis`]), randomness
@@ -13,12 +13,13 @@ pub mod job;
 pub mod learned;
 pub mod name;
 pub mod queue;
+pub mod schedule;
 pub mod time;
 pub mod validation;
 
 pub use job::{
-    AttemptError, ERROR_HISTORY, ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken, OnConflict,
-    Progress,
+    AttemptError, Children, ERROR_HISTORY, ErrorKind, FailKind, Job, JobError, JobId, JobState, LeaseToken,
+    Links, OnConflict, OnDependencyFailure, Progress, WaitingFor, operation_outcome,
 };
 pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit, Transient};
 pub use time::Millis;

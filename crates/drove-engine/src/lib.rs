@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{ErrorKind, FailKind, Job, JobId, JobState, Millis};
+use drove_store::schedules::{ScheduleInfo, ScheduleSpec};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, NewJob, Outcome, PoolInfo, QueueInfo, Store,
     StoreError, Submitted,
@@ -219,6 +220,34 @@ impl Engine {
         let p = self.inner.store.put_pool(name, patch, crate::now()).await?;
         tracing::info!(pool = %name, "pool settings changed");
         Ok(p)
+    }
+
+    /// Creates or replaces a schedule (see [`Store::put_schedule`]); `true`: created.
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        spec: ScheduleSpec,
+    ) -> Result<(ScheduleInfo, bool), StoreError> {
+        let out = self.inner.store.put_schedule(name, spec, crate::now()).await?;
+        tracing::info!(schedule = %name, created = out.1, paused = out.0.spec.paused, "schedule written");
+        Ok(out)
+    }
+
+    /// Deletes a schedule; `false`: there was none.
+    pub async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        let gone = self.inner.store.delete_schedule(name).await?;
+        tracing::info!(schedule = %name, gone, "schedule deleted");
+        Ok(gone)
+    }
+
+    /// Enqueues a schedule's job now (see [`Store::run_schedule`]).
+    pub async fn run_schedule(&self, name: &str) -> Result<Submitted, StoreError> {
+        let sub = self.inner.store.run_schedule(name, crate::now()).await?;
+        tracing::info!(schedule = %name, job = %sub.job.id, created = sub.created, "schedule run now");
+        if sub.created {
+            metrics::counter!("drove_jobs_submitted_total", "queue" => sub.job.queue.clone()).increment(1);
+        }
+        Ok(sub)
     }
 
     /// Claims jobs, waiting up to `wait` for one to become claimable.

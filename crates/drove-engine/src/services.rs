@@ -17,6 +17,7 @@ pub(crate) fn spawn_all(engine: &Engine) {
     tasks.spawn(Promoter { engine: engine.clone() }.run());
     tasks.spawn(Reaper { engine: engine.clone() }.run());
     tasks.spawn(Pruner { engine: engine.clone() }.run());
+    tasks.spawn(Scheduler { engine: engine.clone() }.run());
 }
 
 /// How long to sleep until `at` (never negative), capped at `cap`.
@@ -98,6 +99,56 @@ impl Promoter {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Enqueues the ticks of schedules as they come (exactly one job per tick across nodes: the
+/// store's pass is the guarantee; this only decides when to ask).
+pub struct Scheduler {
+    pub engine: Engine,
+}
+
+impl Scheduler {
+    /// Fires every due schedule; returns how many jobs that submitted.
+    pub async fn tick(store: &dyn Store, now: Millis) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let before = total;
+            total += store.fire_schedules(now, drove_store::schedules::FIRE_BATCH).await?;
+            // A pass that found a full batch due may have left more; one that submitted nothing
+            // new had nothing left (or only ticks that enqueue nothing).
+            if total == before || total - before < drove_store::schedules::FIRE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn run(self) {
+        let store = self.engine.store();
+        let hub = store.hub();
+        let shutdown = self.engine.shutdown_token();
+        let cap = self.engine.config().max_idle;
+        loop {
+            let now = crate::now();
+            let step = async { Self::tick(&**store, now).await.and(store.next_tick().await) };
+            let next = match unless_shutdown(shutdown, step).await {
+                None => return,
+                Some(Ok(next)) => next,
+                Some(Err(e)) => {
+                    if unless_shutdown(shutdown, pause_after(&e, "scheduler")).await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // Past the tick by a millisecond: the pass at the tick's own instant finds it due.
+            let wait = until(next.map(|t| t.plus_ms(1)), now, cap);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = hub.schedules_changed() => {}
             }
         }
     }

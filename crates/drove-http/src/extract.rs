@@ -147,6 +147,8 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
         Field,
         /// `jobs` or `finish` at the top: an array of objects.
         Jobs,
+        /// `depends_on` (of the body or of an entry): an array of scalars (job ids).
+        Ids,
     }
     struct Check<'p> {
         slot: Slot,
@@ -182,13 +184,20 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
             Ok(())
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            if self.slot != Slot::Jobs {
-                return Err(A::Error::custom(format!("{}\u{0}must be an object, not an array", self.path)));
-            }
+            let element = match self.slot {
+                Slot::Jobs => Slot::Object,
+                Slot::Ids => Slot::Field,
+                _ => {
+                    return Err(A::Error::custom(format!(
+                        "{}\u{0}must be an object, not an array",
+                        self.path
+                    )));
+                }
+            };
             let mut i = 0usize;
             loop {
                 let path = format!("{}[{i}]", self.path);
-                if seq.next_element_seed(Check { slot: Slot::Object, path: &path })?.is_none() {
+                if seq.next_element_seed(Check { slot: element, path: &path })?.is_none() {
                     return Ok(());
                 }
                 i += 1;
@@ -201,7 +210,11 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                let slot = if top && (key == "jobs" || key == "finish") { Slot::Jobs } else { Slot::Field };
+                let slot = match key.as_str() {
+                    "jobs" | "finish" if top => Slot::Jobs,
+                    "depends_on" if self.slot == Slot::Object => Slot::Ids,
+                    _ => Slot::Field,
+                };
                 let path = if top { key } else { format!("{}.{key}", self.path) };
                 map.next_value_seed(Check { slot, path: &path })?;
             }
@@ -212,8 +225,12 @@ fn objects_are_objects(bytes: &[u8]) -> Result<(), ApiError> {
         fn scalar<E: Error>(self) -> Result<(), E> {
             match self.slot {
                 Slot::Field => Ok(()),
-                Slot::Object | Slot::Jobs => {
-                    let what = if self.slot == Slot::Jobs { "an array of objects" } else { "a JSON object" };
+                Slot::Object | Slot::Jobs | Slot::Ids => {
+                    let what = match self.slot {
+                        Slot::Jobs => "an array of objects",
+                        Slot::Ids => "an array of job ids",
+                        _ => "a JSON object",
+                    };
                     Err(E::custom(format!("{}\u{0}must be {what}", self.path)))
                 }
             }

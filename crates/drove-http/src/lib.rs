@@ -124,8 +124,8 @@ impl AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Drove", description = "Durable jobs over HTTP: submit and await jobs, run remote workers, inspect queues. See API.md."),
-    tags((name = "jobs"), (name = "queues"), (name = "workers"), (name = "operations"))
+    info(title = "Drove", description = "Durable jobs over HTTP: submit and await jobs, run remote workers, inspect queues. The contract is docs/API.md in Drove's repository."),
+    tags((name = "jobs"), (name = "queues"), (name = "workers"), (name = "schedules"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -146,6 +146,14 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::queues::get, routes::queues::put))
         .routes(routes!(routes::workers::claim))
         .routes(routes!(routes::queues::put_pool, routes::queues::get_pool))
+        .routes(routes!(routes::schedules::list))
+        .routes(routes!(
+            routes::schedules::get,
+            routes::schedules::put,
+            routes::schedules::patch,
+            routes::schedules::delete
+        ))
+        .routes(routes!(routes::schedules::run))
         .routes(routes!(routes::ops::summary))
         .routes(routes!(routes::ops::healthz))
         .routes(routes!(routes::ops::readyz))

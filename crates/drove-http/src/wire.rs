@@ -3,7 +3,9 @@
 
 use drove_core::queue::MAX_LEASE_MS;
 use drove_core::validation::{duration_ms, within};
-use drove_core::{FailKind, Job, LeaseToken, Millis, OnConflict, Progress, RawJson};
+use drove_core::{
+    FailKind, Job, JobId, LeaseToken, Millis, OnConflict, OnDependencyFailure, Progress, RawJson,
+};
 use drove_store::{Finish, NewJob, Outcome};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,6 +20,19 @@ pub enum OnConflictWire {
     Join,
     Replace,
     Reject,
+    /// While the key's job runs, one successor waits behind it with the newest payload.
+    FollowUp,
+}
+
+/// `on_dependency_failure` of a submit.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailureWire {
+    /// End as the dependency did (failed or cancelled), without running.
+    #[default]
+    Fail,
+    /// Run once every dependency has ended, however it ended.
+    Run,
 }
 
 /// A job to submit (`POST /v1/jobs`, and each entry of `POST /v1/jobs/batch`).
@@ -65,6 +80,27 @@ pub struct SubmitBody {
     pub reuse_for_ms: Option<i64>,
     #[serde(default)]
     pub on_conflict: Option<OnConflictWire>,
+    /// After `reuse_for_ms`, a submit within this much more answers the key's last success at
+    /// once (`stale: true`) and starts one refresh (needs a key).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
+    pub stale_for_ms: Option<i64>,
+    /// The id of the job whose child this is (counted in its `children`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub parent: Option<String>,
+    /// Ids of jobs that must succeed before this one starts (at most 100).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, max_items = 100)]
+    pub depends_on: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_dependency_failure: Option<OnDependencyFailureWire>,
+}
+
+/// A job id given in a body: canonical decimal text (a bare number is refused, as ids are
+/// strings), else a 422 naming the field.
+fn job_id_field(field: &str, text: &str) -> Result<JobId, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid(field, format!("{text:?} is not a job id")))
 }
 
 impl SubmitBody {
@@ -103,6 +139,21 @@ impl SubmitBody {
                 OnConflictWire::Join => OnConflict::Join,
                 OnConflictWire::Replace => OnConflict::Replace,
                 OnConflictWire::Reject => OnConflict::Reject,
+                OnConflictWire::FollowUp => OnConflict::FollowUp,
+            },
+            stale_for_ms: self.stale_for_ms,
+            parent: self.parent.as_deref().map(|p| job_id_field("parent", p)).transpose()?,
+            depends_on: match self.depends_on {
+                Some(ids) => ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| job_id_field(&format!("depends_on[{i}]"), d))
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
+            on_dependency_failure: match self.on_dependency_failure.unwrap_or_default() {
+                OnDependencyFailureWire::Fail => OnDependencyFailure::Fail,
+                OnDependencyFailureWire::Run => OnDependencyFailure::Run,
             },
         })
     }
@@ -112,8 +163,8 @@ impl SubmitBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    /// 1 to 1,000 jobs.
-    #[schema(min_items = 1, max_items = 1000)]
+    /// 1 to 10,000 jobs.
+    #[schema(min_items = 1, max_items = 10000)]
     pub jobs: Vec<SubmitBody>,
 }
 
@@ -225,6 +276,25 @@ pub struct CompleteBody {
     /// A success that left some items undone.
     #[serde(default)]
     pub partial: Option<bool>,
+    /// Not done yet: run again (the fan-in, no attempt used) once every child has ended; the
+    /// result is kept meanwhile. Not with `partial`.
+    #[serde(default)]
+    pub await_children: Option<bool>,
+}
+
+/// The outcome of a completion: a success, or a wait for the job's children.
+pub fn complete_outcome(
+    result: Option<RawJson>,
+    partial: Option<bool>,
+    await_children: Option<bool>,
+) -> Result<Outcome, ApiError> {
+    match (await_children.unwrap_or(false), partial.unwrap_or(false)) {
+        (true, true) => {
+            Err(ApiError::invalid("await_children", "a partial success has ended: not with partial"))
+        }
+        (true, false) => Ok(Outcome::AwaitChildren { result }),
+        (false, partial) => Ok(Outcome::Complete { result, partial }),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
@@ -306,6 +376,9 @@ pub struct FinishEntry {
     pub retry_after_ms: Option<i64>,
     #[serde(default)]
     pub release: Option<bool>,
+    /// As in `POST /v1/jobs/{id}/complete`.
+    #[serde(default)]
+    pub await_children: Option<bool>,
 }
 
 /// `POST /v1/jobs/finish`: ends many runs in one request; each entry stands alone.
@@ -329,7 +402,7 @@ impl FinishEntry {
         } else if let Some(error) = self.error {
             fail_outcome(error, self.retry_after_ms)
         } else {
-            Outcome::Complete { result: self.result, partial: self.partial.unwrap_or(false) }
+            complete_outcome(self.result, self.partial, self.await_children)?
         };
         Ok(Finish { id, lease: self.lease.token(), outcome })
     }
@@ -347,8 +420,30 @@ pub struct JobOut<'a> {
     pub job: &'a Job,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deduplicated: Option<bool>,
+    /// A stale success answered at once (`stale_for_ms`): the job refreshing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<JobId>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseToken>,
+}
+
+impl<'a> JobOut<'a> {
+    /// The job alone.
+    pub fn of(job: &'a Job) -> JobOut<'a> {
+        JobOut { job, deduplicated: None, refresh: None, stale: false, lease: None }
+    }
+
+    /// A submit's answer.
+    pub fn submitted(s: &'a drove_store::Submitted) -> JobOut<'a> {
+        JobOut {
+            deduplicated: Some(!s.created),
+            refresh: s.refresh,
+            stale: s.refresh.is_some(),
+            ..JobOut::of(&s.job)
+        }
+    }
 }
 
 // ---- documented response shapes (serialised from drove_core types; a test keeps them in step)

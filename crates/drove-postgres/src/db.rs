@@ -242,6 +242,9 @@ impl Shared {
         if let Some(at) = fx.scheduled {
             hub.scheduled(at);
         }
+        if fx.schedules {
+            hub.schedule_written();
+        }
         for job in fx.finished {
             hub.job_finished(Arc::new(job));
         }

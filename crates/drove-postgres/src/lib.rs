@@ -47,6 +47,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis, ValidationError};
+use drove_store::schedules::{ScheduleInfo, ScheduleSpec};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
     OutcomeCount, PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
@@ -441,6 +442,68 @@ impl Store for PostgresStore {
                 Box::pin(async move { ops::admin::set_offline_limit(tx, &pool, limit).await })
             })
             .await
+    }
+
+    async fn put_schedule(
+        &self,
+        name: &str,
+        spec: ScheduleSpec,
+        now: Millis,
+    ) -> Result<(ScheduleInfo, bool), StoreError> {
+        drove_core::name::check_queue_name("name", name)?;
+        spec.validate(self.shared.max_payload)?;
+        let name: Arc<str> = name.into();
+        let spec = Arc::new(spec);
+        self.shared
+            .write(now, move |tx| -> TxFuture<'_, _> {
+                let (name, spec) = (Arc::clone(&name), Arc::clone(&spec));
+                Box::pin(async move { ops::schedule::put(tx, &name, &spec).await })
+            })
+            .await
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<ScheduleInfo>, StoreError> {
+        let name: Arc<str> = name.into();
+        self.shared
+            .read(move |c| -> TxFuture<'_, _> {
+                let name = Arc::clone(&name);
+                Box::pin(async move { ops::schedule::get(c, &name).await })
+            })
+            .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(ops::schedule::list(c)) }).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        let name: Arc<str> = name.into();
+        self.shared
+            .write(drove_core::Millis(0), move |tx| -> TxFuture<'_, _> {
+                let name = Arc::clone(&name);
+                Box::pin(async move { ops::schedule::delete(tx, &name).await })
+            })
+            .await
+    }
+
+    async fn run_schedule(&self, name: &str, now: Millis) -> Result<Submitted, StoreError> {
+        let name: Arc<str> = name.into();
+        self.shared
+            .write(now, move |tx| -> TxFuture<'_, _> {
+                let name = Arc::clone(&name);
+                Box::pin(async move { ops::schedule::run(tx, &name).await })
+            })
+            .await
+    }
+
+    async fn fire_schedules(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.shared
+            .write(now, move |tx| -> TxFuture<'_, _> { Box::pin(ops::schedule::fire(tx, limit)) })
+            .await
+    }
+
+    async fn next_tick(&self) -> Result<Option<Millis>, StoreError> {
+        self.shared.read(move |c| -> TxFuture<'_, _> { Box::pin(ops::schedule::next_tick(c)) }).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

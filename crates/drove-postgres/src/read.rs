@@ -167,6 +167,7 @@ pub(crate) async fn outcomes(c: &Object, since: Millis) -> Result<Vec<OutcomeCou
 async fn select(c: &Object, f: &JobFilter, before: i64, fetch: usize) -> Result<Vec<Job>, TxError> {
     let mut sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id < $1");
     let state = f.state.map(|s| s.code() as i16);
+    let parent = f.parent.map(|p| p.0);
     let fetch = fetch as i64;
     let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&before];
     if let Some(k) = &f.key {
@@ -188,6 +189,13 @@ async fn select(c: &Object, f: &JobFilter, before: i64, fetch: usize) -> Result<
     if let Some(p) = &f.partial {
         args.push(p);
         sql.push_str(&format!(" AND state = 3 AND partial = ${}", args.len()));
+    }
+    if let Some(p) = &parent {
+        args.push(p);
+        sql.push_str(&format!(" AND parent_id = ${}", args.len()));
+    }
+    if f.operations {
+        sql.push_str(" AND children_total > 0");
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len() + 1));
     args.push(&fetch);

@@ -44,6 +44,14 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job, TxError> {
         lease_expires_at: row.try_get(24)?,
         errors: row.try_get(25)?,
         transient_retries: row.try_get(26)?,
+        parent_id: row.try_get(27)?,
+        deps: row.try_get(28)?,
+        dep_failure: i64::from(row.try_get::<_, i16>(29)?),
+        wait_for: row.try_get::<_, Option<i16>>(30)?.map(i64::from),
+        follow_key: row.try_get(31)?,
+        links: i64::from(row.try_get::<_, i16>(32)?),
+        children: [row.try_get(33)?, row.try_get(34)?, row.try_get(35)?, row.try_get(36)?, row.try_get(37)?],
+        fan_in: row.try_get(38)?,
     };
     Ok(jr.into_job()?)
 }

@@ -62,6 +62,8 @@ pub(crate) struct Effects {
     pub ready: Vec<String>,
     /// Earliest `run_at` of a job this transaction scheduled.
     pub scheduled: Option<Millis>,
+    /// A schedule was written: this node's scheduler looks again (others within a second).
+    pub schedules: bool,
     /// Jobs that reached a terminal state and are watched on this node.
     pub finished: Vec<Job>,
     /// Jobs that reached a terminal state while nobody here watched them.
@@ -244,6 +246,11 @@ impl<'a> Tx<'a> {
         if !self.fx.ready.iter().any(|q| q == queue) {
             self.fx.ready.push(queue.to_owned());
         }
+    }
+
+    /// A schedule was written: this node's scheduler hears of it after commit.
+    pub fn schedule_written(&mut self) {
+        self.fx.schedules = true;
     }
 
     /// A job now waits for `run_at` (promoters hear of it after commit).

@@ -200,7 +200,14 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
     // failure from a minute ago.
     client
         .batch_execute(&format!(
-            "ALTER TABLE \"{schema}\".queues DROP COLUMN learn_us, DROP COLUMN learn_at, DROP COLUMN learn_strikes; \
+            "DROP TABLE \"{schema}\".schedules; DROP TABLE \"{schema}\".job_deps; \
+             ALTER TABLE \"{schema}\".jobs DROP COLUMN parent_id, DROP COLUMN depth, DROP COLUMN deps, \
+                 DROP COLUMN deps_pending, DROP COLUMN dep_failure, DROP COLUMN wait_for, DROP COLUMN follow_key, \
+                 DROP COLUMN links, DROP COLUMN children_total, DROP COLUMN children_succeeded, \
+                 DROP COLUMN children_partial, DROP COLUMN children_failed, DROP COLUMN children_cancelled, \
+                 DROP COLUMN fan_in; \
+             DELETE FROM \"{schema}\".schema_migrations WHERE version = 6; \
+             ALTER TABLE \"{schema}\".queues DROP COLUMN learn_us, DROP COLUMN learn_at, DROP COLUMN learn_strikes; \
              ALTER TABLE \"{schema}\".groups DROP COLUMN learn_us, DROP COLUMN learn_at, DROP COLUMN learn_strikes; \
              DELETE FROM \"{schema}\".schema_migrations WHERE version = 5; \
              ALTER TABLE \"{schema}\".jobs DROP COLUMN transient_retries, DROP COLUMN transient_streak; \
@@ -215,13 +222,14 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
         ))
         .await
         .unwrap();
-    assert_eq!(SCHEMA_VERSION, 5, "this test undoes versions 4 and 5; a newer migration needs its own");
-    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5]);
+    assert_eq!(SCHEMA_VERSION, 6, "this test undoes versions 4 to 6; a newer migration needs its own");
+    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5, 6]);
     let store = PostgresStore::open(opts).await.expect("open");
     let q = store.get_queue("q", T0).await.unwrap().expect("the queue's jobs survived");
     assert_eq!((q.counts.succeeded, q.counts.partial, q.counts.failed), (1, 1, 1));
     let job = store.get_job(drove_core::JobId(2)).await.unwrap().expect("the failed job survived");
     assert_eq!(job.transient_retries, 0);
+    assert_eq!((job.parent, job.children, job.depends_on.len()), (None, None, 0));
     let outcomes = store.outcomes(drove_core::Millis(1_799_999_000_000)).await.unwrap();
     let n: i64 = outcomes.iter().map(|o| o.n).sum();
     assert_eq!(n, 2, "the jobs already finished are counted in the windows: {outcomes:?}");
@@ -359,4 +367,45 @@ async fn a_rate_learned_on_one_node_paces_claims_on_every_node() {
     // Node B obeys the rate A learned.
     let q = b.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(q.rate_now, Some(25.0), "the first throttle halves the rate, for every node");
+}
+
+/// Schedules on two nodes: both pass at every tick (and race each other's restarts), and each
+/// tick of each schedule makes exactly one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_passing_at_every_tick_enqueue_each_tick_once() {
+    let Some(guard) = new_schema().await else { return };
+    let (a, b) = two(&guard).await;
+    for i in 0..30 {
+        let spec =
+            serde_json::from_str(&format!(r#"{{"cron": "@every 10s", "queue": "fleet", "payload": {i}}}"#))
+                .unwrap();
+        a.put_schedule(&format!("s{i}"), spec, T0).await.unwrap();
+    }
+    for tick in 1..=4 {
+        let now = at(tick * 10_000);
+        let tasks: Vec<_> = (0..6)
+            .map(|k| {
+                let s: Arc<dyn Store> = if k % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { s.fire_schedules(now, 8).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        while a.fire_schedules(now, 8).await.unwrap() > 0 {}
+    }
+    // A tick while node A is down: B enqueues it; A, back, finds nothing left to do.
+    a.close().await;
+    assert_eq!(b.fire_schedules(at(50_000), 100).await.unwrap(), 30);
+    let a = open(&guard).await;
+    assert_eq!(a.fire_schedules(at(50_000), 100).await.unwrap(), 0);
+    let jobs = a.list_jobs(Default::default(), 1_000, None).await.unwrap().jobs;
+    assert_eq!(jobs.len(), 150, "30 schedules x 5 ticks, each once");
+    let mut ticks: Vec<(String, i64)> =
+        jobs.iter().map(|j| (j.payload.get().to_owned(), j.run_at.0)).collect();
+    ticks.sort();
+    ticks.dedup();
+    assert_eq!(ticks.len(), 150, "no tick twice");
+    a.close().await;
+    b.close().await;
 }

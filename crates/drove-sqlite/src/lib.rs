@@ -31,6 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use drove_core::queue::{PoolPatch, QueuePatch};
 use drove_core::{Job, JobId, Millis};
+use drove_store::schedules::{ScheduleInfo, ScheduleSpec};
 use drove_store::{
     ClaimOutcome, ClaimRequest, Finish, Heartbeat, HeartbeatAck, Hub, JobFilter, JobPage, LimitScope, NewJob,
     OutcomeCount, PoolInfo, QueueInfo, RunSample, Store, StoreError, Submitted,
@@ -243,6 +244,45 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let pool = pool.to_owned();
         self.writer.write(move |tx| ops::admin::set_offline_limit(tx, &pool, limit)).await
+    }
+
+    async fn put_schedule(
+        &self,
+        name: &str,
+        spec: ScheduleSpec,
+        now: Millis,
+    ) -> Result<(ScheduleInfo, bool), StoreError> {
+        drove_core::name::check_queue_name("name", name)?;
+        spec.validate(self.max_payload)?;
+        let name = name.to_owned();
+        self.writer.write(move |tx| ops::schedule::put(tx, &name, spec, now)).await
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<ScheduleInfo>, StoreError> {
+        let name = name.to_owned();
+        self.readers.with(move |c| ops::schedule::get(c, &name)).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        self.readers.with(ops::schedule::list).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.writer.write(move |tx| ops::schedule::delete(tx, &name)).await
+    }
+
+    async fn run_schedule(&self, name: &str, now: Millis) -> Result<Submitted, StoreError> {
+        let name = name.to_owned();
+        self.writer.write(move |tx| ops::schedule::run(tx, &name, now)).await
+    }
+
+    async fn fire_schedules(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |tx| ops::schedule::fire(tx, now, limit)).await
+    }
+
+    async fn next_tick(&self) -> Result<Option<Millis>, StoreError> {
+        self.readers.with(ops::schedule::next_tick).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

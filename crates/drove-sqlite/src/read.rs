@@ -205,6 +205,12 @@ fn query(conn: &Connection, f: &JobFilter, before: i64, fetch: usize) -> Result<
     if let Some(p) = f.partial {
         add("state = 3 AND partial =", i64::from(p).into());
     }
+    if let Some(p) = f.parent {
+        add("parent_id =", p.0.into());
+    }
+    if f.operations {
+        sql.push_str(" AND children_total > 0");
+    }
     args.push((fetch as i64).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
     conn.prepare_cached(&sql)

@@ -37,6 +37,14 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         lease_expires_at: row.get(24)?,
         errors: row.get(25)?,
         transient_retries: row.get(26)?,
+        parent_id: row.get(27)?,
+        deps: row.get(28)?,
+        dep_failure: row.get(29)?,
+        wait_for: row.get(30)?,
+        follow_key: row.get(31)?,
+        links: row.get(32)?,
+        children: [row.get(33)?, row.get(34)?, row.get(35)?, row.get(36)?, row.get(37)?],
+        fan_in: row.get::<_, i64>(38)? != 0,
     };
     // A row that does not decode is a bug or damage: an internal error (see `db_err`).
     jr.into_job()

@@ -1,10 +1,12 @@
 //! The schema, versioned by `PRAGMA user_version`. Each migration runs once, in order, in the
 //! same transaction as the version bump.
 //!
-//! States are small integers (`JobState::code`, pinned by a test): 0 scheduled, 1 queued,
-//! 2 running, 3 succeeded, 4 failed, 5 cancelled (`queue_counts` also keeps 6: succeeded and
-//! partial). Error kinds (`ErrorKind::code`): 0 retryable, 1 permanent, 2 throttled,
-//! 3 timeout, 4 lost, 5 transient. Times are milliseconds since the epoch; GCRA times
+//! States are small integers (`JobState::code`, pinned by a test): -1 waiting, 0 scheduled,
+//! 1 queued, 2 running, 3 succeeded, 4 failed, 5 cancelled, so `state < 3` is "live" (holds its
+//! key) and `state >= 3` "ended" (`queue_counts` also keeps 6: succeeded and partial). Error
+//! kinds (`ErrorKind::code`): 0 retryable, 1 permanent, 2 throttled, 3 timeout, 4 lost,
+//! 5 transient, 6 dependency. `wait_for` (`WaitingFor::code`): 1 dependencies, 2 children,
+//! 3 the key's running job; `links` bits: 1 has dependents, 2 has a follow-up. Times are milliseconds since the epoch; GCRA times
 //! (`tat`) are microseconds.
 
 use rusqlite::Connection;
@@ -169,6 +171,47 @@ ALTER TABLE queues ADD COLUMN learn_strikes INTEGER;
 ALTER TABLE groups ADD COLUMN learn_us INTEGER;
 ALTER TABLE groups ADD COLUMN learn_at INTEGER;
 ALTER TABLE groups ADD COLUMN learn_strikes INTEGER;
+"#,
+    // 6: jobs that wait on jobs, and schedules (drove_store::lineage, drove_store::schedules).
+    // A child names its parent and sits one level below it; a parent counts its children as
+    // they end. A dependent keeps the ids it depends on (`deps`, for reading) and how many it
+    // still waits for; `job_deps` finds a job's dependents by index when it ends. A follow-up
+    // waits with its key in `follow_key` (at most one per key, by index) until the key's
+    // running job ends. Schedules keep their settings as JSON and the next tick not enqueued.
+    r#"
+ALTER TABLE jobs ADD COLUMN parent_id INTEGER;
+ALTER TABLE jobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN deps TEXT;
+ALTER TABLE jobs ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN dep_failure INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN wait_for INTEGER;
+ALTER TABLE jobs ADD COLUMN follow_key TEXT;
+ALTER TABLE jobs ADD COLUMN links INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN children_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN children_succeeded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN children_partial INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN children_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN children_cancelled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN fan_in INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_parent ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX jobs_operations ON jobs (id) WHERE children_total > 0;
+CREATE UNIQUE INDEX jobs_follow_up ON jobs (queue, follow_key) WHERE follow_key IS NOT NULL AND state = -1;
+CREATE TABLE job_deps (
+    dep_id INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (dep_id, job_id)
+) WITHOUT ROWID;
+CREATE TABLE schedules (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER,
+    last_tick  INTEGER,
+    last_job   INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX schedules_due ON schedules (next_at) WHERE paused = 0;
 "#,
 ];
 

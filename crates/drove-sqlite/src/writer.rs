@@ -31,10 +31,21 @@ pub(crate) enum Msg {
     Close(oneshot::Sender<()>),
 }
 
-/// Count slots per queue: the six states by code, then 6 = succeeded and partial.
-pub(crate) const COUNT_SLOTS: usize = 7;
+/// Count slots per queue: the seven states by code + 1 (waiting, -1, is slot 0), then the
+/// partial successes.
+pub(crate) const COUNT_SLOTS: usize = 8;
 /// The count slot of partial successes.
-pub(crate) const PARTIAL_SLOT: usize = 6;
+pub(crate) const PARTIAL_SLOT: usize = 7;
+
+/// A state's count slot.
+fn slot(state: JobState) -> usize {
+    (state.code() + 1) as usize
+}
+
+/// The code a count slot is stored under (a state code, or PARTIAL_COUNT_CODE).
+fn slot_code(slot: usize) -> i64 {
+    if slot == PARTIAL_SLOT { drove_store::PARTIAL_COUNT_CODE } else { slot as i64 - 1 }
+}
 
 /// An ended run's outcome as the `outcomes` table counts it: (queue, minute, state, partial,
 /// error kind or -1).
@@ -79,6 +90,8 @@ pub(crate) struct OpCtx {
     outcomes: Vec<OutcomeKey>,
     /// Earliest `run_at` of a job this write scheduled.
     scheduled: Option<Millis>,
+    /// A schedule was written (the scheduler looks again after commit).
+    schedules: bool,
 }
 
 impl OpCtx {
@@ -90,6 +103,7 @@ impl OpCtx {
         for (q, delta) in other.counts {
             add_counts(&mut self.counts, &q, &delta);
         }
+        self.schedules |= other.schedules;
         self.ready.extend(other.ready);
         self.finished.extend(other.finished);
         self.unwatched_ends.extend(other.unwatched_ends);
@@ -147,10 +161,10 @@ impl Tx<'_> {
     pub fn moved(&mut self, queue: &str, from: Option<JobState>, to: Option<JobState>) {
         let mut delta = [0i64; COUNT_SLOTS];
         if let Some(f) = from {
-            delta[f.code() as usize] -= 1;
+            delta[slot(f)] -= 1;
         }
         if let Some(t) = to {
-            delta[t.code() as usize] += 1;
+            delta[slot(t)] += 1;
         }
         add_counts(&mut self.ctx.counts, queue, &delta);
     }
@@ -159,8 +173,8 @@ impl Tx<'_> {
     pub fn moved_n(&mut self, queue: &str, from: JobState, to: JobState, n: i64) {
         if n != 0 {
             let mut delta = [0i64; COUNT_SLOTS];
-            delta[from.code() as usize] -= n;
-            delta[to.code() as usize] += n;
+            delta[slot(from)] -= n;
+            delta[slot(to)] += n;
             add_counts(&mut self.ctx.counts, queue, &delta);
         }
     }
@@ -196,6 +210,11 @@ impl Tx<'_> {
         if !self.ctx.ready.iter().any(|q| q == queue) {
             self.ctx.ready.push(queue.to_owned());
         }
+    }
+
+    /// A schedule was written: the scheduler hears of it after commit.
+    pub fn schedule_written(&mut self) {
+        self.ctx.schedules = true;
     }
 
     /// A job now waits for `run_at` (the promoter hears of it after commit).
@@ -303,7 +322,7 @@ impl Tx<'_> {
             self.st.counts.iter().filter(|((q, _), _)| q == queue).map(|((_, s), n)| (*s, *n)).collect();
         for (q, delta) in &self.ctx.counts {
             if q == queue {
-                out.extend(delta.iter().enumerate().map(|(s, n)| (s as i64, *n)));
+                out.extend(delta.iter().enumerate().map(|(s, n)| (slot_code(s), *n)));
             }
         }
         out
@@ -496,7 +515,7 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
         for (q, delta) in ctx.counts.drain(..) {
             for (s, n) in delta.iter().enumerate() {
                 if *n != 0 {
-                    *st.counts.entry((q.clone(), s as i64)).or_insert(0) += n;
+                    *st.counts.entry((q.clone(), slot_code(s))).or_insert(0) += n;
                 }
             }
         }
@@ -519,6 +538,9 @@ fn run_batch(conn: &Connection, hub: &Hub, st: &mut WriterState, batch: &mut Vec
             }
             if let Some(at) = effects.scheduled {
                 hub.scheduled(at);
+            }
+            if effects.schedules {
+                hub.schedule_written();
             }
             for job in effects.finished {
                 hub.job_finished(Arc::new(job));

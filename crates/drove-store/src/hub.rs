@@ -51,6 +51,8 @@ pub struct Hub {
     /// Earliest `run_at` a store reported since the promoter last looked (`i64::MAX`: none).
     scheduled_hint: AtomicI64,
     timers: Notify,
+    /// A schedule was written on this node: the scheduler looks again.
+    schedules: Notify,
 }
 
 impl Default for Hub {
@@ -62,6 +64,7 @@ impl Default for Hub {
             watched: std::sync::atomic::AtomicUsize::new(0),
             scheduled_hint: AtomicI64::new(i64::MAX),
             timers: Notify::new(),
+            schedules: Notify::new(),
         }
     }
 }
@@ -168,6 +171,16 @@ impl Hub {
     /// Wakes when [`Hub::scheduled`] reported a sooner time (the promoter waits on it).
     pub async fn scheduled_changed(&self) {
         self.timers.notified().await;
+    }
+
+    /// A schedule was written: wakes the scheduler to look at its next tick.
+    pub fn schedule_written(&self) {
+        self.schedules.notify_one();
+    }
+
+    /// Wakes when [`Hub::schedule_written`] was called (the scheduler waits on it).
+    pub async fn schedules_changed(&self) {
+        self.schedules.notified().await;
     }
 
     /// Whether anyone listens to [`Event`]s (stores skip building them otherwise).

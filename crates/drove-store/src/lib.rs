@@ -11,9 +11,11 @@ pub mod admission;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod lineage;
 pub mod listing;
 pub mod request;
 pub mod row;
+pub mod schedules;
 mod store;
 pub mod transition;
 

@@ -1,8 +1,8 @@
 //! How a job listing is read, decided once for both stores: which index-friendly queries make
 //! up a page, and how their rows become the page.
 //!
-//! A listing is newest first, by id below a cursor. A query that names a key, or a queue and a
-//! state, walks one index in id order. A queue alone is read state by state (each from the
+//! A listing is newest first, by id below a cursor. A query that names a key, a parent, only
+//! operations, or a queue and a state, walks one index in id order. A queue alone is read state by state (each from the
 //! `(queue, state, id)` index), and a state or group alone queue by queue, so no listing ever
 //! sorts the whole table; the parts are merged and cut to the page.
 
@@ -24,7 +24,7 @@ pub enum ListPlan {
 /// Chooses the queries for a listing.
 pub fn plan(filter: &JobFilter) -> ListPlan {
     let narrowed = filter.state.is_some() || filter.group.is_some() || filter.partial.is_some();
-    if filter.key.is_some() {
+    if filter.key.is_some() || filter.parent.is_some() || filter.operations {
         ListPlan::One
     } else if filter.queue.is_some() {
         if narrowed { ListPlan::One } else { ListPlan::EachState }
@@ -78,6 +78,9 @@ mod tests {
         assert_eq!(plan(&f(None, Some(JobState::Failed), None)), ListPlan::EachQueue);
         assert_eq!(plan(&JobFilter { partial: Some(true), ..Default::default() }), ListPlan::EachQueue);
         assert_eq!(plan(&f(None, None, None)), ListPlan::One);
-        assert_eq!(each_state(&f(Some("q"), None, None)).count(), 6);
+        assert_eq!(each_state(&f(Some("q"), None, None)).count(), JobState::ALL.len());
+        let children =
+            JobFilter { parent: Some(drove_core::JobId(4)), queue: Some("q".into()), ..Default::default() };
+        assert_eq!(plan(&children), ListPlan::One);
     }
 }

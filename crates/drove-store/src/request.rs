@@ -4,7 +4,8 @@ use drove_core::name::{check_label, check_queue_name};
 use drove_core::queue::{MAX_LEASE_MS, MIN_LEASE_MS, PoolConfig, QueueConfig};
 use drove_core::validation::{check_json, count, duration_ms, within};
 use drove_core::{
-    FailKind, Job, JobId, JobState, LeaseToken, Millis, OnConflict, Progress, RawJson, ValidationError,
+    FailKind, Job, JobId, JobState, LeaseToken, Links, Millis, OnConflict, OnDependencyFailure, Progress,
+    RawJson, ValidationError,
 };
 
 use crate::StoreError;
@@ -12,8 +13,16 @@ use serde::Serialize;
 
 /// Default largest payload (docs/API.md: 1 MiB, configurable).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
-/// Most jobs in one batch submit, claim or page.
+/// Most jobs in one claim, finish or page.
 pub const MAX_BATCH: usize = 1_000;
+/// Most jobs in one batch submit (a parent's children, thousands at a time).
+pub const MAX_SUBMIT_BATCH: usize = 10_000;
+/// Most jobs one job may depend on.
+pub const MAX_DEPENDS_ON: usize = 100;
+/// Most children one parent may have.
+pub const MAX_CHILDREN: i64 = 100_000;
+/// Deepest nesting of children (a child of a child ... of a top-level job).
+pub const MAX_DEPTH: i64 = 32;
 
 /// A job to create.
 #[derive(Debug, Clone)]
@@ -33,6 +42,14 @@ pub struct NewJob {
     /// `None`: the queue's setting.
     pub reuse_for_ms: Option<i64>,
     pub on_conflict: OnConflict,
+    /// After the reuse window, a submit within this much more answers the last success at once,
+    /// marked stale, and starts one refresh (needs a key).
+    pub stale_for_ms: Option<i64>,
+    /// The job whose child this is.
+    pub parent: Option<JobId>,
+    /// Jobs that must succeed before this one may start.
+    pub depends_on: Vec<JobId>,
+    pub on_dependency_failure: OnDependencyFailure,
 }
 
 impl NewJob {
@@ -50,6 +67,10 @@ impl NewJob {
             timeout_ms: None,
             reuse_for_ms: None,
             on_conflict: OnConflict::Join,
+            stale_for_ms: None,
+            parent: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: OnDependencyFailure::Fail,
         }
     }
 
@@ -93,6 +114,13 @@ impl NewJob {
             transient_retries: 0,
             worker: None,
             lease_expires_at: None,
+            parent: self.parent,
+            depends_on: self.depends_on,
+            on_dependency_failure: self.on_dependency_failure,
+            waiting_for: None,
+            children: None,
+            fan_in: false,
+            links: Links::default(),
         }
     }
 
@@ -121,6 +149,26 @@ impl NewJob {
         if let Some(n) = self.reuse_for_ms {
             duration_ms("reuse_for_ms", n, 0)?;
         }
+        if let Some(n) = self.stale_for_ms {
+            duration_ms("stale_for_ms", n, 0)?;
+            if self.key.is_none() {
+                return Err(ValidationError::new("stale_for_ms", "needs a key"));
+            }
+        }
+        if self.on_conflict == OnConflict::FollowUp {
+            if self.key.is_none() {
+                return Err(ValidationError::new("on_conflict", "follow_up needs a key"));
+            }
+            if !self.depends_on.is_empty() {
+                return Err(ValidationError::new("depends_on", "a follow-up cannot have dependencies"));
+            }
+        }
+        if self.depends_on.len() > MAX_DEPENDS_ON {
+            return Err(ValidationError::new(
+                "depends_on",
+                format!("at most {MAX_DEPENDS_ON} jobs, got {}", self.depends_on.len()),
+            ));
+        }
         Ok(())
     }
 }
@@ -142,6 +190,19 @@ pub struct Submitted {
     /// True when this submit created the job; false when it joined (or reused, or replaced the
     /// payload of) an existing one.
     pub created: bool,
+    /// Set when `job` is a stale success answered at once (`stale_for_ms`): the job refreshing
+    /// it (created by this submit or already live).
+    pub refresh: Option<JobId>,
+}
+
+impl Submitted {
+    pub fn created(job: Job) -> Submitted {
+        Submitted { job, created: true, refresh: None }
+    }
+
+    pub fn existing(job: Job) -> Submitted {
+        Submitted { job, created: false, refresh: None }
+    }
 }
 
 /// A worker asking for up to `max` jobs of `queue`.
@@ -238,6 +299,11 @@ pub enum Outcome {
     },
     /// Handed back unrun: queued again at once, no attempt used, checkpoint kept.
     Release,
+    /// Done for now: run again (the fan-in, no attempt used) once every child has ended. The
+    /// result is kept meanwhile.
+    AwaitChildren {
+        result: Option<RawJson>,
+    },
 }
 
 /// The end of one run, fenced by its lease.
@@ -251,10 +317,14 @@ pub struct Finish {
 impl Finish {
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         match &self.outcome {
-            Outcome::Complete { result: Some(r), .. } if r.get().len() > max_payload => {
+            Outcome::Complete { result: Some(r), .. } | Outcome::AwaitChildren { result: Some(r) }
+                if r.get().len() > max_payload =>
+            {
                 Err(ValidationError::too_large("result", max_payload))
             }
-            Outcome::Complete { result: Some(r), .. } => check_json("result", r.get()),
+            Outcome::Complete { result: Some(r), .. } | Outcome::AwaitChildren { result: Some(r) } => {
+                check_json("result", r.get())
+            }
             Outcome::Fail { message, retry_after_ms, .. } => {
                 if message.len() > 64 * 1024 {
                     return Err(ValidationError::new("error.message", "must be at most 65536 bytes"));
@@ -272,6 +342,8 @@ impl Finish {
 /// Jobs per state, and the partial successes among the succeeded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Waiting for dependencies, children or the run of their key ahead of them.
+    pub waiting: i64,
     pub scheduled: i64,
     pub queued: i64,
     pub running: i64,
@@ -306,6 +378,7 @@ impl Counts {
 
     pub fn add(&mut self, state: JobState, n: i64) {
         let slot = match state {
+            JobState::Waiting => &mut self.waiting,
             JobState::Scheduled => &mut self.scheduled,
             JobState::Queued => &mut self.queued,
             JobState::Running => &mut self.running,
@@ -318,6 +391,7 @@ impl Counts {
 
     pub fn get(&self, state: JobState) -> i64 {
         match state {
+            JobState::Waiting => self.waiting,
             JobState::Scheduled => self.scheduled,
             JobState::Queued => self.queued,
             JobState::Running => self.running,
@@ -366,6 +440,10 @@ pub struct JobFilter {
     pub group: Option<String>,
     /// Only succeeded jobs that were (true) or were not (false) partial successes.
     pub partial: Option<bool>,
+    /// Only the children of this job.
+    pub parent: Option<JobId>,
+    /// Only jobs with children (operations).
+    pub operations: bool,
 }
 
 impl JobFilter {

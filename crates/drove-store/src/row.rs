@@ -7,7 +7,8 @@
 //! row, and hiding it would hide both.
 
 use drove_core::{
-    AttemptError, ErrorKind, Job, JobError, JobId, JobState, Millis, Progress, RawJson, raw_from_stored,
+    AttemptError, Children, ErrorKind, Job, JobError, JobId, JobState, Links, Millis, OnDependencyFailure,
+    Progress, RawJson, WaitingFor, raw_from_stored,
 };
 
 use crate::StoreError;
@@ -16,10 +17,12 @@ use crate::StoreError;
 pub const JOB_COLS: &str = "id, queue, kind, payload, key, grp, priority, state, attempt, \
     max_attempts, run_at, created_at, started_at, finished_at, progress, checkpoint, result, \
     error_kind, error_message, error_at, cancel_requested, partial, timeout_ms, worker, \
-    lease_expires_at, errors, transient_retries";
+    lease_expires_at, errors, transient_retries, parent_id, deps, dep_failure, wait_for, follow_key, \
+    links, children_total, children_succeeded, children_partial, children_failed, children_cancelled, \
+    fan_in";
 
 /// How many columns [`JOB_COLS`] names (a statement may return more after them).
-pub const JOB_COL_COUNT: usize = 27;
+pub const JOB_COL_COUNT: usize = 39;
 
 /// A job's row, column by column as [`JOB_COLS`] names them.
 #[derive(Debug, Clone)]
@@ -51,6 +54,16 @@ pub struct JobRow {
     pub lease_expires_at: Option<i64>,
     pub errors: Option<String>,
     pub transient_retries: i64,
+    pub parent_id: Option<i64>,
+    /// The ids it depends on, a JSON array of numbers.
+    pub deps: Option<String>,
+    pub dep_failure: i64,
+    pub wait_for: Option<i64>,
+    /// A follow-up's key while it waits behind the running job that holds it.
+    pub follow_key: Option<String>,
+    pub links: i64,
+    pub children: [i64; 5],
+    pub fan_in: bool,
 }
 
 /// How the stores keep an entry of the error history: `{"attempt", "kind" (the code),
@@ -115,12 +128,29 @@ impl JobRow {
             None => Vec::new(),
         };
         let raw = |t: Option<String>| -> Option<RawJson> { t.map(raw_from_stored) };
+        let depends_on = match self.deps {
+            Some(text) => serde_json::from_str::<Vec<i64>>(&text)
+                .map_err(|e| damaged(id, format!("unreadable dependencies: {e}")))?
+                .into_iter()
+                .map(JobId)
+                .collect(),
+            None => Vec::new(),
+        };
+        let waiting_for = match (state, self.wait_for) {
+            (JobState::Waiting, Some(code)) => {
+                Some(WaitingFor::from_code(code).ok_or_else(|| damaged(id, format!("unknown wait {code}")))?)
+            }
+            (JobState::Waiting, None) => return Err(damaged(id, "waiting for nothing")),
+            _ => None,
+        };
+        let [total, succeeded, partial, failed, cancelled] = self.children;
+        let children = (total > 0).then_some(Children { total, succeeded, partial, failed, cancelled });
         Ok(Job {
             id: JobId(id),
             queue: self.queue,
             kind: self.kind,
             payload: raw_from_stored(self.payload),
-            key: self.key,
+            key: self.key.or(self.follow_key),
             group: self.grp,
             priority: self.priority,
             state,
@@ -141,6 +171,13 @@ impl JobRow {
             timeout_ms: self.timeout_ms,
             worker: self.worker,
             lease_expires_at: self.lease_expires_at.map(Millis),
+            parent: self.parent_id.map(JobId),
+            depends_on,
+            on_dependency_failure: OnDependencyFailure::from_code(self.dep_failure),
+            waiting_for,
+            children,
+            fan_in: self.fan_in,
+            links: Links::from_bits(self.links),
         })
     }
 }
@@ -178,6 +215,14 @@ mod tests {
             lease_expires_at: None,
             errors: Some(r#"[{"attempt":1,"kind":0,"message":"boom","at":2},{"attempt":2,"kind":5,"message":null,"at":3}]"#.into()),
             transient_retries: 1,
+            parent_id: Some(3),
+            deps: Some("[1,2]".into()),
+            dep_failure: 1,
+            wait_for: None,
+            follow_key: None,
+            links: 1,
+            children: [4, 2, 1, 1, 0],
+            fan_in: false,
         }
     }
 
@@ -190,7 +235,17 @@ mod tests {
         assert_eq!(job.errors[1].kind, ErrorKind::Transient);
         assert_eq!(job.progress.as_ref().map(|p| p.done), Some(1));
         assert_eq!(job.transient_retries, 1);
+        assert_eq!(job.parent, Some(JobId(3)));
+        assert_eq!(job.depends_on, vec![JobId(1), JobId(2)]);
+        assert_eq!(job.on_dependency_failure, OnDependencyFailure::Run);
+        assert_eq!(job.children.map(|c| c.pending()), Some(1));
+        assert!(job.links.has_dependents && !job.links.has_follow_up);
         assert_eq!(JOB_COLS.split(',').count(), JOB_COL_COUNT);
+        // A follow-up waiting behind its key's running job shows the key.
+        let mut r = row();
+        (r.state, r.wait_for, r.follow_key) = (-1, Some(3), Some("k".into()));
+        let job = r.into_job().unwrap();
+        assert_eq!((job.key.as_deref(), job.waiting_for), (Some("k"), Some(WaitingFor::Key)));
     }
 
     #[test]
@@ -201,6 +256,9 @@ mod tests {
             |r: &mut JobRow| r.progress = Some("not json".into()),
             |r: &mut JobRow| r.errors = Some("[{\"attempt\":1,\"kind\":77,\"at\":1}]".into()),
             |r: &mut JobRow| r.errors = Some("{}".into()),
+            |r: &mut JobRow| r.deps = Some("[\"x\"]".into()),
+            |r: &mut JobRow| r.state = -1,
+            |r: &mut JobRow| (r.state, r.wait_for) = (-1, Some(9)),
         ] {
             let mut r = row();
             damage(&mut r);

@@ -9,6 +9,7 @@ use drove_core::{Job, JobId, Millis};
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::request::*;
+use crate::schedules::{ScheduleInfo, ScheduleSpec};
 
 /// Durable job storage. Every method is one atomic transition (all or nothing) given `now` by
 /// its caller. A store may fold many calls into one physical commit, but a call that fails
@@ -96,6 +97,29 @@ pub trait Store: Send + Sync + 'static {
     /// Sets how many of an adaptive pool's jobs may run before its offline queues wait (at
     /// most the pool's limit; `None`: the whole limit).
     async fn set_offline_limit(&self, pool: &str, limit: Option<i64>, now: Millis) -> Result<(), StoreError>;
+
+    // ---- schedules --------------------------------------------------------------------------
+
+    /// Creates or replaces a schedule (`true`: created). Its next tick is the first after `now`
+    /// (also when only `paused` changed to false: ticks missed while paused are skipped).
+    async fn put_schedule(
+        &self,
+        name: &str,
+        spec: ScheduleSpec,
+        now: Millis,
+    ) -> Result<(ScheduleInfo, bool), StoreError>;
+    async fn get_schedule(&self, name: &str) -> Result<Option<ScheduleInfo>, StoreError>;
+    /// Every schedule, by name.
+    async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError>;
+    /// Deletes a schedule (`false`: there was none). Jobs it enqueued stay.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError>;
+    /// Enqueues a schedule's job now, outside its ticks ("run now"); its ticks are unchanged.
+    async fn run_schedule(&self, name: &str, now: Millis) -> Result<Submitted, StoreError>;
+    /// Enqueues the due ticks of up to `limit` schedules (see `drove_store::schedules`): exactly
+    /// one job per tick across every node. Returns how many jobs it submitted.
+    async fn fire_schedules(&self, now: Millis, limit: usize) -> Result<usize, StoreError>;
+    /// The earliest next tick of an unpaused schedule.
+    async fn next_tick(&self) -> Result<Option<Millis>, StoreError>;
 
     // ---- reading ----------------------------------------------------------------------------
 

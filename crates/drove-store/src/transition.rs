@@ -8,7 +8,7 @@
 
 use drove_core::backoff::retry_delay_ms;
 use drove_core::queue::QueueConfig;
-use drove_core::{ErrorKind, FailKind, JobState, Millis, RawJson};
+use drove_core::{ErrorKind, FailKind, JobState, Millis, RawJson, WaitingFor};
 
 use crate::request::Outcome;
 
@@ -25,6 +25,8 @@ pub struct RunFacts {
     pub transient_streak: i64,
     /// Whether the job has a group.
     pub grouped: bool,
+    /// Its children not yet ended.
+    pub children_pending: i64,
 }
 
 /// How a run ended.
@@ -66,6 +68,10 @@ pub struct RunEnd {
     /// This run ended in a transient error (the job's `transient_retries` grows by one).
     pub transient: bool,
     pub hold: Option<Hold>,
+    /// For `waiting`: what for.
+    pub wait_for: Option<WaitingFor>,
+    /// The next run is the fan-in (its children have all ended).
+    pub fan_in: bool,
 }
 
 impl RunEnd {
@@ -79,6 +85,8 @@ impl RunEnd {
             transient_streak: facts.transient_streak,
             transient: false,
             hold: None,
+            wait_for: None,
+            fan_in: false,
         }
     }
 
@@ -99,6 +107,8 @@ impl RunEnd {
             transient_streak: streak,
             transient: false,
             hold: None,
+            wait_for: None,
+            fan_in: false,
         }
     }
 }
@@ -140,6 +150,21 @@ pub fn end_of_run(
             success: Some((result.clone(), *partial)),
             ..RunEnd::terminal(JobState::Succeeded, None, facts)
         },
+        Ending::Worker(Outcome::AwaitChildren { .. }) if facts.cancel_requested => {
+            RunEnd::terminal(JobState::Cancelled, None, facts)
+        }
+        Ending::Worker(Outcome::AwaitChildren { result }) => {
+            // The fan-in uses no attempt; it runs once no child is left (at once if none is).
+            let mut end = RunEnd::again(now, 0, true, None, facts.transient_streak);
+            if facts.children_pending > 0 {
+                end.state = JobState::Waiting;
+                end.wait_for = Some(WaitingFor::Children);
+            } else {
+                end.fan_in = true;
+            }
+            end.success = Some((result.clone(), false));
+            end
+        }
         Ending::Worker(Outcome::Release) if facts.cancel_requested => {
             RunEnd::terminal(JobState::Cancelled, None, facts)
         }
@@ -234,7 +259,14 @@ mod tests {
     const NOW: Millis = Millis(1_000_000);
 
     fn facts(attempt: i64) -> RunFacts {
-        RunFacts { attempt, max_attempts: 3, cancel_requested: false, transient_streak: 0, grouped: false }
+        RunFacts {
+            attempt,
+            max_attempts: 3,
+            cancel_requested: false,
+            transient_streak: 0,
+            grouped: false,
+            children_pending: 0,
+        }
     }
 
     fn fail(kind: FailKind) -> Outcome {
@@ -334,5 +366,24 @@ mod tests {
         // A completion despite the cancel records the success (docs/API.md).
         let done = Outcome::Complete { result: None, partial: false };
         assert_eq!(end_of_run(&f, Ending::Worker(&done), &q, NOW, 0.5).state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn awaiting_children_waits_for_the_ones_not_ended_or_runs_the_fan_in_at_once() {
+        let q = QueueConfig::default();
+        let waiting = Outcome::AwaitChildren { result: None };
+        let f = RunFacts { children_pending: 3, ..facts(1) };
+        let end = end_of_run(&f, Ending::Worker(&waiting), &q, NOW, 0.5);
+        assert_eq!(
+            (end.state, end.wait_for, end.free_run, end.fan_in),
+            (JobState::Waiting, Some(WaitingFor::Children), true, false)
+        );
+        let end = end_of_run(&facts(1), Ending::Worker(&waiting), &q, NOW, 0.5);
+        assert_eq!(
+            (end.state, end.run_at, end.free_run, end.fan_in),
+            (JobState::Queued, Some(NOW), true, true)
+        );
+        let f = RunFacts { cancel_requested: true, ..f };
+        assert_eq!(end_of_run(&f, Ending::Worker(&waiting), &q, NOW, 0.5).state, JobState::Cancelled);
     }
 }

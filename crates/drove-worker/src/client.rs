@@ -172,7 +172,9 @@ impl Client {
                     .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
             });
         }
-        let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))?;
+        // An empty answer (204) reads as null.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let value = serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{e}")))?;
         Ok((status, value))
     }
 

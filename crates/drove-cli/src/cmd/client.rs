@@ -19,7 +19,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::new(&self.server, self.token.clone().filter(|t| !t.is_empty()))?)
     }
 }

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod client;
 pub mod migrate;
+pub mod schedule;
 pub mod serve;
 pub mod worker;
 

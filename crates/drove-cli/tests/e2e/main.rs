@@ -5,6 +5,7 @@
 
 mod flow;
 mod hardening;
+mod lineage;
 mod multinode;
 mod resilience;
 mod support;

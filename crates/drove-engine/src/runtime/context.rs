@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drove_core::{Job, LeaseToken, Progress, RawJson};
-use drove_store::{Heartbeat, Store, StoreError};
+use drove_store::{Heartbeat, NewJob, Store, StoreError, Submitted};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -60,6 +60,8 @@ pub(crate) struct RunLink {
     pub progress: Mutex<Option<Progress>>,
     pub progress_changed: Notify,
     pub partial: AtomicBool,
+    /// The handler asked to run again once its children have ended (a fan-in).
+    pub await_children: AtomicBool,
     /// Fired when the run must stop: cancel requested, lease lost, timed out, runtime stopping.
     pub cancel: CancellationToken,
     /// Set when the store refused this run's lease: its result will be refused too.
@@ -146,6 +148,25 @@ impl JobContext {
     /// Marks the result as a partial success (some items left undone).
     pub fn mark_partial(&self) {
         self.link.partial.store(true, Ordering::Release);
+    }
+
+    /// Submits children of this job (each `NewJob`'s `parent` is set to it): the job's
+    /// `children` counts them as they end.
+    pub async fn submit_children(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+        let jobs = jobs.into_iter().map(|j| NewJob { parent: Some(self.link.job.id), ..j }).collect();
+        self.link.store.submit(jobs, crate::now()).await
+    }
+
+    /// Ends this run without ending the job: it runs again (its fan-in, no attempt used) once
+    /// every child has ended, and sees them then in [`Job::children`] (`fan_in` set). The value
+    /// the handler returns is kept as the job's result meanwhile.
+    pub fn await_children(&self) {
+        self.link.await_children.store(true, Ordering::Release);
+    }
+
+    /// This run is the fan-in: the job awaited its children and they have all ended.
+    pub fn is_fan_in(&self) -> bool {
+        self.link.job.fan_in
     }
 
     /// Completes when the run should stop: the job was cancelled, its lease was lost, its

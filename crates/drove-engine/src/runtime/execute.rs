@@ -65,7 +65,12 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
     if link.lost.load(Ordering::Acquire) {
         return; // the store would refuse this run's end
     }
-    let outcome = outcome_of(result, link.partial.load(Ordering::Acquire));
+    let mut outcome = outcome_of(result, link.partial.load(Ordering::Acquire));
+    if link.await_children.load(Ordering::Acquire)
+        && let Outcome::Complete { result, .. } = outcome
+    {
+        outcome = Outcome::AwaitChildren { result };
+    }
     shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome });
 }
 
@@ -104,6 +109,7 @@ pub(crate) fn link_for(shared: &Shared, claimed: Claimed) -> Arc<RunLink> {
         progress: Default::default(),
         progress_changed: Notify::new(),
         partial: AtomicBool::new(false),
+        await_children: AtomicBool::new(false),
         cancel: CancellationToken::new(),
         lost: AtomicBool::new(false),
     })

@@ -97,6 +97,18 @@ fn live(job: &Job, now: Millis) -> Markup {
                         @if let Some(w) = &job.worker { tr { th { "worker" } td { code { (w) } } } }
                         @if let Some(l) = job.lease_expires_at { tr { th { "lease ends" } td { (when(l, now)) } } }
                         @if let Some(t) = job.timeout_ms { tr { th { "timeout" } td { (duration(t)) } } }
+                        @if let Some(w) = job.waiting_for {
+                            tr { th { "waiting for" } td #job-waiting-for { (view::waiting_text(w)) } }
+                        }
+                        @if let Some(p) = job.parent {
+                            tr { th { "parent" } td { a href=(job_href(p)) { (p) } } }
+                        }
+                        @if !job.depends_on.is_empty() {
+                            tr { th { "depends on" } td #job-depends-on { @for d in &job.depends_on { a href=(job_href(*d)) { (d) } " " } } }
+                        }
+                        @if let Some(c) = &job.children {
+                            tr { th { "children" } td #job-children { (view::children_summary(job.id, job.state, c)) } }
+                        }
                     }
                 }
             }

@@ -32,6 +32,8 @@ pub struct ListQuery {
     #[serde(default)]
     id: String,
     #[serde(default)]
+    parent: String,
+    #[serde(default)]
     cursor: String,
     #[serde(default)]
     limit: String,
@@ -48,7 +50,7 @@ pub async fn list(
         "partial" => Some(JobState::Succeeded),
         s => Some(s.parse::<JobState>().map_err(|_| {
             PageError::bad_request(
-                "state: must be scheduled, queued, running, succeeded, partial, failed or cancelled",
+                "state: must be waiting, scheduled, queued, running, succeeded, partial, failed or cancelled",
             )
         })?),
     };
@@ -85,6 +87,13 @@ pub async fn list(
             key: trimmed(&q.key),
             group: trimmed(&q.group),
             partial,
+            parent: match trimmed(&q.parent) {
+                Some(p) => Some(
+                    p.parse::<JobId>().map_err(|()| PageError::bad_request("parent: must be a job id"))?,
+                ),
+                None => None,
+            },
+            ..Default::default()
         };
         let page = store.list_jobs(filter, limit, before).await?;
         (page.jobs, page.next_before)
@@ -98,6 +107,7 @@ pub async fn list(
         ("key", q.key.trim()),
         ("group", q.group.trim()),
         ("id", q.id.trim()),
+        ("parent", q.parent.trim()),
         ("limit", limit_text.as_str()),
     ];
     let next_href = next.map(|id| {
@@ -126,6 +136,7 @@ pub async fn list(
             label { "Key" input type="text" name="key" value=(q.key.trim()) maxlength="128"; }
             label { "Group" input type="text" name="group" value=(q.group.trim()) maxlength="128"; }
             label { "Id" input type="text" name="id" value=(q.id.trim()) inputmode="numeric" maxlength="19"; }
+            label { "Parent" input type="text" name="parent" value=(q.parent.trim()) inputmode="numeric" maxlength="19"; }
             @if limit != DEFAULT_LIMIT { input type="hidden" name="limit" value=(limit); }
             button.primary type="submit" { "Filter" }
             " " a href="/jobs" { "clear" }
@@ -167,6 +178,7 @@ pub fn table(jobs: &[Job], now: Millis) -> Markup {
                                 td { @if let Some(f) = j.finished_at { (when(f, now)) } @else { (view::opt_when(j.started_at, now)) } }
                                 td {
                                     @if j.state == JobState::Running { (view::progress_bar(j.progress.as_ref(), None)) }
+                                    @else if let Some(w) = j.waiting_for { span.muted { "waiting for " (view::waiting_text(w)) } }
                                     @else if let Some(e) = &j.error { span.bad-text { (e.kind.as_str()) ": " (view::clip(&e.message, 80)) } }
                                 }
                             }

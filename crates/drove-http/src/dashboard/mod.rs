@@ -26,6 +26,7 @@ mod jobs;
 mod ops;
 mod overview;
 mod queue;
+mod schedules;
 mod view;
 
 use axum::Router;
@@ -52,6 +53,10 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(job::cancel))
         .route("/jobs/{id}/retry", post(job::retry))
         .route("/ops", get(ops::page))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/schedules/{name}/run", post(schedules::run))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))

@@ -28,6 +28,8 @@ const FAILED_CAP: usize = 300;
 const PARTIAL_SHOWN: usize = 30;
 /// Example jobs linked per failure group.
 const EXAMPLES: usize = 5;
+/// Operations (parents with children) shown, the newest.
+const OPERATIONS_SHOWN: usize = 30;
 
 #[derive(Deserialize, Default)]
 pub struct OpsQuery {
@@ -129,6 +131,9 @@ pub async fn page(
     let mut partial = store.list_jobs(partial, PARTIAL_SHOWN, None).await?.jobs;
     partial.retain(|j| j.finished_at.is_some_and(|f| f >= since));
 
+    let operations = JobFilter { operations: true, ..Default::default() };
+    let operations = store.list_jobs(operations, OPERATIONS_SHOWN, None).await?.jobs;
+
     let mut totals = Vec::with_capacity(WINDOWS.len());
     for (name, ms) in WINDOWS {
         totals.push((name, crate::summary::summary(&**store, name, ms, now).await?));
@@ -177,6 +182,11 @@ pub async fn page(
                     }
                 }
             }
+            section.panel #operations {
+                h2 { "Operations" span.muted { " a parent and its children, newest first" } }
+                (operations_table(&operations, now))
+                p.note { "The newest " (OPERATIONS_SHOWN) " jobs with children; progress is children ended of total." }
+            }
             section.panel {
                 h2 { "Running now" span.muted { " " (running.len()) ", longest first" } }
                 (running_table(&running, now))
@@ -210,6 +220,28 @@ fn outcome_sentence(t: &crate::summary::Tally, queue: Option<&str>) -> Markup {
             " · "
             a.bad-text href=(link("failed")) { strong { (t.failed) } " failed" }
             @if t.cancelled > 0 { " · " a href=(link("cancelled")) { strong { (t.cancelled) } " cancelled" } }
+        }
+    }
+}
+
+fn operations_table(jobs: &[Job], now: Millis) -> Markup {
+    html! {
+        @if jobs.is_empty() { p.empty { "No operation yet: a job becomes one when it has children." } } @else {
+            div.table-wrap { table.jobs {
+                thead { tr { th { "Operation" } th { "Queue" } th { "Key" } th { "Parent" } th { "Children" } th { "Created" } } }
+                tbody {
+                    @for j in jobs {
+                        tr data-operation=(j.id) {
+                            td { a href=(job_href(j.id)) { (j.id) } @if let Some(k) = &j.kind { " " span.muted { (view::clip(k, 30)) } } }
+                            td { a href=(queue_href(&j.queue)) { (j.queue) } }
+                            td { @if let Some(k) = &j.key { (view::clip(k, 40)) } }
+                            td { (view::state_badge(j.state)) }
+                            td { @if let Some(c) = &j.children { (view::children_summary(j.id, j.state, c)) } }
+                            td { (when(j.created_at, now)) }
+                        }
+                    }
+                }
+            } }
         }
     }
 }

@@ -31,6 +31,7 @@ pub enum Nav {
     Overview,
     Jobs,
     Ops,
+    Schedules,
     None,
 }
 
@@ -66,6 +67,7 @@ pub fn layout(c: &Chrome<'_>, content: Markup) -> Markup {
                         (item(Nav::Overview, "/", "Overview"))
                         (item(Nav::Jobs, "/jobs", "Jobs"))
                         (item(Nav::Ops, "/ops", "Operations"))
+                        (item(Nav::Schedules, "/schedules", "Schedules"))
                     }
                     span #live-status {}
                     @if c.auth {
@@ -452,9 +454,53 @@ pub fn flash(done: Option<&str>) -> Markup {
         "cancelled" => "Cancelled.",
         "cancel_requested" => "Cancel requested: the worker sees it on its next heartbeat.",
         "retried" => "Queued again with attempt 0.",
+        "schedule_paused" => "Paused: the schedule enqueues nothing until it is resumed.",
+        "schedule_resumed" => {
+            "Resumed: the next tick after now enqueues; ticks missed while paused are skipped."
+        }
+        "schedule_run" => "Enqueued now; the schedule's ticks are unchanged.",
         _ => return html! {},
     };
     html! { p.flash role="status" { (text) } }
+}
+
+/// What a waiting job waits for, in words.
+pub fn waiting_text(w: drove_core::WaitingFor) -> &'static str {
+    match w {
+        drove_core::WaitingFor::Dependencies => "the jobs it depends on",
+        drove_core::WaitingFor::Children => "its children (then it runs its fan-in)",
+        drove_core::WaitingFor::Key => "the running job of its key (a follow-up)",
+    }
+}
+
+/// An operation's progress and outcome: children ended of total, a bar, the counts, each
+/// linking to the children behind it.
+pub fn children_summary(
+    parent: drove_core::JobId,
+    state: drove_core::JobState,
+    c: &drove_core::Children,
+) -> Markup {
+    let link = |st: &str| {
+        let id = parent.to_string();
+        if st.is_empty() {
+            format!("/jobs{}", query(&[("parent", id.as_str())]))
+        } else {
+            format!("/jobs{}", query(&[("parent", id.as_str()), ("state", st)]))
+        }
+    };
+    let outcome = drove_core::operation_outcome(state, c);
+    let progress = drove_core::Progress { done: c.ended(), total: Some(c.total), message: None };
+    html! {
+        span.operation {
+            span class={ "badge outcome-" (outcome) } { (outcome) } " "
+            (progress_bar(Some(&progress), None)) " "
+            a href=(link("")) { strong { (c.ended()) } " of " (c.total) " ended" }
+            " · " a.good-text href=(link("succeeded")) { (c.succeeded) " succeeded" }
+            @if c.partial > 0 { " (" a href=(link("partial")) { (c.partial) " partial" } ")" }
+            @if c.failed > 0 { " · " a.bad-text href=(link("failed")) { (c.failed) " failed" } }
+            @if c.cancelled > 0 { " · " a href=(link("cancelled")) { (c.cancelled) " cancelled" } }
+        }
+    }
 }
 
 #[cfg(test)]

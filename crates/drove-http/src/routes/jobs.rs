@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drove_core::{JobId, JobState};
-use drove_store::{JobFilter, MAX_BATCH};
+use drove_store::{JobFilter, MAX_SUBMIT_BATCH};
 use serde::{Deserialize, Serialize};
 
 use super::{Segment, WaitQuery, job_response, still_running};
@@ -33,6 +33,10 @@ pub async fn submit(
     let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
     let dedup = Some(!sub.created);
     let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
+    if sub.refresh.is_some() {
+        // A stale success, answered at once while its refresh runs.
+        return Ok((status, axum::Json(JobOut::submitted(&sub))).into_response());
+    }
     let Some(wait) = wait.filter(|_| !sub.job.state.is_terminal()) else {
         return Ok(job_response(status, &sub.job, dedup));
     };
@@ -51,10 +55,10 @@ pub async fn batch(
     State(st): State<AppState>,
     BatchJson(body): BatchJson<BatchBody>,
 ) -> Result<Response, ApiError> {
-    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_SUBMIT_BATCH {
         return Err(ApiError::invalid(
             "jobs",
-            format!("must hold 1 to {MAX_BATCH} jobs, got {}", body.jobs.len()),
+            format!("must hold 1 to {MAX_SUBMIT_BATCH} jobs, got {}", body.jobs.len()),
         ));
     }
     let now = drove_engine::now();
@@ -72,12 +76,7 @@ pub async fn batch(
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,
     }
-    let out = Out {
-        jobs: subs
-            .iter()
-            .map(|s| JobOut { job: &s.job, deduplicated: Some(!s.created), lease: None })
-            .collect(),
-    };
+    let out = Out { jobs: subs.iter().map(JobOut::submitted).collect() };
     Ok(axum::Json(out).into_response())
 }
 
@@ -112,6 +111,8 @@ pub struct ListQuery {
     key: Option<String>,
     group: Option<String>,
     partial: Option<String>,
+    parent: Option<String>,
+    operations: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -152,7 +153,10 @@ pub async fn list(
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(text) => Some(text.parse::<JobState>().map_err(|_| {
-            ApiError::invalid("state", "must be scheduled, queued, running, succeeded, failed or cancelled")
+            ApiError::invalid(
+                "state",
+                "must be waiting, scheduled, queued, running, succeeded, failed or cancelled",
+            )
         })?),
     };
     let before = match q.cursor.as_deref() {
@@ -165,9 +169,27 @@ pub async fn list(
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::invalid("partial", "must be true or false")),
     };
+    let parent = match q.parent.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            Some(text.parse::<JobId>().map_err(|_| ApiError::invalid("parent", "must be a job id"))?)
+        }
+    };
+    let operations = match q.operations.as_deref() {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("operations", "must be true or false")),
+    };
     let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let filter =
-        JobFilter { queue: empty(q.queue), state, key: empty(q.key), group: empty(q.group), partial };
+    let filter = JobFilter {
+        queue: empty(q.queue),
+        state,
+        key: empty(q.key),
+        group: empty(q.group),
+        partial,
+        parent,
+        operations,
+    };
     let page = st.engine.store().list_jobs(filter, limit as usize, before).await?;
     #[derive(Serialize)]
     struct Out<'a> {
@@ -175,7 +197,7 @@ pub async fn list(
         next_cursor: Option<String>,
     }
     let out = Out {
-        jobs: page.jobs.iter().map(|job| JobOut { job, deduplicated: None, lease: None }).collect(),
+        jobs: page.jobs.iter().map(JobOut::of).collect(),
         next_cursor: page.next_before.map(encode_cursor),
     };
     Ok(axum::Json(out).into_response())

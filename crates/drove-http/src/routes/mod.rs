@@ -3,6 +3,7 @@
 pub mod jobs;
 pub mod ops;
 pub mod queues;
+pub mod schedules;
 pub mod workers;
 
 use std::time::Duration;
@@ -65,7 +66,7 @@ impl WaitQuery {
 
 /// A job response with a status.
 pub fn job_response(status: StatusCode, job: &Job, deduplicated: Option<bool>) -> Response {
-    (status, axum::Json(JobOut { job, deduplicated, lease: None })).into_response()
+    (status, axum::Json(JobOut { deduplicated, ..JobOut::of(job) })).into_response()
 }
 
 /// 202: the wait ran out before the job finished.

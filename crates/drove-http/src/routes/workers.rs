@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, BatchJson, OptionalBatchJson};
 use crate::wire::{
     ClaimBody, CompleteBody, FailBody, FinishBody, FinishEntry, HeartbeatBody, JobOut, ReleaseBody,
-    fail_outcome, lease_ms,
+    complete_outcome, fail_outcome, lease_ms,
 };
 
 /// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
@@ -51,8 +51,7 @@ pub async fn claim(
         #[serde(skip_serializing_if = "Option::is_none")]
         finished: Option<Vec<Ended>>,
     }
-    let jobs =
-        out.jobs.iter().map(|c| JobOut { job: &c.job, deduplicated: None, lease: Some(c.lease) }).collect();
+    let jobs = out.jobs.iter().map(|c| JobOut { lease: Some(c.lease), ..JobOut::of(&c.job) }).collect();
     Ok(axum::Json(Out { jobs, finished }).into_response())
 }
 
@@ -107,7 +106,7 @@ pub async fn complete(
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Response, ApiError> {
     let id = id.job_id()?;
-    let outcome = Outcome::Complete { result: body.result, partial: body.partial.unwrap_or(false) };
+    let outcome = complete_outcome(body.result, body.partial, body.await_children)?;
     finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
 }
 

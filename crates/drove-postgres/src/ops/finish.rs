@@ -9,10 +9,12 @@ use drove_store::admission::{self, RateState};
 use drove_store::transition::{Ending, Hold, RunEnd, RunFacts, end_of_run};
 use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 
+use super::lineage::{child_moved, end_unrun, on_ended};
 use super::{END_RUN, find_live, load_job_locked, update_returning};
 use crate::error::TxError;
 use crate::row::{JOB_COLS, job_from_row, pg_text};
 use crate::tx::Tx;
+use drove_store::lineage::ChildEnd;
 
 pub(crate) async fn heartbeat(tx: &mut Tx<'_>, hb: &Heartbeat) -> Result<HeartbeatAck, TxError> {
     hb.validate(tx.shared.max_payload).map_err(StoreError::from)?;
@@ -65,8 +67,8 @@ pub(crate) struct RunRow {
 }
 
 /// The columns [`run_row_from`] reads.
-pub(crate) const RUN_COLS: &str =
-    "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, transient_streak";
+pub(crate) const RUN_COLS: &str = "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, \
+    transient_streak, children_total - children_succeeded - children_failed - children_cancelled";
 
 /// Reads [`RUN_COLS`] from `r`, starting at column `at`.
 pub(crate) fn run_row_from(r: &tokio_postgres::Row, at: usize) -> Result<RunRow, TxError> {
@@ -80,6 +82,7 @@ pub(crate) fn run_row_from(r: &tokio_postgres::Row, at: usize) -> Result<RunRow,
             max_attempts: r.try_get(at + 5)?,
             grouped: r.try_get::<_, Option<String>>(at + 7)?.is_some(),
             transient_streak: r.try_get(at + 8)?,
+            children_pending: r.try_get(at + 9)?,
         },
         queue: r.try_get(at + 6)?,
     })
@@ -164,7 +167,7 @@ pub(crate) async fn finish(
             let job = done.remove(&items[i].id.0).ok_or_else(|| {
                 StoreError::Internal(format!("job {} was locked but not completed", items[i].id))
             })?;
-            after_run(tx, &job);
+            after_run(tx, &job).await?;
             out[i] = Some(Ok(job));
         }
     }
@@ -221,7 +224,7 @@ pub(crate) async fn end_run(
         }
         None => {}
     }
-    after_run(tx, &job);
+    after_run(tx, &job).await?;
     Ok(job)
 }
 
@@ -252,7 +255,8 @@ async fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd) -> Result<Job, TxError>
              result = CASE WHEN $6 THEN $7 ELSE result END, partial = CASE WHEN $6 THEN $8 ELSE partial END, \
              error_kind = coalesce($9, error_kind), error_message = coalesce($10, error_message), \
              error_at = CASE WHEN $9::smallint IS NULL THEN error_at ELSE $4 END, \
-             transient_streak = $11, transient_retries = transient_retries + $12, {END_RUN} \
+             transient_streak = $11, transient_retries = transient_retries + $12, wait_for = $13, \
+             fan_in = fan_in OR $14, {END_RUN} \
              WHERE id = $1 RETURNING {JOB_COLS}"
         ),
         &[
@@ -268,6 +272,8 @@ async fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd) -> Result<Job, TxError>
             &message.as_deref(),
             &end.transient_streak,
             &i64::from(end.transient),
+            &end.wait_for.map(|w| w.code() as i16),
+            &end.fan_in,
         ],
     )
     .await
@@ -292,17 +298,19 @@ pub(crate) async fn wake_pool_mates(tx: &mut Tx<'_>, queues: &[String]) -> Resul
     Ok(())
 }
 
-pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job) {
+pub(crate) async fn after_run(tx: &mut Tx<'_>, job: &Job) -> Result<(), TxError> {
     tx.moved(&job.queue, Some(JobState::Running), Some(job.state));
-    if job.state.is_terminal() {
-        tx.ended(job);
-    }
     if let Some(g) = &job.group {
         tx.touch_group(&job.queue, g);
     }
     // A freed slot (or a requeued job) may let a waiting claimer through.
     tx.ready(&job.queue);
     tx.changed(job);
+    if job.state.is_terminal() {
+        tx.ended(job);
+        on_ended(tx, job).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn cancel(tx: &mut Tx<'_>, id: JobId) -> Result<Job, TxError> {
@@ -310,19 +318,9 @@ pub(crate) async fn cancel(tx: &mut Tx<'_>, id: JobId) -> Result<Job, TxError> {
         return Err(StoreError::job_not_found(id).into());
     };
     match job.state {
-        JobState::Scheduled | JobState::Queued => {
-            let done = update_returning(
-                tx,
-                &format!("UPDATE jobs SET state = 5, finished_at = $2 WHERE id = $1 RETURNING {JOB_COLS}"),
-                &[&id.0, &tx.now.0],
-            )
-            .await?;
-            tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
-            tx.ended(&done);
-            if let Some(g) = &done.group {
-                tx.touch_group(&done.queue, g);
-            }
-            tx.changed(&done);
+        JobState::Waiting | JobState::Scheduled | JobState::Queued => {
+            let done = end_unrun(tx, id, job.state, JobState::Cancelled, None).await?;
+            on_ended(tx, &done).await?;
             Ok(done)
         }
         JobState::Running if job.cancel_requested => Ok(job),
@@ -364,6 +362,10 @@ pub(crate) async fn retry(tx: &mut Tx<'_>, id: JobId) -> Result<Job, TxError> {
     )
     .await?;
     tx.moved(&queued.queue, Some(job.state), Some(JobState::Queued));
+    if let Some(parent) = queued.parent {
+        // Its end is taken back: the parent counts it pending again.
+        child_moved(tx, parent, ChildEnd::of(job.state, job.partial, -1)).await?;
+    }
     if let Some(g) = &queued.group {
         tx.touch_group(&queued.queue, g);
     }

@@ -8,9 +8,11 @@ use drove_store::{Finish, Heartbeat, HeartbeatAck, Outcome, StoreError};
 use rusqlite::{OptionalExtension, params};
 
 use super::group::{hold_group, refresh_group};
+use super::lineage::{child_moved, end_unrun, on_ended};
 use super::{END_RUN, find_live, load_job, update_returning};
 use crate::row::db_err;
 use crate::writer::Tx;
+use drove_store::lineage::ChildEnd;
 
 /// Extends a run's lease (`hb` validated by the caller).
 pub(crate) fn heartbeat(tx: &mut Tx<'_>, hb: Heartbeat, now: Millis) -> Result<HeartbeatAck, StoreError> {
@@ -76,8 +78,8 @@ pub(crate) struct RunRow {
 }
 
 /// The columns [`run_row_from`] reads.
-pub(crate) const RUN_COLS: &str =
-    "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, transient_streak";
+pub(crate) const RUN_COLS: &str = "state, lease, deadline, cancel_requested, attempt, max_attempts, queue, grp, \
+    transient_streak, children_total - children_succeeded - children_failed - children_cancelled";
 
 /// Reads [`RUN_COLS`] from `r`, starting at column `at`.
 pub(crate) fn run_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RunRow> {
@@ -91,6 +93,7 @@ pub(crate) fn run_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result
             max_attempts: r.get(at + 5)?,
             grouped: r.get::<_, Option<String>>(at + 7)?.is_some(),
             transient_streak: r.get(at + 8)?,
+            children_pending: r.get(at + 9)?,
         },
         queue: r.get(at + 6)?,
     })
@@ -328,7 +331,8 @@ fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd, now: Millis) -> Result<Job, S
              result = CASE WHEN ?6 THEN ?7 ELSE result END, partial = CASE WHEN ?6 THEN ?8 ELSE partial END, \
              error_kind = coalesce(?9, error_kind), error_message = coalesce(?10, error_message), \
              error_at = CASE WHEN ?9 IS NULL THEN error_at ELSE ?4 END, \
-             transient_streak = ?11, transient_retries = transient_retries + ?12, {END_RUN} \
+             transient_streak = ?11, transient_retries = transient_retries + ?12, wait_for = ?13, \
+             fan_in = fan_in | ?14, {END_RUN} \
              WHERE id = ?1"
         ),
         params![
@@ -344,6 +348,8 @@ fn apply_end(tx: &Tx<'_>, id: JobId, end: &RunEnd, now: Millis) -> Result<Job, S
             error_message,
             end.transient_streak,
             i64::from(end.transient),
+            end.wait_for.map(|w| w.code()),
+            i64::from(end.fan_in),
         ],
         id.0,
     )
@@ -354,6 +360,7 @@ pub(crate) fn after_run(tx: &mut Tx<'_>, job: &Job, now: Millis) -> Result<(), S
     tx.moved(&job.queue, Some(JobState::Running), Some(job.state));
     if job.state.is_terminal() {
         tx.ended(job);
+        on_ended(tx, job, now)?;
     }
     if let Some(g) = &job.group {
         refresh_group(tx, &job.queue, g, now)?;
@@ -389,19 +396,9 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Sto
         return Err(StoreError::job_not_found(id));
     };
     match job.state {
-        JobState::Scheduled | JobState::Queued => {
-            let done = update_returning(
-                tx,
-                sql!("UPDATE jobs SET state = 5, finished_at = ?2 WHERE id = ?1"),
-                params![id.0, now.0],
-                id.0,
-            )?;
-            tx.moved(&done.queue, Some(job.state), Some(JobState::Cancelled));
-            tx.ended(&done);
-            if let Some(g) = &done.group {
-                refresh_group(tx, &done.queue, g, now)?;
-            }
-            tx.changed(&done);
+        JobState::Waiting | JobState::Scheduled | JobState::Queued => {
+            let done = end_unrun(tx, id, job.state, JobState::Cancelled, None, now)?;
+            on_ended(tx, &done, now)?;
             Ok(done)
         }
         JobState::Running if job.cancel_requested => Ok(job),
@@ -441,6 +438,10 @@ pub(crate) fn retry(tx: &mut Tx<'_>, id: JobId, now: Millis) -> Result<Job, Stor
         id.0,
     )?;
     tx.moved(&queued.queue, Some(job.state), Some(JobState::Queued));
+    if let Some(parent) = queued.parent {
+        // Its end is taken back: the parent counts it pending again.
+        child_moved(tx, parent, ChildEnd::of(job.state, job.partial, -1), now)?;
+    }
     if let Some(g) = &queued.group {
         refresh_group(tx, &queued.queue, g, now)?;
     }

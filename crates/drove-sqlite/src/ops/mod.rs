@@ -4,7 +4,9 @@ pub(crate) mod admin;
 pub(crate) mod claim;
 pub(crate) mod finish;
 pub(crate) mod group;
+pub(crate) mod lineage;
 pub(crate) mod maintain;
+pub(crate) mod schedule;
 pub(crate) mod submit;
 
 use drove_core::{Job, JobId};

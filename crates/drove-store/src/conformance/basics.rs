@@ -185,13 +185,31 @@ pub async fn counts_follow_every_transition(s: Arc<dyn Store>) {
     assert_eq!(info.counts, expect);
     assert_eq!(
         expect,
-        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 1, failed: 0, cancelled: 2, partial: 0 }
+        Counts {
+            waiting: 0,
+            scheduled: 0,
+            queued: 2,
+            running: 2,
+            succeeded: 1,
+            failed: 0,
+            cancelled: 2,
+            partial: 0
+        }
     );
     assert_eq!(s.prune(at(1_000_000_000), 0, 100).await.unwrap(), 3);
     let info = s.get_queue("q", T0).await.unwrap().unwrap();
     assert_eq!(
         info.counts,
-        Counts { scheduled: 0, queued: 2, running: 2, succeeded: 0, failed: 0, cancelled: 0, partial: 0 }
+        Counts {
+            waiting: 0,
+            scheduled: 0,
+            queued: 2,
+            running: 2,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            partial: 0
+        }
     );
 }
 
@@ -246,8 +264,7 @@ pub async fn list_jobs_filters_and_pages_newest_first(s: Arc<dyn Store>) {
         queue: Some("even".into()),
         state: Some(JobState::Queued),
         group: Some("g0".into()),
-        key: None,
-        partial: None,
+        ..Default::default()
     };
     let page = s.list_jobs(combined, 100, None).await.unwrap();
     assert!(

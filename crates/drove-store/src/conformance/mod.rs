@@ -10,8 +10,10 @@ mod flow;
 mod groups;
 mod keys;
 mod leases;
+mod lineage;
 mod outcomes;
 mod races;
+mod schedules;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -26,8 +28,10 @@ pub use flow::*;
 pub use groups::*;
 pub use keys::*;
 pub use leases::*;
+pub use lineage::*;
 pub use outcomes::*;
 pub use races::*;
+pub use schedules::*;
 
 /// A store under test, with whatever must live as long as it (a temporary directory, a schema
 /// to drop).
@@ -184,6 +188,20 @@ macro_rules! conformance_tests {
             an_idle_rated_queue_names_no_time_to_come_back,
             a_throttle_lowers_the_rate_in_force_for_every_handle,
             a_rate_per_claim_counts_claims_not_jobs,
+            a_dependent_waits_until_its_dependencies_succeed,
+            a_failed_dependency_ends_its_dependents_down_the_chain,
+            dependencies_that_already_ended_resolve_at_submit,
+            a_parent_runs_its_fan_in_once_its_children_have_ended,
+            a_parent_with_no_child_left_runs_its_fan_in_at_once,
+            cancelling_a_parent_cancels_its_unfinished_children,
+            a_follow_up_waits_behind_its_keys_running_job,
+            a_stale_success_is_answered_at_once_and_refreshed_once,
+            concurrent_follow_ups_make_one_successor,
+            children_ending_at_once_wake_their_parent_once,
+            a_schedule_enqueues_one_job_per_tick,
+            missed_ticks_follow_the_catch_up_policy,
+            a_paused_schedule_enqueues_nothing_and_resumes_after_now,
+            concurrent_passes_enqueue_each_tick_once,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
