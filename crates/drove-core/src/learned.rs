@@ -97,6 +97,20 @@ pub fn interval_in_force(rate: &RateLimit, learned: Option<&Learned>, now: Milli
     grown.max(ceiling)
 }
 
+/// Until when a throttled outcome at `now` holds its scope, `until` being its retry-after. Under
+/// a rate that learns, at most one interval of the rate in force after the cut (`learned`): the
+/// cut already slows the scope, and holding it a whole retry-after as well (one rounded up to a
+/// second, say) would idle it after every probe. A rate that does not learn honours the
+/// retry-after in full.
+pub fn hold_until(rate: &RateLimit, learned: Option<&Learned>, until: Millis, now: Millis) -> Millis {
+    if !rate.learns() {
+        return until;
+    }
+    let interval_us = interval_in_force(rate, learned, now);
+    let interval_ms = interval_us.div_euclid(1_000) + i64::from(interval_us.rem_euclid(1_000) != 0);
+    until.min(now.plus_ms(interval_ms))
+}
+
 /// The learned state after a throttled outcome at `now`, given how many calls of the scope
 /// succeeded over the last second (`accepted_1s`); `None` when nothing changes (no
 /// learning, or 429s of calls issued before the last cut).

@@ -193,9 +193,10 @@ async fn call(world: Rc<World>, inst: Rc<Instance>, mut attempts: u32) {
         world.data.borrow_mut().calls.push(RateCall { instance: inst.id, sent_us, done_us, throttled });
         match resp {
             Response::Throttled { retry_after_us } if world.shared_scope() => {
-                // Drove's throttled outcome: hold the whole scope until Retry-After (every
-                // instance sees it: it is the shared GCRA timestamp), tell the rate, and put the
-                // job back without using an attempt.
+                // Drove's throttled outcome: tell the rate, hold the whole scope (every instance
+                // sees it: it is the shared GCRA timestamp) until Retry-After or, under a learned
+                // rate, one interval of the rate after the cut, and put the job back without
+                // using an attempt.
                 let until = done_us + retry_after_us;
                 let (interval, burst) = world.shared_pace(done_us).unwrap_or((1_000_000, 1));
                 // What the provider accepted over the last second, as the store counts it.
@@ -208,18 +209,21 @@ async fn call(world: Rc<World>, inst: Rc<Instance>, mut attempts: u32) {
                     .count() as i64;
                 {
                     let mut sh = world.shared.borrow_mut();
-                    sh.tat_us = Some(gcra::hold_until_at(interval, burst, sh.tat_us, until));
+                    let mut until = until;
                     if let RatePolicy::Learned { ceiling_per_s } = &world.run.policy {
+                        // As the store does: the rate learns first, the hold lasts what it says.
                         let ceiling = ceiling_learning(rate_limit(*ceiling_per_s, 1));
-                        if let Some(l) = learned::on_throttled(
-                            &ceiling,
-                            sh.learned.as_ref(),
-                            Millis(done_us / 1_000),
-                            accepted_1s,
-                        ) {
+                        let now = Millis(done_us / 1_000);
+                        if let Some(l) =
+                            learned::on_throttled(&ceiling, sh.learned.as_ref(), now, accepted_1s)
+                        {
                             sh.learned = Some(l);
                         }
+                        let held =
+                            learned::hold_until(&ceiling, sh.learned.as_ref(), Millis(until / 1_000), now);
+                        until = until.min(held.0 * 1_000);
                     }
+                    sh.tat_us = Some(gcra::hold_until_at(interval, burst, sh.tat_us, until));
                 }
                 inst.retry.borrow_mut().push_back(attempts);
                 break;

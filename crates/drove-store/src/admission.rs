@@ -64,6 +64,12 @@ pub fn cut(rate: &RateLimit, st: &RateState, now: Millis, accepted_1s: i64) -> O
     learned::on_throttled(rate, st.learned.as_ref(), now, accepted_1s)
 }
 
+/// Until when a throttled outcome holds its scope (`until`: its retry-after; `st`: the state
+/// after the cut): see [`learned::hold_until`].
+pub fn throttle_hold(rate: &RateLimit, st: &RateState, until: Millis, now: Millis) -> Millis {
+    learned::hold_until(rate, st.learned.as_ref(), until, now)
+}
+
 /// Why a claim hands out nothing before looking at jobs: paused, or held by a throttled
 /// outcome until a time (`Some(time)`: tell the claimer when to come back).
 pub fn gate(config: &QueueConfig, held_until: Option<i64>, now: Millis) -> Option<Option<Millis>> {

@@ -189,9 +189,10 @@ pub(crate) async fn end_run(
     let end = end_of_run(&run.facts, ending, &queue.config, now, fastrand::f64());
     let job = apply_end(tx, id, &end).await?;
     match end.hold {
+        // The rate learns from the throttle first; the hold then lasts what the rate says.
         Some(Hold::Group(until)) => {
             if let Some(g) = &job.group {
-                tx.hold_group(&job.queue, g, until);
+                let mut until = until;
                 if let Some(rate) = &queue.config.group_rate {
                     let row = tx
                         .query_opt(
@@ -199,7 +200,7 @@ pub(crate) async fn end_run(
                             &[&job.queue, g],
                         )
                         .await?;
-                    let state = match row {
+                    let mut state = match row {
                         Some(r) => RateState {
                             tat: r.try_get(0)?,
                             learned: RateState::learned_from(r.try_get(1)?, r.try_get(2)?, r.try_get(3)?),
@@ -209,18 +210,25 @@ pub(crate) async fn end_run(
                     let accepted = accepted_1s(tx, &job.queue, Some(g)).await?;
                     if let Some(l) = admission::cut(rate, &state, now, accepted) {
                         tx.set_group_learned(&job.queue, g, l);
+                        state.learned = Some(l);
                     }
+                    until = admission::throttle_hold(rate, &state, until, now);
                 }
+                tx.hold_group(&job.queue, g, until);
             }
         }
         Some(Hold::Queue(until)) => {
-            tx.hold_queue(&job.queue, until);
+            let mut until = until;
             if let Some(rate) = &queue.config.rate {
                 let accepted = accepted_1s(tx, &job.queue, None).await?;
-                if let Some(l) = admission::cut(rate, &queue.rate_state(), now, accepted) {
+                let mut state = queue.rate_state();
+                if let Some(l) = admission::cut(rate, &state, now, accepted) {
                     tx.learn_queue(&job.queue, l);
+                    state.learned = Some(l);
                 }
+                until = admission::throttle_hold(rate, &state, until, now);
             }
+            tx.hold_queue(&job.queue, until);
         }
         None => {}
     }

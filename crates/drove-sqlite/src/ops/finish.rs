@@ -225,19 +225,29 @@ pub(crate) fn end_run(
     let end = end_of_run(&run.facts, ending, &queue.config, now, fastrand::f64());
     let job = apply_end(tx, id, &end, now)?;
     match end.hold {
+        // The rate learns from the throttle first; the hold then lasts what the rate says.
         Some(Hold::Group(until)) => {
             if let Some(g) = &job.group {
+                let until = match &queue.config.group_rate {
+                    Some(rate) => admission::throttle_hold(
+                        rate,
+                        &learn_group(tx, &job.queue, g, rate, now)?,
+                        until,
+                        now,
+                    ),
+                    None => until,
+                };
                 hold_group(tx, &job.queue, g, until)?;
-                if let Some(rate) = &queue.config.group_rate {
-                    learn_group(tx, &job.queue, g, rate, now)?;
-                }
             }
         }
         Some(Hold::Queue(until)) => {
+            let until = match &queue.config.rate {
+                Some(rate) => {
+                    admission::throttle_hold(rate, &learn_queue(tx, &job.queue, rate, now)?, until, now)
+                }
+                None => until,
+            };
             hold_queue(tx, &job.queue, until, now)?;
-            if let Some(rate) = &queue.config.rate {
-                learn_queue(tx, &job.queue, rate, now)?;
-            }
         }
         None => {}
     }
@@ -258,15 +268,16 @@ fn accepted_1s(tx: &Tx<'_>, queue: &str, grp: Option<&str>, now: Millis) -> Resu
 }
 
 /// A throttled outcome under the queue's `rate`: the rate in force is cut (drove_core::learned).
+/// Returns the queue's rate state after it.
 fn learn_queue(
     tx: &mut Tx<'_>,
     queue: &str,
     rate: &drove_core::RateLimit,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<RateState, StoreError> {
     let q = tx.queue(queue, now)?;
     let Some(learned) = admission::cut(rate, &q.rate_state(), now, accepted_1s(tx, queue, None, now)?) else {
-        return Ok(());
+        return Ok(q.rate_state());
     };
     tx.conn
         .prepare_cached("UPDATE queues SET learn_us = ?2, learn_at = ?3, learn_strikes = ?4 WHERE name = ?1")
@@ -274,18 +285,20 @@ fn learn_queue(
         .map_err(db_err)?;
     let mut row = (*q).clone();
     row.learned = Some(learned);
+    let state = row.rate_state();
     tx.cache_queue(queue, row);
-    Ok(())
+    Ok(state)
 }
 
 /// A throttled outcome under the queue's `group_rate`: the group's rate in force is cut.
+/// Returns the group's rate state after it.
 fn learn_group(
     tx: &mut Tx<'_>,
     queue: &str,
     grp: &str,
     rate: &drove_core::RateLimit,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<RateState, StoreError> {
     let state: Option<RateState> = tx
         .conn
         .prepare_cached(
@@ -301,9 +314,9 @@ fn learn_group(
             .optional()
         })
         .map_err(db_err)?;
-    let Some(state) = state else { return Ok(()) };
+    let Some(state) = state else { return Ok(RateState::default()) };
     let Some(learned) = admission::cut(rate, &state, now, accepted_1s(tx, queue, Some(grp), now)?) else {
-        return Ok(());
+        return Ok(state);
     };
     tx.conn
         .prepare_cached(
@@ -311,7 +324,7 @@ fn learn_group(
         )
         .and_then(|mut s| s.execute(params![queue, grp, learned.interval_us, learned.at.0, learned.strikes]))
         .map_err(db_err)?;
-    Ok(())
+    Ok(RateState { learned: Some(learned), ..state })
 }
 
 /// Writes a decided run end in one statement and reads the job back.

@@ -153,6 +153,7 @@ macro_rules! conformance_tests {
             every_failed_run_is_kept_in_the_jobs_history,
             throttled_requeues_without_an_attempt_and_holds_the_queue,
             throttled_with_group_rate_holds_only_the_group,
+            a_learning_rate_holds_its_queue_one_interval_not_the_whole_retry_after,
             snooze_requeues_without_an_attempt,
             release_requeues_at_once_keeping_checkpoint,
             finish_batch_entries_fail_alone,

@@ -42,8 +42,10 @@ pub async fn permanent_failure_fails_at_once(s: Arc<dyn Store>) {
 }
 
 pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dyn Store>) {
-    // Under a rate, a throttled outcome holds the queue (docs/API.md).
-    set_queue(&*s, "q", r#"{"rate": {"limit": 1000, "period_ms": 1000, "burst": 100}}"#, T0).await;
+    // Under a rate that does not learn, a throttled outcome holds the queue for its whole
+    // retry-after (docs/API.md).
+    set_queue(&*s, "q", r#"{"rate": {"limit": 1000, "period_ms": 1000, "burst": 100, "learn": false}}"#, T0)
+        .await;
     s.submit(vec![job("q"), job("q")], T0).await.unwrap();
     let c = claim(&*s, "q", 1, T0).await.pop().unwrap();
     let j = fail(&*s, &c, FailKind::Throttled, Some(2_000), at(100)).await.unwrap();
@@ -65,6 +67,24 @@ pub async fn throttled_requeues_without_an_attempt_and_holds_the_queue(s: Arc<dy
     // Default retry-after: 1 s.
     let j = fail(&*s, again, FailKind::Throttled, None, at(3_000)).await.unwrap();
     assert_eq!(j.run_at, at(4_000));
+}
+
+pub async fn a_learning_rate_holds_its_queue_one_interval_not_the_whole_retry_after(s: Arc<dyn Store>) {
+    // The cut already slows the queue (1000/s halves to 500/s: one start per 2 ms); a whole
+    // second of hold on top would idle it after every probe.
+    set_queue(&*s, "lq", r#"{"rate": {"limit": 1000, "period_ms": 1000}}"#, T0).await;
+    s.submit(vec![job("lq"), job("lq")], T0).await.unwrap();
+    let c = claim(&*s, "lq", 1, T0).await.pop().unwrap();
+    let j = fail(&*s, &c, FailKind::Throttled, Some(1_000), at(100)).await.unwrap();
+    assert_eq!(j.run_at, at(1_100), "the throttled job itself waits its retry-after");
+    let held = s
+        .claim(ClaimRequest { queue: "lq".into(), worker: "w".into(), max: 5, lease_ms: None }, at(101))
+        .await
+        .unwrap();
+    assert!(held.jobs.is_empty(), "held for one interval");
+    assert_eq!(held.retry_at, Some(at(102)));
+    assert_eq!(claim(&*s, "lq", 5, at(102)).await.len(), 1, "the other job starts after one interval");
+    assert_eq!(s.get_queue("lq", at(103)).await.unwrap().unwrap().rate_now, Some(500.0));
 }
 
 pub async fn throttled_with_group_rate_holds_only_the_group(s: Arc<dyn Store>) {
