@@ -16,7 +16,8 @@ pub use target::{Probe, Work, http_worker};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// w1, w2, w3, w4, w5, w6, all, or flow (the flow-control scenarios A, B, C).
+    /// w1, w2, w3, w4, w5, w6, all, fanout (one parent, --jobs children, to its fan-in), chain
+    /// (20 jobs each depending on the one before), or flow (the flow-control scenarios A, B, C).
     pub workload: String,
     /// sqlite or postgres.
     #[arg(long, default_value = "sqlite")]
@@ -44,6 +45,9 @@ pub struct Args {
     /// W6: jobs queued behind the measured ones.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Schedules present during the run (daily, none due), to show they cost claims nothing.
+    #[arg(long, default_value_t = 0)]
+    pub schedules: usize,
     /// Where the temporary databases go (same disk = same fsync cost).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
@@ -68,6 +72,7 @@ pub struct Settings {
     pub jobs: usize,
     pub concurrency: usize,
     pub backlog: usize,
+    pub schedules: usize,
     pub dir: PathBuf,
 }
 
@@ -80,6 +85,7 @@ impl Settings {
             "durability": if self.relaxed { "relaxed" } else { "full" },
             "jobs": self.jobs,
             "concurrency": self.concurrency,
+            "schedules": self.schedules,
         })
     }
 }
@@ -96,13 +102,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         jobs: a.jobs,
         concurrency: a.concurrency,
         backlog: a.backlog,
+        schedules: a.schedules,
         dir: a.dir,
     };
     claims::install();
     let names: Vec<&str> = match a.workload.as_str() {
         "all" => vec!["w1", "w2", "w3", "w4", "w5", "w6"],
-        w @ ("w1" | "w2" | "w3" | "w4" | "w5" | "w6") => vec![w],
-        other => anyhow::bail!("unknown workload {other}: w1..w6 or all"),
+        w @ ("w1" | "w2" | "w3" | "w4" | "w5" | "w6" | "fanout" | "chain") => vec![w],
+        other => anyhow::bail!("unknown workload {other}: w1..w6, fanout, chain, all or flow"),
     };
     let mut rows = Vec::new();
     for name in names {

@@ -118,7 +118,44 @@ impl Fixture {
             }
             other => bail!("unknown mode {other} (inproc or http)"),
         };
-        Ok(Fixture { target, dir, pg })
+        let fx = Fixture { target, dir, pg };
+        fx.add_schedules(settings.schedules).await?;
+        Ok(fx)
+    }
+
+    /// `n` daily schedules (none due during a run), written 64 at a time.
+    async fn add_schedules(&self, n: usize) -> anyhow::Result<()> {
+        let mut next = 0;
+        while next < n {
+            let batch: Vec<usize> = (next..n.min(next + 64)).collect();
+            next += batch.len();
+            let puts = batch.into_iter().map(|i| {
+                let spec =
+                    json!({"cron": format!("{} {} * * *", i % 60, (i / 60) % 24), "queue": "scheduled"});
+                async move {
+                    match &self.target {
+                        Target::Inproc { engine, .. } => {
+                            engine.put_schedule(&format!("s{i}"), serde_json::from_value(spec)?).await?;
+                        }
+                        Target::Http { client, .. } => {
+                            let _: (u16, Value) = client
+                                .call(
+                                    Method::PUT,
+                                    &format!("/v1/schedules/s{i}"),
+                                    Some(&spec),
+                                    Duration::from_secs(30),
+                                )
+                                .await?;
+                        }
+                    }
+                    anyhow::Ok(())
+                }
+            });
+            for r in futures_util::future::join_all(puts).await {
+                r?;
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -197,6 +234,90 @@ impl Fixture {
                     .flatten()
                     .map(|j| j["id"].as_str().unwrap_or_default().to_owned())
                     .collect())
+            }
+        }
+    }
+
+    /// Claims one job of `queue` (waiting up to a minute): its id and lease.
+    pub async fn claim_one(&self, queue: &str) -> anyhow::Result<(String, String)> {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let req = drove_store::ClaimRequest {
+                    queue: queue.into(),
+                    worker: "bench".into(),
+                    max: 1,
+                    lease_ms: None,
+                };
+                let out = engine.claim(req, Duration::from_secs(60)).await?;
+                let c = out.jobs.first().context("nothing to claim within a minute")?;
+                Ok((c.job.id.to_string(), c.lease.to_string()))
+            }
+            Target::Http { client, .. } => {
+                let body = json!({"worker": "bench", "wait_ms": 60000});
+                let (_, v): (u16, Value) = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/queues/{queue}/claim"),
+                        Some(&body),
+                        Duration::from_secs(90),
+                    )
+                    .await?;
+                let j = &v["jobs"][0];
+                Ok((
+                    j["id"].as_str().context("nothing to claim")?.to_owned(),
+                    j["lease"].as_str().unwrap_or("").to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Ends a run: completed, or (`await_children`) waiting for the job's children.
+    pub async fn complete(&self, id: &str, lease: &str, await_children: bool) -> anyhow::Result<()> {
+        match &self.target {
+            Target::Inproc { engine, .. } => {
+                let outcome = if await_children {
+                    drove_store::Outcome::AwaitChildren { result: None }
+                } else {
+                    drove_store::Outcome::Complete { result: None, partial: false }
+                };
+                let f = drove_store::Finish {
+                    id: id.parse().map_err(|()| anyhow::anyhow!("bad id"))?,
+                    lease: drove_core::LeaseToken::parse_lenient(lease),
+                    outcome,
+                };
+                engine.finish(vec![f]).await?.pop().context("no answer")??;
+                Ok(())
+            }
+            Target::Http { client, .. } => {
+                let body = json!({"lease": lease, "await_children": await_children});
+                let _: (u16, Value) = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/jobs/{id}/complete"),
+                        Some(&body),
+                        Duration::from_secs(30),
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// A job as JSON.
+    pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Inproc { store, .. } => {
+                let job = store
+                    .get_job(id.parse().map_err(|()| anyhow::anyhow!("bad id"))?)
+                    .await?
+                    .context("no such job")?;
+                Ok(serde_json::to_value(&job)?)
+            }
+            Target::Http { client, .. } => {
+                let (_, v): (u16, Value) = client
+                    .call(Method::GET, &format!("/v1/jobs/{id}"), None::<&Value>, Duration::from_secs(30))
+                    .await?;
+                Ok(v)
             }
         }
     }
@@ -328,6 +449,15 @@ fn new_job(v: &Value) -> anyhow::Result<NewJob> {
     let mut job = NewJob::new(queue, payload);
     if let Some(k) = v["key"].as_str() {
         job.key = Some(k.to_owned());
+    }
+    if let Some(p) = v["parent"].as_str() {
+        job.parent = Some(p.parse().map_err(|()| anyhow::anyhow!("parent: not a job id"))?);
+    }
+    if let Some(deps) = v["depends_on"].as_array() {
+        job.depends_on = deps
+            .iter()
+            .map(|d| d.as_str().and_then(|d| d.parse().ok()).context("depends_on: not a job id"))
+            .collect::<anyhow::Result<_>>()?;
     }
     Ok(job)
 }

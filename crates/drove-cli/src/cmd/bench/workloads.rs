@@ -21,6 +21,8 @@ pub async fn run(name: &str, s: &Settings) -> anyhow::Result<Value> {
         "w4" => w4(s).await,
         "w5" => w5(s).await,
         "w6" => w6(s).await,
+        "fanout" => fanout(s).await,
+        "chain" => chain(s).await,
         _ => unreachable!("checked by the caller"),
     }
 }
@@ -354,5 +356,75 @@ async fn w6(s: &Settings) -> anyhow::Result<Value> {
         "backlog_insert_per_s": backlog_insert_per_s,
         "store_rss_mib_before": rss_before.map(|k| k as f64 / 1024.0),
         "store_rss_mib_after": rss_after.map(|k| k as f64 / 1024.0),
+    }))
+}
+
+/// Fan-out/fan-in: one parent's first run submits `--jobs` no-op children (batches of 10,000)
+/// and awaits them; seconds from the parent's submit to its fan-in run being claimed.
+async fn fanout(s: &Settings) -> anyhow::Result<Value> {
+    let fx = Fixture::open(s).await?;
+    let probe = Arc::new(Probe::default());
+    let workers = fx.workers("fan-kids", s.concurrency, Work { sleep_ms: 0 }, Arc::clone(&probe));
+    let start = Instant::now();
+    let parent = fx.submit(&json!({"queue": "fan-parent", "payload": null})).await?;
+    let (id, lease) = fx.claim_one("fan-parent").await?;
+    anyhow::ensure!(id == parent, "claimed {id}, not the parent {parent}");
+    let mut left = s.jobs;
+    while left > 0 {
+        let k = left.min(10_000);
+        let jobs: Vec<Value> =
+            (0..k).map(|i| json!({"queue": "fan-kids", "parent": parent, "payload": i})).collect();
+        fx.submit_batch(&jobs).await?;
+        left -= k;
+    }
+    let fanned_out_s = start.elapsed().as_secs_f64();
+    fx.complete(&id, &lease, true).await?;
+    let (again, lease) = fx.claim_one("fan-parent").await?;
+    let fan_in_s = start.elapsed().as_secs_f64();
+    anyhow::ensure!(again == parent, "the fan-in claimed {again}, not the parent {parent}");
+    let job = fx.job(&again).await?;
+    anyhow::ensure!(job["fan_in"] == json!(true), "not a fan-in run: {job}");
+    anyhow::ensure!(
+        job["children"]["succeeded"] == json!(s.jobs),
+        "children at the fan-in: {}",
+        job["children"]
+    );
+    fx.complete(&again, &lease, false).await?;
+    workers.stop().await;
+    fx.close().await;
+    Ok(json!({
+        "children": s.jobs,
+        "fan_in_s": fan_in_s,
+        "fanned_out_s": fanned_out_s,
+        "children_per_s": s.jobs as f64 / fan_in_s,
+    }))
+}
+
+/// A chain of 20: each job depends on the one before; seconds from the first submit to the last
+/// success (each step waits for the one before to succeed, so this is the hand-off latency).
+async fn chain(s: &Settings) -> anyhow::Result<Value> {
+    const STEPS: usize = 20;
+    let fx = Fixture::open(s).await?;
+    let probe = Arc::new(Probe::default());
+    let workers = fx.workers("chain", s.concurrency, Work { sleep_ms: 0 }, Arc::clone(&probe));
+    let start = Instant::now();
+    let mut prev: Option<String> = None;
+    for i in 0..STEPS {
+        let mut job = json!({"queue": "chain", "payload": i});
+        if let Some(p) = &prev {
+            job["depends_on"] = json!([p]);
+        }
+        prev = Some(fx.submit(&job).await?);
+    }
+    let submitted_s = start.elapsed().as_secs_f64();
+    fx.wait_succeeded("chain", STEPS as i64, Duration::from_secs(120)).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    workers.stop().await;
+    fx.close().await;
+    Ok(json!({
+        "steps": STEPS,
+        "elapsed_s": elapsed,
+        "submitted_s": submitted_s,
+        "ms_per_step": elapsed * 1e3 / STEPS as f64,
     }))
 }
