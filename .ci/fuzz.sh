@@ -25,7 +25,7 @@ echo "fuzzing $url (drove serve pid $server)"
 set +e
 "$venv/bin/schemathesis" run "$url/v1/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --phases coverage,fuzzing,stateful --max-examples "${DROVE_FUZZ_EXAMPLES:-60}" --workers 2 \
+  --phases coverage,fuzzing,stateful --max-examples "${DROVE_FUZZ_EXAMPLES:-60}" --workers 1 \
   --seed "${DROVE_FUZZ_SEED:-20261204}" --no-color 2>&1 | tee "$dir/report"
 status=${PIPESTATUS[0]}
 set -e

@@ -91,6 +91,12 @@ fn missing(name: &str) -> ApiError {
     ApiError::not_found(format!("schedule {name} not found"))
 }
 
+/// A name no schedule can have is simply not found (as for queues and pools): reads, deletes
+/// and "run now" answer 404 for it, and only a PUT, which would create it, answers 422.
+fn existing(name: &str) -> Result<(), ApiError> {
+    check_queue_name("name", name).map_err(|_| missing(name))
+}
+
 /// Every schedule, by name.
 #[utoipa::path(operation_id = "list_schedules", get, path = "/v1/schedules", tag = "schedules",
     responses((status = 200, body = ScheduleListDoc)))]
@@ -107,7 +113,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     params(("name" = String, Path)),
     responses((status = 200, body = ScheduleDoc), (status = 404, body = crate::wire::ErrorBodyDoc)))]
 pub async fn get(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
-    check_queue_name("name", &name.0)?;
+    existing(&name.0)?;
     let s = st.engine.store().get_schedule(&name.0).await?.ok_or_else(|| missing(&name.0))?;
     Ok(axum::Json(s).into_response())
 }
@@ -140,7 +146,7 @@ pub async fn patch(
     name: Segment,
     ApiJson(patch): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
-    check_queue_name("name", &name.0)?;
+    existing(&name.0)?;
     let old = st.engine.store().get_schedule(&name.0).await?.ok_or_else(|| missing(&name.0))?;
     let mut merged = match serde_json::to_value(&old.spec) {
         Ok(serde_json::Value::Object(m)) => m,
@@ -164,7 +170,7 @@ pub async fn patch(
     params(("name" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = crate::wire::ErrorBodyDoc)))]
 pub async fn delete(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
-    check_queue_name("name", &name.0)?;
+    existing(&name.0)?;
     if st.engine.delete_schedule(&name.0).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -180,7 +186,7 @@ pub async fn delete(State(st): State<AppState>, name: Segment) -> Result<Respons
         (status = 200, description = "Joined the live job of its key", body = crate::wire::JobDoc),
         (status = 404, body = crate::wire::ErrorBodyDoc)))]
 pub async fn run(State(st): State<AppState>, name: Segment) -> Result<Response, ApiError> {
-    check_queue_name("name", &name.0)?;
+    existing(&name.0)?;
     let sub = st.engine.run_schedule(&name.0).await?;
     let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(JobOut::submitted(&sub))).into_response())
