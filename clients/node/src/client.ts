@@ -4,7 +4,10 @@
 
 import { DroveError, JobFailedError, WaitTimeoutError } from './errors.js';
 import { Transport, delay, snakeKeys, type TransportOptions } from './http.js';
+import { Schedules } from './schedules.js';
+import { submitBatches, submitBody } from './submit.js';
 import type {
+  ChildrenOptions,
   Job,
   JobPage,
   JobSpec,
@@ -33,9 +36,6 @@ export interface DroveOptions extends TransportOptions {
 const LONG_POLL_MS = 60_000;
 /** What `submitAndWait`, `once` and `get(id, { waitMs })` wait by default. */
 const DEFAULT_WAIT_MS = 60_000;
-/** The batch endpoint takes 1 to 1,000 jobs. */
-const MAX_BATCH = 1_000;
-
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 export function isTerminal(job: Pick<Job, 'state'>): boolean {
@@ -69,10 +69,13 @@ export class Drove {
   private readonly longPollMs: number;
   /** once() calls in flight, by queue and key. */
   private readonly onces = new Map<string, SharedOnce>();
+  /** Recurring jobs: `set`, `patch`, `get`, `list`, `delete`, `pause`, `resume`, `runNow`. */
+  readonly schedules: Schedules;
 
   constructor(opts: DroveOptions) {
     this.http = new Transport(opts);
     this.longPollMs = Math.min(LONG_POLL_MS, Math.max(1, Math.floor(opts.longPollMs ?? LONG_POLL_MS)));
+    this.schedules = new Schedules(this.http);
   }
 
   /** The server this client talks to. */
@@ -82,23 +85,22 @@ export class Drove {
 
   /**
    * Submits a job. Resolves once it is durably stored: a new job (`deduplicated: false`), or the
-   * active job with the same key that this submit joined (`deduplicated: true`).
+   * active job with the same key that this submit joined (`deduplicated: true`). With
+   * `staleForMs`, a stale success of the key is answered at once: that job, with `stale: true`
+   * and `refresh` (the id of the job refreshing it).
    */
   async submit<P = unknown>(queue: string, payload?: P, opts: SubmitOptions = {}): Promise<Job<P>> {
     return (await this.http.request<Job<P>>('POST', '/v1/jobs', submitBody(queue, payload, opts))).body;
   }
 
   /**
-   * Submits many jobs, 1,000 per request (`POST /v1/jobs/batch`), answering them in order.
-   * Each request is all or nothing; a list longer than 1,000 is sent as several requests.
+   * Submits many jobs through `POST /v1/jobs/batch`, answering them in order: up to 10,000 jobs
+   * (and about 8 MiB) per request, 1,000 to a server that predates 10,000. Each request is all or
+   * nothing; a longer list is sent as several requests, and a failed one rejects the call (those
+   * before it were stored).
    */
   async submitMany(jobs: JobSpec[]): Promise<Job[]> {
-    const out: Job[] = [];
-    for (let i = 0; i < jobs.length; i += MAX_BATCH) {
-      const chunk = jobs.slice(i, i + MAX_BATCH).map((j) => submitBody(j.queue, j.payload, j));
-      out.push(...(await this.http.request<{ jobs: Job[] }>('POST', '/v1/jobs/batch', { jobs: chunk })).body.jobs);
-    }
-    return out;
+    return submitBatches(this.http, this.http, jobs.map((j) => submitBody(j.queue, j.payload, j)));
   }
 
   /**
@@ -124,16 +126,20 @@ export class Drove {
    * wait lasts until the latest caller's `waitMs` is up. A caller whose `signal` aborts leaves
    * alone; the request is aborted only once every caller has. A caller whose wait would end
    * before the shared one's makes its own request.
+   *
+   * With `staleForMs`, a success of the key older than `reuseForMs` (but within `staleForMs`
+   * more) is stale: once() resolves with it at once, without waiting, and the server starts one
+   * job refreshing the key, whose result later callers get.
    */
   once<R = unknown, P = unknown>(queue: string, key: string, payload?: P, opts: OnceOptions = {}): Promise<R> {
-    const { reuseForMs, waitMs, signal, submit } = opts;
+    const { reuseForMs, staleForMs, waitMs, signal, submit } = opts;
     if (signal?.aborted) return Promise.reject(signal.reason);
     // (Queue names cannot hold a NUL, so the pair cannot be confused with another.)
     const id = `${queue}\u0000${key}`;
     const deadline = Date.now() + Math.max(0, waitMs ?? DEFAULT_WAIT_MS);
     let shared = this.onces.get(id);
     if (shared && deadline < shared.wait.deadline) {
-      return this.submitAndWait<R, P>(queue, payload, { ...submit, key, reuseForMs, waitMs, signal });
+      return this.submitAndWait<R, P>(queue, payload, { ...submit, key, reuseForMs, staleForMs, waitMs, signal });
     }
     if (shared) {
       shared.wait.deadline = deadline;
@@ -141,7 +147,7 @@ export class Drove {
       const controller = signal ? new AbortController() : undefined;
       const wait = { deadline };
       const entry: SharedOnce = { promise: undefined as unknown as Promise<unknown>, wait, controller, pinned: false, groups: undefined };
-      entry.promise = this.submitWaiting(queue, payload, { ...submit, key, reuseForMs, waitMs, signal: controller?.signal }, wait).then((job) => {
+      entry.promise = this.submitWaiting(queue, payload, { ...submit, key, reuseForMs, staleForMs, waitMs, signal: controller?.signal }, wait).then((job) => {
         if (job.state === 'succeeded') return job.result;
         throw new JobFailedError(job);
       });
@@ -212,11 +218,26 @@ export class Drove {
   }
 
   /** Lists jobs, newest first; pass `next_cursor` back as `cursor` for the next page. */
-  async list(opts: ListJobsOptions = {}): Promise<JobPage> {
+  async list(opts: ListJobsOptions = {}, signal?: AbortSignal): Promise<JobPage> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(opts)) if (v !== undefined) q.set(k, String(v));
     const qs = q.toString();
-    return (await this.http.request<JobPage>('GET', `/v1/jobs${qs ? `?${qs}` : ''}`)).body;
+    return (await this.http.request<JobPage>('GET', `/v1/jobs${qs ? `?${qs}` : ''}`, undefined, { signal })).body;
+  }
+
+  /**
+   * Every child of a job (`GET /v1/jobs?parent=ID`, page after page), newest first, as the server
+   * sends them: `for await (const child of drove.children(id)) ...`. Pages are read as the loop
+   * asks for them; a page request that fails rejects the loop there.
+   */
+  async *children<R = unknown>(parentId: string, opts: ChildrenOptions = {}): AsyncGenerator<Job<unknown, R>, void, undefined> {
+    if (typeof parentId !== 'string' || parentId === '') throw new TypeError('children(parentId) needs a job id');
+    let cursor: string | undefined;
+    do {
+      const page = await this.list({ parent: parentId, state: opts.state, limit: opts.pageSize ?? 1_000, cursor }, opts.signal);
+      for (const job of page.jobs) yield job as Job<unknown, R>;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
   }
 
   /**
@@ -332,20 +353,3 @@ export class Drove {
   }
 }
 
-
-function submitBody(queue: string, payload: unknown, o: SubmitOptions): Record<string, unknown> {
-  if (typeof queue !== 'string' || queue === '') throw new TypeError('submit needs a queue name');
-  const body: Record<string, unknown> = { queue };
-  if (payload !== undefined) body.payload = payload;
-  if (o.kind !== undefined) body.kind = o.kind;
-  if (o.key !== undefined) body.key = o.key;
-  if (o.group !== undefined) body.group = o.group;
-  if (o.priority !== undefined) body.priority = o.priority;
-  if (o.delayMs !== undefined) body.delay_ms = o.delayMs;
-  if (o.runAt !== undefined) body.run_at = o.runAt instanceof Date ? o.runAt.toISOString() : o.runAt;
-  if (o.maxAttempts !== undefined) body.max_attempts = o.maxAttempts;
-  if (o.timeoutMs !== undefined) body.timeout_ms = o.timeoutMs;
-  if (o.reuseForMs !== undefined) body.reuse_for_ms = o.reuseForMs;
-  if (o.onConflict !== undefined) body.on_conflict = o.onConflict;
-  return body;
-}

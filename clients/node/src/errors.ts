@@ -51,7 +51,8 @@ export class KeyConflictError extends DroveError {
 
 /**
  * The awaited job failed or was cancelled. `kind` is the job's error kind (`retryable`,
- * `transient`, `permanent`, `throttled`, `timeout`, `lost`), or `cancelled` for a cancelled job.
+ * `transient`, `permanent`, `throttled`, `timeout`, `lost`, or `dependency`: a job it depends on
+ * failed, so it never ran), or `cancelled` for a cancelled job.
  */
 export class JobFailedError extends Error {
   override name = 'JobFailedError';

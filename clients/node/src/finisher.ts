@@ -23,7 +23,7 @@ import { backoffMs, type Requester } from './link.js';
 
 /** What one run ended with, in the wire's shape (without id and lease). */
 export type Ending =
-  | { kind: 'complete'; result?: unknown; partial?: boolean }
+  | { kind: 'complete'; result?: unknown; partial?: boolean; await_children?: boolean }
   | { kind: 'fail'; error: { message: string; kind: string }; retry_after_ms?: number }
   | { kind: 'release' };
 

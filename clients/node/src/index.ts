@@ -1,11 +1,15 @@
 // drove-client: the Node.js client of Drove (see README.md).
 
 export { Drove, isTerminal, type DroveOptions } from './client.js';
+export { Schedules } from './schedules.js';
 export {
   Worker,
   BatchWorker,
   PartialResult,
   partial,
+  AwaitChildren,
+  awaitChildren,
+  type ChildSpec,
   type Handler,
   type JobContext,
   type WorkerOptions,

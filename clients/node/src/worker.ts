@@ -65,7 +65,12 @@ import {
 import { Finisher, type Carried, type Ending, type FinishRow, type Settled } from './finisher.js';
 import { RawBody, Transport, delay } from './http.js';
 import { Link, backoffMs, isAuthError } from './link.js';
-import type { ClaimedJob, QueueInfo } from './types.js';
+import { submitBatches, submitBody } from './submit.js';
+import type { ClaimedJob, Job, JobSpec, QueueInfo } from './types.js';
+
+/** A child to submit from a handler (`ctx.submitChildren`): a job spec whose `parent` is the
+ * running job. */
+export type ChildSpec<P = unknown> = Omit<JobSpec<P>, 'parent'>;
 
 export interface JobContext<P = unknown> {
   /** The claimed job as the server sent it (with `lease` and `lease_expires_at`). */
@@ -89,6 +94,17 @@ export interface JobContext<P = unknown> {
    * away it keeps trying; it rejects with LeaseLostError when the lease is gone before the server
    * confirmed it (the next run resumes from whichever checkpoint the server holds). */
   saveCheckpoint(value: unknown): Promise<void>;
+  /**
+   * Submits children of this job (each spec's `parent` is set to it) through
+   * `POST /v1/jobs/batch`, 10,000 per request, and answers them in order. The job's `children`
+   * counts them as they end; return `awaitChildren(result)` to run again (the fan-in) once every
+   * child has ended. Each request is all or nothing; a failed one rejects the call (the requests
+   * before it were stored: a handler that may run again should checkpoint what it submitted).
+   * It is not sent again on failure (a submit without a key is not safe to repeat). Rejects at
+   * once after the handler returned or the lease was lost; the run's end waits for the calls
+   * still out, so a fan-in never starts before every child the handler submitted is stored.
+   */
+  submitChildren<C = unknown>(jobs: ChildSpec<C>[]): Promise<Job<C>[]>;
 }
 
 export type Handler<P = unknown, R = unknown> = (ctx: JobContext<P>) => Promise<R> | R;
@@ -196,6 +212,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
    */
   readonly done: Promise<DroveError | undefined>;
   private readonly link: Link;
+  private readonly http: Transport;
   private readonly handler: Handler<P, R>;
   /** A batch worker's claims: up to `max` jobs, lingering `lingerMs` for them. */
   private readonly batch: { max: number; lingerMs: number } | undefined;
@@ -252,6 +269,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     if (typeof handler !== 'function') throw new TypeError('worker(queue, handler) needs a handler function');
     if (opts.classify !== undefined && typeof opts.classify !== 'function') throw new TypeError('worker option classify must be a function');
     this.queue = queue;
+    this.http = http;
     this.handler = handler;
     this.batch = batch;
     this.concurrency = Math.max(1, Math.floor(opts.concurrency ?? 1));
@@ -578,6 +596,7 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     this.dry = false;
     this.fill(); // the freed slot takes a buffered job at once
     this.poke();
+    await run.childrenStored();
     if (run.released) return; // close() handed it back already
     await this.conclude(run, outcome);
   }
@@ -608,7 +627,10 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     }
     this.batches -= 1;
     this.poke();
-    await Promise.all(runs.map((run, i) => (run.released ? undefined : this.conclude(run, outcomes[i]!))));
+    await Promise.all(runs.map(async (run, i) => {
+      await run.childrenStored();
+      if (!run.released) await this.conclude(run, outcomes[i]!);
+    }));
   }
 
   /** What a handler's answer (a single worker's return, one entry of a batch's) ends a run with.
@@ -617,6 +639,9 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
   private outcome(value: unknown, errorsFail: boolean): Outcome {
     if (errorsFail && (value instanceof Error || types.isNativeError(value))) return this.thrown(value);
     if (value instanceof PartialResult) return { ending: { kind: 'complete', result: jsonable(value.value), partial: true }, result: value.value, thrown: undefined };
+    if (value instanceof AwaitChildren) {
+      return { ending: { kind: 'complete', result: jsonable(value.value), await_children: true }, result: value.value, thrown: undefined };
+    }
     return { ending: { kind: 'complete', result: jsonable(value) }, result: value, thrown: undefined };
   }
 
@@ -714,6 +739,20 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
     }
   }
 
+  /** @internal Submits children of `parent` (ctx.submitChildren) through this worker's line to
+   * the server. */
+  submitChildren(parent: string, jobs: ChildSpec[]): Promise<Job[]> {
+    if (!Array.isArray(jobs)) return Promise.reject(new TypeError('submitChildren(jobs) needs an array of job specs'));
+    let bodies;
+    try {
+      bodies = jobs.map((j) => submitBody(j?.queue, j.payload, { ...j, parent }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (bodies.length === 0) return Promise.resolve([]);
+    return submitBatches(this.link, this.http, bodies);
+  }
+
   /** @internal Settings the runs read. */
   get settings(): { link: Link; leaseMs: number | undefined; progressIntervalMs: number; stuckAfterMs: number } {
     return { link: this.link, leaseMs: this.leaseMs, progressIntervalMs: this.progressIntervalMs, stuckAfterMs: this.stuckAfterMs };
@@ -765,6 +804,22 @@ export class PartialResult<T = unknown> {
 /** `return partial(result)` from a handler: a success that left some items undone. */
 export function partial<T>(value: T): PartialResult<T> {
   return new PartialResult(value);
+}
+
+/** What `awaitChildren(result)` returns: the run ends, the job waits for its children. */
+export class AwaitChildren<T = unknown> {
+  constructor(readonly value: T) {}
+}
+
+/**
+ * `return awaitChildren(result)` from a handler (or as a batch handler's outcome): the run ends
+ * without ending the job. The job waits (`state: 'waiting'`, `waiting_for: 'children'`) and runs
+ * again, with no attempt used, once every child it has has ended: that run is its fan-in
+ * (`ctx.job.fan_in` true, `ctx.job.children` the counts, `ctx.job.result` this `result`). A job
+ * with no child left to wait for runs its fan-in at once. Not with `partial`.
+ */
+export function awaitChildren<T = undefined>(result?: T): AwaitChildren<T | undefined> {
+  return new AwaitChildren(result);
 }
 
 /** The smallest lease the API grants, and the longest progress message it takes. */
@@ -820,6 +875,8 @@ class Run {
   private checkpointOut: { value: unknown; waiters: Waiters } | undefined;
   /** Those waiting for the checkpoint the heartbeat in flight carries. */
   private checkpointSent: Waiters | undefined;
+  /** ctx.submitChildren calls still out: the run's end waits for them. */
+  private readonly submitting = new Set<Promise<unknown>>();
   private settle!: () => void;
   private end!: () => void;
 
@@ -857,7 +914,31 @@ class Run {
       saveCheckpoint(value) {
         return run.saveCheckpoint(value);
       },
+      submitChildren(jobs) {
+        return run.submitChildren(jobs) as Promise<any>;
+      },
     };
+  }
+
+  private submitChildren(jobs: ChildSpec[]): Promise<Job[]> {
+    if (this.lost) return Promise.reject(this.lostError ?? new LeaseLostError(this.job.id));
+    if (this.over || this.handlerDone) {
+      return Promise.reject(new Error(`job ${this.job.id}: submitChildren after the handler returned`));
+    }
+    const p = this.worker.submitChildren(this.job.id, jobs);
+    const tracked = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.submitting.add(tracked);
+    void tracked.then(() => this.submitting.delete(tracked));
+    return p;
+  }
+
+  /** Resolves once every ctx.submitChildren call of this run has settled. */
+  childrenStored(): Promise<void> {
+    if (this.submitting.size === 0) return Promise.resolve();
+    return Promise.all([...this.submitting]).then(() => undefined);
   }
 
   /** Starts heartbeats and the job's own timeout. */

@@ -847,3 +847,28 @@ async fn a_linger_outlasts_a_zero_wait_when_jobs_are_ready() {
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
     assert!(asked.elapsed() >= std::time::Duration::from_millis(300), "answered before its linger");
 }
+
+/// docs/API.md is what users read: it has one `### METHOD /path` section for every operation of
+/// the served OpenAPI document, and none for an operation the server does not have.
+#[tokio::test]
+async fn docs_api_md_has_a_section_for_every_operation() {
+    let a = api();
+    let (_, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;
+    let mut served = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            served.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/API.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .filter(|h| ["GET ", "POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|m| h.starts_with(m)))
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "served but without a section in docs/API.md: {undocumented:?}");
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(unserved.is_empty(), "sections in docs/API.md the server does not have: {unserved:?}");
+}
