@@ -6,6 +6,7 @@
 //! routes and the OpenAPI document are built from the same `utoipa` annotations so they
 //! cannot drift apart. This crate must not know which store backs the engine.
 
+pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -19,16 +20,15 @@ pub mod wire;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use drove_engine::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use auth::HostPolicy;
 pub use error::ApiError;
 
 /// Settings of the HTTP layer.
@@ -49,49 +49,6 @@ pub struct HttpConfig {
     /// A request body that sends nothing for this long is cut off (408), so a client that
     /// trickles a body cannot hold a connection for ever (default 30 s).
     pub body_stall: std::time::Duration,
-}
-
-/// The `Host` names a server without a token answers. Without a token, anything that can reach
-/// the port may use the API; a web page can reach a loopback port too, by rebinding its own
-/// DNS name to 127.0.0.1 (then its requests are same-origin to the browser). Such requests
-/// carry the attacker's name in `Host`, so a tokenless server answers only requests addressed
-/// to it by a loopback name, an IP literal it listens on, or a name it was told to accept.
-#[derive(Debug, Clone, Default)]
-pub struct HostPolicy {
-    /// Names accepted besides `localhost` (and `*.localhost`) and loopback IPs.
-    pub names: Vec<String>,
-    /// Accept any IP literal (the server listens on every address).
-    pub any_ip: bool,
-    /// IP literals accepted besides loopback (the address the server listens on).
-    pub ips: Vec<std::net::IpAddr>,
-}
-
-impl HostPolicy {
-    /// Whether a request with this `Host` (absent: not a browser, accepted) may be answered.
-    pub fn allows(&self, host: Option<&str>) -> bool {
-        let Some(host) = host else { return true };
-        let name = strip_port(host).to_ascii_lowercase();
-        let name = name.trim_end_matches('.');
-        if name == "localhost" || name.ends_with(".localhost") {
-            return true;
-        }
-        let bare = name.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-            return ip.is_loopback() || self.any_ip || self.ips.contains(&ip);
-        }
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-    }
-}
-
-/// `host:port`, `[v6]:port`, `[v6]` or `host` -> the host part.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().map_or(host, |h| &host[..h.len() + 2]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => host,
-    }
 }
 
 impl HttpConfig {
@@ -188,88 +145,11 @@ pub fn app(state: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::auth))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked; answered 500");
             ApiError::internal("the server hit a bug answering this request; it is logged").into_response()
         }))
         .with_state(state)
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Who may do what (see `dashboard::auth` for the reasons):
-/// 1. a state-changing request a browser marks as cross-origin is refused (403), token or not;
-/// 2. with a token, every path but the probes and the login page needs `Authorization: Bearer`
-///    or the dashboard's session cookie; dashboard pages send people to the login form.
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if !req.method().is_safe() && dashboard::auth::cross_origin(req.headers()) {
-        return dashboard::auth::refuse_cross_origin(path);
-    }
-    if st.config.token.is_none() {
-        let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
-        if !st.config.hosts.allows(host) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "host_not_allowed",
-                "this server has no token and answers only requests addressed to it by a loopback \
-                 name or an address it listens on (a guard against DNS rebinding); set a token, or \
-                 name the host with --allowed-host",
-            )
-            .into_response();
-        }
-    }
-    if let Some(token) = &st.config.token {
-        let open = path == "/healthz" || path == "/readyz" || dashboard::auth::is_public(path);
-        let allowed = open
-            || dashboard::auth::has_bearer(req.headers(), token)
-            || dashboard::auth::has_session(req.headers(), token, drove_engine::now());
-        if !allowed {
-            return dashboard::auth::refuse_unauthenticated(&req);
-        }
-    }
-    next.run(req).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokenless_servers_answer_loopback_hosts_only() {
-        let p = HostPolicy::default();
-        for ok in [
-            None,
-            Some("localhost"),
-            Some("localhost:7070"),
-            Some("127.0.0.1:7070"),
-            Some("[::1]:7070"),
-            Some("[::1]"),
-            Some("app.localhost:80"),
-            Some("LOCALHOST."),
-            Some("127.1.2.3"),
-        ] {
-            assert!(p.allows(ok), "{ok:?}");
-        }
-        // A rebound name passes the browser's Origin check but not this one.
-        for bad in [
-            Some("evil.example:7070"),
-            Some("evil.example"),
-            Some("10.0.0.5:7070"),
-            Some("localhost.evil.example"),
-            Some(""),
-        ] {
-            assert!(!p.allows(bad), "{bad:?}");
-        }
-        let named = HostPolicy { names: vec!["jobs.internal".into()], ..Default::default() };
-        assert!(named.allows(Some("jobs.internal:7070")));
-        let all = HostPolicy { any_ip: true, ..Default::default() };
-        assert!(all.allows(Some("10.0.0.5:7070")));
-        assert!(!all.allows(Some("evil.example")));
-    }
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use drove_core::{Job, JobId, JobState, Millis};
 use tokio::sync::{Notify, broadcast, watch};
 
-/// A change worth showing live (dashboards, `/v1/events`).
+/// A change worth showing live, for in-process subscribers ([`Hub::subscribe`]): built only
+/// while one listens (`has_subscribers`), so a node with none pays nothing for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub id: JobId,

@@ -29,6 +29,19 @@ pub use drove_engine::{Engine, EngineConfig, Fail, JobContext, Runtime, RuntimeH
 pub use drove_sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use drove_store::{NewJob, Store, StoreError};
 
+#[cfg(feature = "postgres")]
+pub use drove_postgres::{PostgresOptions, PostgresStore, drop_schema as drop_postgres_schema};
+
+/// Connects to PostgreSQL (`PostgresOptions::new("postgres://user@host/db")`, schema `drove`
+/// unless `with_schema` says otherwise), brings Drove's schema up to date and starts the engine.
+/// Many processes may open the same database and schema: they share its jobs as the nodes of
+/// `drove serve` do. Needs the `postgres` feature.
+#[cfg(feature = "postgres")]
+pub async fn open_postgres(opts: PostgresOptions) -> Result<Engine, StoreError> {
+    let store = PostgresStore::open(opts).await?;
+    Ok(Engine::start(Arc::new(store), EngineConfig::default()))
+}
+
 /// Opens (or creates) an embedded store at `path` in durable mode and starts its engine.
 pub fn open_sqlite(path: impl AsRef<Path>) -> Result<Engine, StoreError> {
     let store = SqliteStore::open(SqliteOptions::new(path.as_ref()))?;

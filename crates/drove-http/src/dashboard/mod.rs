@@ -15,19 +15,19 @@
 //!   changes the hub does not publish (settings, limits, pruning, other nodes' writes on any
 //!   backend), and its failure mode is simply a later refresh. Every read is bounded, so the
 //!   cost per refresh is bounded too.
-//! - **Security** (see `auth`): a login cookie when a token is configured, cross-origin
+//! - **Security** (see `crate::auth`): a login cookie when a token is configured, cross-origin
 //!   state-changing requests refused, a strict Content-Security-Policy (no inline script can
 //!   run) on every page.
 
-pub mod auth;
 mod charts;
 mod job;
 mod jobs;
+mod login;
 mod ops;
 mod overview;
 mod queue;
 mod schedules;
-mod view;
+pub(crate) mod view;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -57,8 +57,8 @@ pub fn routes() -> Router<AppState> {
         .route("/schedules/{name}/pause", post(schedules::pause))
         .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/schedules/{name}/run", post(schedules::run))
-        .route("/login", get(auth::login_form).post(auth::login))
-        .route("/logout", post(auth::logout))
+        .route("/login", get(login::login_form).post(login::login))
+        .route("/logout", post(login::logout))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
         .route("/assets/live.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
 }

@@ -1,4 +1,12 @@
-//! Who may use the dashboard, and protection against cross-site requests.
+//! Who may use the server: the token (as `Authorization: Bearer` or the dashboard's session
+//! cookie), the `Host` check of a server without a token, and protection against cross-site
+//! requests. One middleware ([`auth`]) applies all three to every request, API and dashboard.
+//!
+//! **Tokenless servers and DNS rebinding.** Without a token, anything that can reach the port
+//! may use the API; a web page can reach a loopback port too, by rebinding its own DNS name to
+//! 127.0.0.1. Such requests carry the attacker's name in `Host`, so a tokenless server answers
+//! only requests addressed to it by a loopback name or an address it listens on ([`HostPolicy`]).
+//!
 //!
 //! **Login.** With a token configured, the login form takes the token and sets a session
 //! cookie: `v1.EXPIRES.HMAC-SHA256(token, EXPIRES)`, HttpOnly and SameSite=Strict. The server
@@ -17,16 +25,15 @@
 //! fetch) send neither header and are unaffected. SameSite=Strict stays as the second layer.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use drove_core::Millis;
 use hmac::{Hmac, KeyInit, Mac};
-use maud::html;
-use serde::Deserialize;
 use sha2::Sha256;
 
-use super::view::{self, Chrome, Nav, PageError, PageForm, PageQuery};
 use crate::AppState;
+use crate::dashboard::view::{self, PageError};
 use crate::error::ApiError;
 
 pub const COOKIE: &str = "drove_session";
@@ -69,7 +76,7 @@ pub fn has_session(headers: &HeaderMap, token: &str, now: Millis) -> bool {
             return false;
         };
         let Ok(expires) = expires.parse::<i64>() else { return false };
-        expires > now.0 && crate::same(given.as_bytes(), mac(token, expires).as_bytes())
+        expires > now.0 && same(given.as_bytes(), mac(token, expires).as_bytes())
     })
 }
 
@@ -80,7 +87,7 @@ pub fn has_bearer(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    crate::same(given.as_bytes(), token.as_bytes())
+    same(given.as_bytes(), token.as_bytes())
 }
 
 /// Whether a browser marked this request as sent from another origin (see the module docs).
@@ -127,102 +134,89 @@ pub fn refuse_unauthenticated(req: &Request) -> Response {
         .into_response()
 }
 
-/// Only a local path is a place to return to after logging in: no `//host` or `\` (other sites
-/// to a browser), and no control character or whitespace anywhere (browsers drop tabs and
-/// newlines from URLs, so `/\t/evil.example` becomes `//evil.example`).
-fn local_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
-        {
-            n
+/// The `Host` names a server without a token answers: loopback names, an IP literal it listens
+/// on, or a name it was told to accept (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// Names accepted besides `localhost` (and `*.localhost`) and loopback IPs.
+    pub names: Vec<String>,
+    /// Accept any IP literal (the server listens on every address).
+    pub any_ip: bool,
+    /// IP literals accepted besides loopback (the address the server listens on).
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl HostPolicy {
+    /// Whether a request with this `Host` (absent: not a browser, accepted) may be answered.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return true };
+        let name = strip_port(host).to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
         }
-        _ => "/",
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return ip.is_loopback() || self.any_ip || self.ips.contains(&ip);
+        }
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
-#[derive(Deserialize, Default)]
-pub struct LoginQuery {
-    next: Option<String>,
+/// `host:port`, `[v6]:port`, `[v6]` or `host` -> the host part.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().map_or(host, |h| &host[..h.len() + 2]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    token: String,
-    next: Option<String>,
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn login_page(status: StatusCode, next: &str, failed: bool) -> Response {
-    let chrome = Chrome { title: "Log in", nav: Nav::None, auth: false, live_ms: 0 };
-    let body = html! {
-        section.login {
-            h1 { "Log in" }
-            p { "This Drove server needs its token (the one given to " code { "drove serve --token" } ")." }
-            @if failed { p.flash.error-message role="alert" { "That is not the token." } }
-            form method="post" action="/login" {
-                input type="hidden" name="next" value=(next);
-                label { "Token" input #token type="password" name="token" autocomplete="current-password" required autofocus; }
-                button.primary #login type="submit" { "Log in" }
-            }
-        }
-    };
-    view::html_response(status, view::layout(&chrome, body))
-}
-
-/// GET /login
-pub async fn login_form(State(st): State<AppState>, PageQuery(q): PageQuery<LoginQuery>) -> Response {
-    let next = local_next(q.next.as_deref());
+/// Who may do what (the module docs give the reasons):
+/// 1. a state-changing request a browser marks as cross-origin is refused (403), token or not;
+/// 2. with a token, every path but the probes and the login page needs `Authorization: Bearer`
+///    or the dashboard's session cookie; dashboard pages send people to the login form.
+pub async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !req.method().is_safe() && cross_origin(req.headers()) {
+        return refuse_cross_origin(path);
+    }
     if st.config.token.is_none() {
-        return view::see_other(next);
+        let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}"));
+        if !st.config.hosts.allows(host) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                "this server has no token and answers only requests addressed to it by a loopback \
+                 name or an address it listens on (a guard against DNS rebinding); set a token, or \
+                 name the host with --allowed-host",
+            )
+            .into_response();
+        }
     }
-    login_page(StatusCode::OK, next, false)
-}
-
-/// POST /login
-pub async fn login(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    PageForm(form): PageForm<LoginForm>,
-) -> Response {
-    let next = local_next(form.next.as_deref());
-    let Some(token) = st.config.token.as_deref() else {
-        return view::see_other(next);
-    };
-    if !crate::same(form.token.as_bytes(), token.as_bytes()) {
-        return login_page(StatusCode::UNAUTHORIZED, next, true);
+    if let Some(token) = &st.config.token {
+        let open = path == "/healthz" || path == "/readyz" || is_public(path);
+        let allowed = open
+            || has_bearer(req.headers(), token)
+            || has_session(req.headers(), token, drove_engine::now());
+        if !allowed {
+            return refuse_unauthenticated(&req);
+        }
     }
-    let expires = drove_engine::now().plus_ms(SESSION_MS);
-    // Secure when the browser says the page is https (it sends Origin with every form POST), so
-    // the cookie also works on plain http://127.0.0.1.
-    let https = headers.get(header::ORIGIN).is_some_and(|o| o.as_bytes().starts_with(b"https://"));
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
-        session_value(token, expires),
-        SESSION_MS / 1_000,
-        if https { "; Secure" } else { "" }
-    );
-    with_cookie(view::see_other(next), &cookie)
-}
-
-/// POST /logout
-pub async fn logout(State(st): State<AppState>) -> Response {
-    let to = if st.config.token.is_some() { "/login" } else { "/" };
-    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
-    with_cookie(view::see_other(to), &cookie)
-}
-
-fn with_cookie(mut resp: Response, cookie: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    resp
+    next.run(req).await
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -260,15 +254,35 @@ mod tests {
     }
 
     #[test]
-    fn only_local_paths_are_returned_to() {
-        assert_eq!(local_next(Some("/jobs?state=failed")), "/jobs?state=failed");
-        assert_eq!(local_next(Some("//evil.example/")), "/");
-        assert_eq!(local_next(Some("/\\evil.example")), "/");
-        assert_eq!(local_next(Some("https://evil.example/")), "/");
-        // The report: `next=/%09/evil.example` answered `Location: /\t/evil.example`.
-        assert_eq!(local_next(Some("/\t/evil.example")), "/");
-        assert_eq!(local_next(Some("/\u{7f}/evil.example")), "/");
-        assert_eq!(local_next(Some("/ /evil.example")), "/");
-        assert_eq!(local_next(None), "/");
+    fn tokenless_servers_answer_loopback_hosts_only() {
+        let p = HostPolicy::default();
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("localhost:7070"),
+            Some("127.0.0.1:7070"),
+            Some("[::1]:7070"),
+            Some("[::1]"),
+            Some("app.localhost:80"),
+            Some("LOCALHOST."),
+            Some("127.1.2.3"),
+        ] {
+            assert!(p.allows(ok), "{ok:?}");
+        }
+        // A rebound name passes the browser's Origin check but not this one.
+        for bad in [
+            Some("evil.example:7070"),
+            Some("evil.example"),
+            Some("10.0.0.5:7070"),
+            Some("localhost.evil.example"),
+            Some(""),
+        ] {
+            assert!(!p.allows(bad), "{bad:?}");
+        }
+        let named = HostPolicy { names: vec!["jobs.internal".into()], ..Default::default() };
+        assert!(named.allows(Some("jobs.internal:7070")));
+        let all = HostPolicy { any_ip: true, ..Default::default() };
+        assert!(all.allows(Some("10.0.0.5:7070")));
+        assert!(!all.allows(Some("evil.example")));
     }
 }
