@@ -5,14 +5,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use drove_core::adaptive::{
-    Algorithm, Gradient2, Gradient2Config, OFFLINE_HOLD_US, Outcome, P50Gradient, P50GradientConfig, Sample,
-    StaticLimit, Vegas, VegasConfig,
-};
+use drove_core::adaptive::{Algorithm, OFFLINE_HOLD_US, Outcome, P50Gradient, P50GradientConfig, Sample};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::FlowError;
+use crate::baselines::{Gradient2, Gradient2Config, StaticLimit, Vegas, VegasConfig};
 use crate::sim::{Downstream, DownstreamConfig, Response, SimClock, SimRng, run_paused};
 
 /// Which lane a job is in (docs/API.md "Pools and lanes").

@@ -59,6 +59,7 @@
 //! same transaction, and claims pace at `learned::interval_in_force`; this benchmark runs the
 //! same functions.
 
+pub mod baselines;
 pub mod conc;
 pub mod rate;
 pub mod report;
