@@ -1,5 +1,5 @@
 // The client: submitting and awaiting jobs, reading them, and queue settings. Workers live in
-// worker.ts; both speak only the v1 contract of API.md. once() shares one request among the
+// worker.ts; both speak only the v1 contract of docs/API.md. once() shares one request among the
 // concurrent callers of a key in this process, on top of the server's one job per key.
 
 import { DroveError, JobFailedError, WaitTimeoutError } from './errors.js';
@@ -32,7 +32,7 @@ export interface DroveOptions extends TransportOptions {
   longPollMs?: number;
 }
 
-/** The server holds one long poll for at most this long (API.md: `?wait=` is at most 60 s). */
+/** The server holds one long poll for at most this long (docs/API.md: `?wait=` is at most 60 s). */
 const LONG_POLL_MS = 60_000;
 /** What `submitAndWait`, `once` and `get(id, { waitMs })` wait by default. */
 const DEFAULT_WAIT_MS = 60_000;

@@ -1,8 +1,8 @@
 // The ends of runs (complete, fail, release), sent many per request through
-// `POST /v1/jobs/finish` (an addition to API.md: each entry stands alone, like River's
+// `POST /v1/jobs/finish` (docs/API.md: each entry stands alone, like River's
 // completer). While one request is out, the ends that arrive wait and go together in the next,
 // so a busy worker sends one request per batch and an idle one sends at once. A server without
-// the endpoint (404/405) gets the single-run endpoints of API.md instead. Requests go through
+// the endpoint (404/405) gets the single-run endpoints instead. Requests go through
 // the worker's Link, so while the server is away the finisher waits its turn with everyone else.
 //
 // A worker's claim may carry the ends instead (`finish` in the claim's body, one request per

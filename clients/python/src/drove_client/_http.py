@@ -14,7 +14,7 @@ import httpx
 
 from .errors import DroveError, Unreachable, error_from
 
-#: The server holds one long poll for at most this long (API.md: ``?wait=`` is at most 60 s).
+#: The server holds one long poll for at most this long (docs/API.md: ``?wait=`` is at most 60 s).
 LONG_POLL_MS = 60_000
 #: What submit_and_wait, once and get(wait_ms=) wait by default.
 DEFAULT_WAIT_MS = 60_000

@@ -1,5 +1,5 @@
 """The sync client: submitting and awaiting jobs, reading them, queue and pool settings, and
-workers. Speaks only the v1 contract (shared/API.md, ``GET /v1/openapi.json``)."""
+workers. Speaks only the v1 contract (docs/API.md in the repository, ``GET /v1/openapi.json``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The shapes of the v1 API (shared/API.md, and ``GET /v1/openapi.json``).
+"""The shapes of the v1 API (docs/API.md in the repository, and ``GET /v1/openapi.json``).
 
 What the server answers is handed over exactly as it came: plain dicts with the API's
-snake_case field names (``job["max_attempts"]``, ``job["error"]["kind"]``), as API.md and
+snake_case field names (``job["max_attempts"]``, ``job["error"]["kind"]``), as docs/API.md and
 ``curl`` show them. These TypedDicts describe them for type checkers; payloads and results are
 any JSON and never touched.
 """
@@ -54,7 +54,7 @@ class _JobRequired(TypedDict):
 
 
 class Job(_JobRequired, total=False):
-    """A job, as API.md's "Job model" describes it. Times are RFC 3339 strings."""
+    """A job, as docs/API.md section 2 describes it. Times are RFC 3339 strings."""
 
     kind: Optional[str]
     key: Optional[str]
