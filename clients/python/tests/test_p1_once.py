@@ -1,4 +1,4 @@
-"""P1 (shared/PROBLEMS.md, "Same key, same work"): many concurrent once() calls for one key,
+"""P1 (docs/PROBLEMS.md, "Same key, same work"): many concurrent once() calls for one key,
 from threads of this process and from separate Python processes, run one job and all get its
 result; concurrent calls in one process share one HTTP wait; a recent success is reused for
 reuse_for_ms."""

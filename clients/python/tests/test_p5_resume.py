@@ -1,4 +1,4 @@
-"""P5 (shared/PROBLEMS.md, "Long-running, resumable work"): a worker process running a paged
+"""P5 (docs/PROBLEMS.md, "Long-running, resumable work"): a worker process running a paged
 export is SIGKILLed, twice; each new worker process resumes from the last checkpoint; the job
 completes; no page before a checkpoint is done again, and every page is written."""
 
