@@ -19,9 +19,12 @@ pub struct Tally {
     pub succeeded: i64,
     /// Successes that left some items undone (a subset of `succeeded`).
     pub partial: i64,
+    /// Jobs that failed in the window.
     pub failed: i64,
+    /// Jobs cancelled in the window, including those cancelled before they ran.
     pub cancelled: i64,
-    /// Failures by their error kind (retryable, permanent, throttled, timeout, lost, transient).
+    /// Failures by their error kind (retryable, permanent, throttled, timeout, lost, transient,
+    /// dependency).
     pub failed_by_kind: BTreeMap<String, i64>,
 }
 

@@ -69,12 +69,16 @@ pub struct SubmitBody {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub delay_ms: Option<i64>,
+    /// Attempts the job gets (1 to 10^9; default the queue's `max_attempts`, else 20).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_attempts: Option<i64>,
+    /// The longest a single run may take, in ms (1 to 10 years; default the queue's, else no limit).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
     pub timeout_ms: Option<i64>,
+    /// With a `key`: a success of the key that finished within this many ms is the answer (0 to 10 years;
+    /// default the queue's, else 0).
     #[serde(default)]
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub reuse_for_ms: Option<i64>,
@@ -230,7 +234,9 @@ impl ClaimBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressWire {
+    /// Items done so far.
     pub done: i64,
+    /// Items in all, when known.
     #[serde(default)]
     pub total: Option<i64>,
     /// At most 1,024 bytes.
@@ -243,6 +249,7 @@ pub struct ProgressWire {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
+    /// The run's lease token, sent back exactly as the claim gave it (required).
     #[schema(value_type = String)]
     pub lease: LeaseWire,
     #[serde(default)]
@@ -267,6 +274,7 @@ impl HeartbeatBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
+    /// The run's lease token, sent back exactly as the claim gave it (required).
     #[schema(value_type = String)]
     pub lease: LeaseWire,
     /// Any JSON.
@@ -337,6 +345,7 @@ pub struct FailError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
+    /// The run's lease token, sent back exactly as the claim gave it (required).
     #[schema(value_type = String)]
     pub lease: LeaseWire,
     pub error: FailError,
@@ -350,6 +359,7 @@ pub struct FailBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
+    /// The run's lease token, sent back exactly as the claim gave it (required).
     #[schema(value_type = String)]
     pub lease: LeaseWire,
 }
@@ -359,21 +369,27 @@ pub struct ReleaseBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishEntry {
+    /// The job's id, a string of decimal digits (required).
     #[schema(value_type = String)]
     pub id: String,
+    /// The run's lease token, sent back exactly as the claim gave it (required).
     #[schema(value_type = String)]
     pub lease: LeaseWire,
     /// Any JSON.
     #[serde(default)]
     #[schema(value_type = Value)]
     pub result: Option<RawJson>,
+    /// As in `POST /v1/jobs/{id}/complete`: the success left some items undone.
     #[serde(default)]
     pub partial: Option<bool>,
     #[serde(default)]
     pub error: Option<FailError>,
+    /// As in `POST /v1/jobs/{id}/fail`: for `throttled` and `snooze`, run again after this many ms (0 to 10
+    /// years; default 1,000).
     #[serde(default)]
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub retry_after_ms: Option<i64>,
+    /// `true`: hand the run back unrun, as `POST /v1/jobs/{id}/release` does.
     #[serde(default)]
     pub release: Option<bool>,
     /// As in `POST /v1/jobs/{id}/complete`.
@@ -451,17 +467,22 @@ impl<'a> JobOut<'a> {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ProgressDoc {
+    /// Items done so far, as the worker last reported.
     pub done: i64,
+    /// Items in all, or null when unknown.
     pub total: Option<i64>,
+    /// The worker's note (at most 1,024 bytes), or null.
     pub message: Option<String>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDoc {
-    /// retryable, permanent, throttled, timeout, lost or transient
+    /// retryable, permanent, throttled, timeout, lost, transient or dependency
     pub kind: String,
+    /// The error's message (at most 65,536 bytes).
     pub message: String,
+    /// When the error was recorded (RFC 3339, UTC, millisecond precision).
     pub at: String,
 }
 
@@ -471,9 +492,11 @@ pub struct ErrorDoc {
 pub struct AttemptErrorDoc {
     /// The job's attempt during that run.
     pub attempt: i64,
-    /// retryable, permanent, throttled, timeout, lost or transient
+    /// retryable, permanent, throttled, timeout, lost, transient or dependency
     pub kind: String,
+    /// The error's message (at most 65,536 bytes).
     pub message: String,
+    /// When the run ended with this error (RFC 3339, UTC, millisecond precision).
     pub at: String,
 }
 
@@ -481,22 +504,37 @@ pub struct AttemptErrorDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct JobDoc {
+    /// The job's id: a string of decimal digits, increasing with submission order.
     pub id: String,
+    /// The queue the job belongs to.
     pub queue: String,
+    /// A free label for the caller's own use, or null.
     pub kind: Option<String>,
     /// Any JSON.
     #[schema(value_type = Value)]
     pub payload: (),
+    /// The deduplication key (at most one active job per queue and key), or null.
     pub key: Option<String>,
+    /// The partition of the queue for per-group limits, or null.
     pub group: Option<String>,
+    /// Higher runs first within the queue, equal priorities oldest first (any 64-bit integer; default 0).
     pub priority: i64,
-    /// scheduled, queued, running, succeeded, failed or cancelled
+    /// waiting, scheduled, queued, running, succeeded, failed or cancelled
     pub state: String,
+    /// Which attempt the current or last run is: 0 until the first claim; free ends and a fan-in's claim do
+    /// not advance it.
     pub attempt: i64,
+    /// How many attempts the job gets, fixed at submit: the request's, else the queue's, else 20.
     pub max_attempts: i64,
+    /// When the job may run next: the submit time, the requested start, or the end of a retry delay (RFC
+    /// 3339, UTC).
     pub run_at: String,
+    /// When the job was submitted (RFC 3339, UTC).
     pub created_at: String,
+    /// When the current or most recent run was claimed (RFC 3339, UTC), or null.
     pub started_at: Option<String>,
+    /// When the most recent run ended or the job ended without running (RFC 3339, UTC); also set while it
+    /// waits for its next run, cleared by a redrive.
     pub finished_at: Option<String>,
     pub progress: Option<ProgressDoc>,
     /// Any JSON, or null.
@@ -508,12 +546,20 @@ pub struct JobDoc {
     pub error: Option<ErrorDoc>,
     /// Every run that ended in an error, oldest first (the newest 25 are kept).
     pub errors: Vec<AttemptErrorDoc>,
+    /// A cancel arrived while the job was running: it becomes `cancelled` when that run ends (unless the run
+    /// completes).
     pub cancel_requested: bool,
+    /// The success left some items undone (set by the worker at completion).
     pub partial: bool,
     /// How many runs ended in a transient error.
     pub transient_retries: i64,
+    /// The longest a single run may take, in ms, fixed at submit (the request's, else the queue's); null: no
+    /// limit.
     pub timeout_ms: Option<i64>,
+    /// The name of the worker holding the current run; null unless `running`.
     pub worker: Option<String>,
+    /// When the current run's lease ends unless a heartbeat extends it (RFC 3339, UTC); null unless
+    /// `running`.
     pub lease_expires_at: Option<String>,
     /// Submit responses: true when the submit joined (or reused) an existing job.
     pub deduplicated: Option<bool>,
@@ -524,26 +570,35 @@ pub struct JobDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct JobListDoc {
+    /// The page's jobs, newest first.
     pub jobs: Vec<JobDoc>,
+    /// The `cursor` of the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct HeartbeatDoc {
+    /// When the lease now ends unless another heartbeat extends it (RFC 3339, UTC).
     pub lease_expires_at: String,
+    /// A cancel was requested: the worker should stop and end the run (`fail` or `release`).
     pub cancel_requested: bool,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CountsDoc {
+    /// Jobs waiting for their `run_at`.
     pub scheduled: i64,
+    /// Jobs ready to run, handed to the next claim the limits allow.
     pub queued: i64,
+    /// Jobs leased to a worker.
     pub running: i64,
     /// Every succeeded job, partial or not.
     pub succeeded: i64,
+    /// Failed jobs not yet deleted by retention.
     pub failed: i64,
+    /// Cancelled jobs not yet deleted by retention.
     pub cancelled: i64,
     /// The succeeded jobs that left items undone (a subset of `succeeded`).
     pub partial: i64,
@@ -552,10 +607,15 @@ pub struct CountsDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct QueueDoc {
+    /// The queue's name.
     pub name: String,
     pub config: QueueSettingsDoc,
     pub counts: CountsDoc,
+    /// The queue's own concurrency limit in force (the lower of `concurrency` and the adaptive limit); null
+    /// when neither is set.
     pub limit_now: Option<i64>,
+    /// While in the future, no job of the queue starts (a throttled outcome holds it; RFC 3339, UTC); null
+    /// otherwise.
     pub held_until: Option<String>,
     /// With a `rate`: the starts per second in force (learned beneath the configured rate after
     /// throttled outcomes, or the configured rate).
@@ -565,19 +625,24 @@ pub struct QueueDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct QueueListDoc {
+    /// Every queue the store knows.
     pub queues: Vec<QueueDoc>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PoolDoc {
+    /// The pool's name.
     pub name: String,
     pub config: PoolSettingsDoc,
+    /// The pool's concurrency limit in force (the lower of `concurrency` and the adaptive limit); null when
+    /// neither is set.
     pub limit_now: Option<i64>,
     /// With `adaptive`, while online work is about: running jobs allowed before offline queues
     /// wait (the downstream's capacity estimate); online queues may use all of `limit_now`.
     /// `null`: offline queues may use the whole limit too.
     pub offline_limit_now: Option<i64>,
+    /// The queues that name this pool in their `pool` setting.
     pub queues: Vec<String>,
 }
 
@@ -595,6 +660,7 @@ pub struct ClaimDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct BatchDoc {
+    /// One job per entry of the request, in order, each with `deduplicated`.
     pub jobs: Vec<JobDoc>,
 }
 
@@ -602,13 +668,16 @@ pub struct BatchDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct FinishListDoc {
+    /// One result per entry of the request, in order: the job's new state, or why the entry was refused.
     pub jobs: Vec<FinishResultDoc>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct FinishResultDoc {
+    /// The entry's `id`, echoed as written.
     pub id: String,
+    /// The job's state after this entry ended its run; absent when the entry was refused (see `error`).
     pub state: Option<String>,
     #[schema(value_type = Option<ErrorBodyInnerDoc>)]
     pub error: (),
@@ -628,6 +697,7 @@ pub struct ErrorBodyInnerDoc {
     /// lease_lost, payload_too_large, unsupported_media_type, request_timeout, unauthorized,
     /// cross_origin, host_not_allowed, method_not_allowed, store_unavailable, internal, ...
     pub code: String,
+    /// What went wrong, for people to read.
     pub message: String,
     /// The field at fault, as the client wrote it (`jobs[3].key`), for 413 and 422.
     pub field: Option<String>,
@@ -643,8 +713,10 @@ pub struct ErrorBodyInnerDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RateDoc {
+    /// Starts allowed per period (1 to 10^9).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub limit: i64,
+    /// The period, in ms (1 to 10 years).
     #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
     pub period_ms: i64,
     /// Default 1.
@@ -663,8 +735,10 @@ pub struct RateDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct AdaptiveDoc {
+    /// The lowest concurrency limit the server may set (1 to 10^9).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub min: i64,
+    /// The highest concurrency limit the server may set (`min` to 10^9).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max: i64,
 }
@@ -674,8 +748,11 @@ pub struct AdaptiveDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct BackoffDoc {
+    /// A retry after attempt n waits a random time up to `base_ms * 2^(n-1)` ms (0 to 10 years; default
+    /// 1,000).
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub base_ms: i64,
+    /// The cap on a retry's delay, in ms (`base_ms` to 10 years; default 3,600,000).
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub max_ms: i64,
 }
@@ -693,8 +770,10 @@ pub enum LaneDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct QueueSettingsDoc {
+    /// Most jobs of the queue running at once, fleet-wide (1 to 10^9; default no limit).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub concurrency: Option<i64>,
+    /// Most jobs of one group running at once (1 to 10^9; default no limit).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub group_concurrency: Option<i64>,
     pub rate: Option<RateDoc>,
@@ -704,14 +783,19 @@ pub struct QueueSettingsDoc {
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
     pub pool: Option<String>,
     pub lane: Option<LaneDoc>,
+    /// While true, claims hand out nothing from this queue; submits are still accepted (default false).
     pub paused: Option<bool>,
+    /// Attempts of jobs submitted from now on without their own `max_attempts` (1 to 10^9; default 20).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_attempts: Option<i64>,
     pub backoff: Option<BackoffDoc>,
+    /// Run time limit, in ms, of jobs submitted from now on without their own (1 to 10 years; default none).
     #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
     pub timeout_ms: Option<i64>,
+    /// Lease length, in ms, of claims that do not ask for one (1,000 to 86,400,000; default 10,000).
     #[schema(minimum = 1000, maximum = 86_400_000)]
     pub lease_ms: Option<i64>,
+    /// Reuse window, in ms, of keyed submits that do not give one (0 to 10 years; default 0).
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub reuse_for_ms: Option<i64>,
     /// Fast retries of transient failures (default: 10 per attempt, 10 ms doubling to 1 s).
@@ -723,10 +807,14 @@ pub struct QueueSettingsDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TransientDoc {
+    /// Transient failures in a row retried without spending an attempt (0 to 10^9; default 10).
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub retries: i64,
+    /// The n-th transient retry in a row waits a random time up to `base_ms * 2^(n-1)` ms (0 to 10 years;
+    /// default 10).
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub base_ms: i64,
+    /// The cap on a transient retry's delay, in ms (`base_ms` to 10 years; default 1,000).
     #[schema(minimum = 0, maximum = 315_360_000_000_i64)]
     pub max_ms: i64,
 }
@@ -735,6 +823,7 @@ pub struct TransientDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PoolSettingsDoc {
+    /// Most jobs of all the pool's queues running at once (1 to 10^9; default no limit).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub concurrency: Option<i64>,
     pub adaptive: Option<AdaptiveDoc>,

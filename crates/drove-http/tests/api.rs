@@ -462,6 +462,31 @@ async fn openapi_document_lists_exactly_the_routes() {
 }
 
 #[tokio::test]
+async fn every_schema_property_has_a_description() {
+    let a = api();
+    let (s, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    // A property that only points at another schema carries that schema's description.
+    let is_ref = |p: &Value| {
+        let composed = ["allOf", "oneOf"].iter().any(|k| {
+            p[*k].as_array().is_some_and(|parts| parts.iter().any(|part| part.get("$ref").is_some()))
+        });
+        p.get("$ref").is_some() || composed
+    };
+    let mut missing = Vec::new();
+    for (schema, body) in doc["components"]["schemas"].as_object().unwrap() {
+        let Some(props) = body["properties"].as_object() else { continue };
+        for (name, prop) in props {
+            let described = prop["description"].as_str().is_some_and(|d| !d.trim().is_empty());
+            if !described && !is_ref(prop) {
+                missing.push(format!("{schema}.{name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{} properties without a description: {missing:?}", missing.len());
+}
+
+#[tokio::test]
 async fn the_documented_job_shape_matches_the_served_one() {
     let a = api();
     let (_, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;

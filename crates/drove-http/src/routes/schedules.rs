@@ -31,13 +31,18 @@ pub struct ScheduleBodyDoc {
     /// The job's payload (default null).
     #[schema(value_type = Option<Value>)]
     pub payload: Option<serde_json::Value>,
+    /// The `kind` of each tick's job, as in `POST /v1/jobs` (default none).
     pub kind: Option<String>,
     /// A key for each tick's job: a tick whose key is still held joins the live job.
     pub key: Option<String>,
+    /// The `group` of each tick's job, as in `POST /v1/jobs` (default none).
     pub group: Option<String>,
+    /// The `priority` of each tick's job; higher runs first (default 0).
     pub priority: Option<i64>,
+    /// Attempts of each tick's job (1 to 10^9; default the queue's, else 20).
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_attempts: Option<i64>,
+    /// Run time limit, in ms, of each tick's job (1 to 10 years; default the queue's, else none).
     #[schema(minimum = 1, maximum = 315_360_000_000_i64)]
     pub timeout_ms: Option<i64>,
     /// Missed ticks (the server was down): `none` skips them, `last` (default) runs the newest
@@ -52,19 +57,32 @@ pub struct ScheduleBodyDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ScheduleDoc {
+    /// The schedule's name.
     pub name: String,
+    /// The cron pattern, nickname or `@every` interval its ticks follow.
     pub cron: String,
+    /// The IANA time zone the pattern is read in; present only when set (default UTC).
     pub timezone: Option<String>,
+    /// The queue each tick's job goes to.
     pub queue: String,
+    /// Each tick's job's payload (any JSON).
     #[schema(value_type = Value)]
     pub payload: serde_json::Value,
+    /// The `kind` of each tick's job; present only when set.
     pub kind: Option<String>,
+    /// The `key` of each tick's job; present only when set.
     pub key: Option<String>,
+    /// The `group` of each tick's job; present only when set.
     pub group: Option<String>,
+    /// The `priority` of each tick's job.
     pub priority: i64,
+    /// Attempts of each tick's job; present only when set (else the queue's, else 20).
     pub max_attempts: Option<i64>,
+    /// Run time limit, in ms, of each tick's job; present only when set.
     pub timeout_ms: Option<i64>,
+    /// Which missed ticks run: `none`, `last` or `all`.
     pub catch_up: String,
+    /// A paused schedule enqueues nothing.
     pub paused: bool,
     /// The next tick to enqueue (null: the pattern has no more).
     #[schema(format = DateTime)]
@@ -74,9 +92,12 @@ pub struct ScheduleDoc {
     pub last_tick_at: Option<String>,
     /// The last job it enqueued (a tick or "run now"), and that job's state while it is kept.
     pub last_job: Option<String>,
+    /// The state of `last_job` while that job is kept, else null.
     pub last_job_state: Option<String>,
+    /// When the schedule was created (RFC 3339, UTC).
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// When the schedule was last written (RFC 3339, UTC).
     #[schema(format = DateTime)]
     pub updated_at: String,
 }
@@ -84,6 +105,7 @@ pub struct ScheduleDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ScheduleListDoc {
+    /// Every schedule, by name.
     pub schedules: Vec<ScheduleDoc>,
 }
 
