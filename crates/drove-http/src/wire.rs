@@ -588,6 +588,8 @@ pub struct HeartbeatDoc {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CountsDoc {
+    /// Jobs waiting for their dependencies, their children or the running job of their key.
+    pub waiting: i64,
     /// Jobs waiting for their `run_at`.
     pub scheduled: i64,
     /// Jobs ready to run, handed to the next claim the limits allow.

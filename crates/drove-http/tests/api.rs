@@ -897,3 +897,21 @@ async fn docs_api_md_has_a_section_for_every_operation() {
     let unserved: Vec<_> = documented.difference(&served).collect();
     assert!(unserved.is_empty(), "sections in docs/API.md the server does not have: {unserved:?}");
 }
+
+/// A queue's answer has exactly the fields the document gives it, counts included.
+#[tokio::test]
+async fn the_documented_queue_shape_matches_the_served_one() {
+    let a = api();
+    let (_, doc) = a.call(Method::GET, "/v1/openapi.json", None).await;
+    let keys = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "shape"}))).await;
+    let (_, q) = a.call(Method::GET, "/v1/queues/shape", None).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(keys(&q["counts"]), keys(&schemas["CountsDoc"]["properties"]), "{q}");
+    let served = keys(&q);
+    let documented = keys(&schemas["QueueDoc"]["properties"]);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "served but not in QueueDoc: {undocumented:?}");
+}

@@ -404,12 +404,27 @@ impl Fixture {
         }
     }
 
-    /// Resident memory of the process holding the store, KiB.
-    pub fn store_rss_kib(&self) -> Option<u64> {
-        let pid = match &self.target {
+    fn store_pid(&self) -> u32 {
+        match &self.target {
             Target::Inproc { .. } => std::process::id(),
             Target::Http { server, .. } => server.id(),
-        };
+        }
+    }
+
+    /// CPU time (user + system) the process holding the store has used so far, in µs: the
+    /// `drove serve` child over HTTP (the server alone), this whole process in process.
+    pub fn store_cpu_us(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.store_pid())).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // Linux reports these in USER_HZ, 100 per second on every mainstream architecture.
+        Some(ticks * 1e6 / 100.0)
+    }
+
+    /// Resident memory of the process holding the store, KiB.
+    pub fn store_rss_kib(&self) -> Option<u64> {
+        let pid = self.store_pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()

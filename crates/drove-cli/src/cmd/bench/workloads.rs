@@ -75,6 +75,7 @@ async fn w1(s: &Settings) -> anyhow::Result<Value> {
     let fsync_ms = fsync_probe_ms(fx.dir(), 200)?;
     let producers = 8;
     let per = s.jobs / producers;
+    let cpu0 = fx.store_cpu_us();
     let start = Instant::now();
     let tasks: Vec<_> = (0..producers)
         .map(|_| {
@@ -96,6 +97,7 @@ async fn w1(s: &Settings) -> anyhow::Result<Value> {
         lat.extend(t.await??);
     }
     let one_by_one = (per * producers) as f64 / start.elapsed().as_secs_f64();
+    let cpu_per_job = cpu0.zip(fx.store_cpu_us()).map(|(a, b)| (b - a) / (per * producers) as f64);
     let lat = sorted(lat);
 
     let start = Instant::now();
@@ -120,6 +122,8 @@ async fn w1(s: &Settings) -> anyhow::Result<Value> {
         "physical_limit_jobs_per_s": physical,
         "ratio_to_physical_limit": one_by_one / physical,
         "producers": producers,
+        // CPU of the process holding the store per one-by-one submit (over HTTP: the server's).
+        "store_cpu_us_per_job": cpu_per_job,
     });
     Arc::into_inner(fx).context("fixture still shared")?.close().await;
     Ok(out)
@@ -133,10 +137,12 @@ async fn w2(s: &Settings) -> anyhow::Result<Value> {
     let enqueue_s = t.elapsed().as_secs_f64();
     let probe = Arc::new(Probe::default());
     super::claims::take_sorted();
+    let cpu0 = fx.store_cpu_us();
     let start = Instant::now();
     let workers = fx.workers("w2", s.concurrency, Work { sleep_ms: 0 }, Arc::clone(&probe));
     fx.wait_succeeded("w2", s.jobs as i64, Duration::from_secs(300)).await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_per_job = cpu0.zip(fx.store_cpu_us()).map(|(a, b)| (b - a) / s.jobs as f64);
     workers.stop().await;
     let claims = super::claims::take_sorted();
     fx.close().await;
@@ -150,6 +156,8 @@ async fn w2(s: &Settings) -> anyhow::Result<Value> {
         "claim_p50_ms": percentile(&claims, 0.5),
         "claim_p99_ms": percentile(&claims, 0.99),
         "claims": claims.len(),
+        // CPU of the process holding the store per drained job (over HTTP: the server's).
+        "store_cpu_us_per_job": cpu_per_job,
     }))
 }
 
