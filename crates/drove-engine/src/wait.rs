@@ -3,7 +3,8 @@
 //! Both register with the hub before asking the store, so nothing committed between the
 //! question and the wait is missed, and both wake only when the hub says something changed
 //! (or at a time a rate limit named, or after `max_idle` as a safety net against a lost
-//! notification). A thousand waiters cost a thousand parked futures and no store traffic.
+//! notification). A thousand waiters cost a thousand parked futures and no store traffic but
+//! the safety net's, which the claimers of one queue share: one read per queue per `max_idle`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub(crate) async fn claim(
     let store = engine.store();
     let deadline = Instant::now() + wait;
     let notify = store.hub().queue_notify(&req.queue);
+    let idle_look = store.hub().queue_idle_look(&req.queue);
+    let max_idle = engine.config().max_idle;
+    let mut first = true;
     let never = CancellationToken::new();
     let stop = stop.unwrap_or(&never);
     // Woken by the hub (something became ready or capacity was freed): claim at once. Woken by
@@ -44,11 +48,24 @@ pub(crate) async fn claim(
         let asked = std::time::Instant::now();
         let asked_i = Instant::now();
         let now = crate::now();
+        let mut asked_store = true;
         let ready = if notified_last && linger.is_zero() {
             None // woken by the hub: claim without looking first
+        } else if !first && !notified_last && lingering_until.is_none() && idle_look.fresh(asked_i, max_idle)
+        {
+            // Woken by the safety-net timer, and another claimer of the queue looked and found
+            // nothing within it; a notification since would have woken this one (below, the
+            // hub wins over the timer). Nothing to read.
+            asked_store = false;
+            Some(0)
         } else {
-            store.ready(&req.queue, req.max).await?
+            let ready = store.ready(&req.queue, req.max).await?;
+            if ready == Some(0) {
+                idle_look.found_nothing(asked_i);
+            }
+            ready
         };
+        first = false;
         let idle = ready == Some(0);
         let fill = match (ready, linger.is_zero()) {
             (Some(n), false) if n > 0 && n < req.max => {
@@ -65,8 +82,10 @@ pub(crate) async fn claim(
             lingering_until = None;
             store.claim(req.clone(), now).await?
         };
-        metrics::histogram!("drove_claim_seconds", "queue" => req.queue.clone())
-            .record(asked.elapsed().as_secs_f64());
+        if asked_store {
+            metrics::histogram!("drove_claim_seconds", "queue" => req.queue.clone())
+                .record(asked.elapsed().as_secs_f64());
+        }
         if !out.jobs.is_empty() {
             metrics::histogram!("drove_claim_batch_size", "queue" => req.queue.clone())
                 .record(out.jobs.len() as f64);
@@ -84,7 +103,7 @@ pub(crate) async fn claim(
         if !out.jobs.is_empty() || now_i >= end {
             return Ok(out);
         }
-        let mut wake = end.min(now_i + engine.config().max_idle);
+        let mut wake = end.min(now_i + max_idle);
         if let Some(until) = lingering_until {
             wake = wake.min(until);
         }
@@ -95,6 +114,9 @@ pub(crate) async fn claim(
             wake = wake.min(asked_i + Duration::from_millis(ms));
         }
         tokio::select! {
+            // A notification wins over the timer when both are due: the timer's wake-up may be
+            // answered from another claimer's look, which only a notification makes stale.
+            biased;
             _ = &mut notified => notified_last = true,
             _ = tokio::time::sleep_until(wake) => notified_last = false,
             _ = engine.shutdown_token().cancelled() => return Ok(ClaimOutcome::default()),

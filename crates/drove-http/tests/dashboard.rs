@@ -256,6 +256,18 @@ async fn job_actions_fit_the_state_and_errors_are_pages() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(s.job(queued.id).await.state, JobState::Queued);
 
+    // A job waiting for another can be cancelled from its page too (an operation's parent, a
+    // dependent): the button is there and cancels it at once.
+    let first = s.submit(NewJob::new("emails", json("{}"))).await;
+    let mut dependent = NewJob::new("emails", json("{}"));
+    dependent.depends_on = vec![first.id];
+    let waiting = s.submit(dependent).await;
+    assert_eq!(waiting.state, JobState::Waiting);
+    assert!(page(&s, &format!("/jobs/{}", waiting.id)).await.contains(r#"id="cancel""#));
+    let resp = post_form(&s, &format!("/jobs/{}/cancel", waiting.id), &[], &[]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(s.job(waiting.id).await.state, JobState::Cancelled);
+
     for path in ["/jobs/99999999", "/jobs/abc", "/queues/never-used"] {
         let (status, html, headers) = get(&s.url(path)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");

@@ -166,8 +166,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         ips: vec![args.bind.ip()],
     };
     let app = drove_http::app(AppState::new(engine.clone(), http));
-    let listener =
-        tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
+    let listener = listen(args.bind).with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store.backend(), max_connections, "listening");
     // One line on stdout for scripts and tests that start the server on port 0.
@@ -198,4 +197,16 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     }
     tracing::info!("stopped");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Binds with a listen backlog of 4,096 (the kernel caps it at `net.core.somaxconn`). Tokio's
+/// `TcpListener::bind` asks for 1,024 on some platforms and 128 on others; at 128, a thousand
+/// clients connecting at once overflowed the queue here and some of their connections were
+/// never accepted, with no error on either side (bench/connections).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4_096)
 }

@@ -151,7 +151,7 @@ fn live(job: &Job, now: Millis) -> Markup {
 
 fn actions(job: &Job) -> Markup {
     let href = job_href(job.id);
-    let cancellable = matches!(job.state, JobState::Scheduled | JobState::Queued)
+    let cancellable = matches!(job.state, JobState::Waiting | JobState::Scheduled | JobState::Queued)
         || (job.state == JobState::Running && !job.cancel_requested);
     let retryable = matches!(job.state, JobState::Failed | JobState::Cancelled);
     html! {
