@@ -9,6 +9,7 @@
 
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 
 import { DroveError, KeyConflictError, LeaseLostError } from './errors.js';
 
@@ -17,8 +18,13 @@ export interface TransportOptions {
   url: string;
   /** Sent as `Authorization: Bearer TOKEN` when the server has one. */
   token?: string | undefined;
-  /** A fetch to use instead of the global one (a proxy agent, instrumentation). */
+  /** A fetch to use instead of the built-in transport (a proxy agent, instrumentation). */
   fetch?: typeof fetch | undefined;
+  /**
+   * Certificates (PEM) to trust for an `https://` server besides Node's own roots, for a server
+   * with a certificate of your own CA (`drove serve --tls-cert`). `NODE_EXTRA_CA_CERTS` works too.
+   */
+  ca?: string | Buffer | Array<string | Buffer> | undefined;
 }
 
 export interface RequestOptions {
@@ -69,7 +75,10 @@ export class Transport {
       // heartbeats use others); idle sockets are closed before the server's own idle timeout,
       // which it names in its Keep-Alive answer header.
       const agentOpts = { keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' as const };
-      this.agent = this.target.protocol === 'https:' ? new https.Agent(agentOpts) : new http.Agent(agentOpts);
+      this.agent =
+        this.target.protocol === 'https:'
+          ? new https.Agent(opts.ca === undefined ? agentOpts : { ...agentOpts, ca: extendRoots(opts.ca) })
+          : new http.Agent(agentOpts);
     }
   }
 
@@ -155,6 +164,11 @@ export class Transport {
     if (!ok) throw errorFrom(res.status, parsed, `${method} ${path}`, opts.jobId);
     return { status: res.status, body: parsed as T };
   }
+}
+
+/** Node's own roots plus `ca`: an agent's `ca` replaces the roots unless they are given too. */
+function extendRoots(ca: string | Buffer | Array<string | Buffer>): Array<string | Buffer> {
+  return [...tls.rootCertificates, ...(Array.isArray(ca) ? ca : [ca])];
 }
 
 /** The API's error body (`{"error": {code, message, field?}}`) as a typed error. */

@@ -45,7 +45,7 @@ export interface Server {
 }
 
 /** Starts `drove serve` on 127.0.0.1:0 with a fresh database; resolves once it listens. */
-export async function startServer(opts: { token?: string } = {}): Promise<Server> {
+export async function startServer(opts: { token?: string; args?: string[]; ca?: string } = {}): Promise<Server> {
   const bin = droveBin();
   const dir = await mkdtemp(join(tmpdir(), 'drove-node-test-'));
   let stderr = '';
@@ -53,7 +53,7 @@ export async function startServer(opts: { token?: string } = {}): Promise<Server
     stderr = (stderr + chunk).slice(-64 * 1024);
     if (process.env.DROVE_TEST_LOG) process.stderr.write(chunk);
   };
-  let serve = await spawnServe(bin, dir, '127.0.0.1:0', opts.token, log, () => stderr);
+  let serve = await spawnServe(bin, dir, '127.0.0.1:0', opts.token, log, () => stderr, opts.args);
   const url = serve.url;
   return {
     url,
@@ -61,7 +61,7 @@ export async function startServer(opts: { token?: string } = {}): Promise<Server
     get proc() {
       return serve.proc;
     },
-    drove: new Drove({ url, token: opts.token }),
+    drove: new Drove({ url, token: opts.token, ca: opts.ca }),
     log: () => stderr,
     async kill() {
       await serve.signal('SIGKILL');
@@ -73,7 +73,7 @@ export async function startServer(opts: { token?: string } = {}): Promise<Server
       const bind = new URL(url).host;
       for (let tries = 0; ; tries++) {
         try {
-          serve = await spawnServe(bin, dir, bind, opts.token, log, () => stderr);
+          serve = await spawnServe(bin, dir, bind, opts.token, log, () => stderr, opts.args);
           return;
         } catch (err) {
           if (tries >= 50 || !/in use/i.test(String(err))) throw err;
@@ -102,8 +102,9 @@ async function spawnServe(
   token: string | undefined,
   log: (chunk: string) => void,
   logSoFar: () => string,
+  extra: string[] = [],
 ): Promise<Serve> {
-  const args = ['serve', '--db', join(dir, 'drove.db'), '--bind', bind];
+  const args = ['serve', '--db', join(dir, 'drove.db'), '--bind', bind, ...extra];
   if (token) args.push('--token', token);
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
   proc.stderr!.setEncoding('utf8');
@@ -117,7 +118,7 @@ async function spawnServe(
     const lines = createInterface({ input: proc.stdout! });
     const timer = setTimeout(() => rej(new Error(`drove serve did not say it listens within 30 s; its log:\n${logSoFar()}`)), 30_000);
     lines.on('line', (line) => {
-      const m = /^drove listening on (http:\/\/\S+)$/.exec(line);
+      const m = /^drove listening on (https?:\/\/\S+)$/.exec(line);
       if (m) {
         clearTimeout(timer);
         res(m[1]!);

@@ -153,6 +153,9 @@ impl Limiter {
             }
         }
         scopes.retain(|k, s| wanted.get(k).is_some_and(|(a, _)| *a == s.bounds));
+        // A queue's overloads are taken once per tick and fed to every scope it is in (its own
+        // adaptive limit and its pool's), not only to whichever is computed first.
+        let mut overloads: HashMap<String, Vec<Millis>> = HashMap::new();
         for (key, (bounds, members)) in wanted {
             let scope = scopes.entry(key.clone()).or_insert_with(|| Scope::new(bounds, now));
             let inflight: i64 = members.iter().map(|q| q.counts.running).sum();
@@ -170,7 +173,9 @@ impl Limiter {
             runs.sort_by_key(|r| r.finished_at);
             scope.feed_runs(&runs, inflight, now);
             for q in &members {
-                for at in self.engine.overloads().take(&q.name) {
+                let taken =
+                    overloads.entry(q.name.clone()).or_insert_with(|| self.engine.overloads().take(&q.name));
+                for &at in taken.iter() {
                     scope.feed(at, 0, inflight.max(1), Outcome::Overload);
                 }
             }

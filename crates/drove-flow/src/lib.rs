@@ -11,8 +11,8 @@
 //!   R halves at half time and comes back at three quarters; 1 and 3 client instances.
 //!   Drove's policy is the server's: one GCRA scope shared by every instance (`drove_core::gcra`,
 //!   as the store keeps it) whose configured rate is a ceiling, cut and probed back by
-//!   `drove_core::learned` (the code the store's finish calls), held until Retry-After on a
-//!   429, no attempt used; against naive immediate retry, a static bucket per instance and the
+//!   `drove_core::learned` (the code the store's finish calls), held one interval of the cut
+//!   rate on a 429, no attempt used; against naive immediate retry, a static bucket per instance and the
 //!   known limit.
 //! - Scenario C, online vs offline on one downstream: strict priority in front of the adaptive
 //!   limiter, offline work held to the limiter's offline limit (its capacity estimate) with a
@@ -34,7 +34,7 @@
 //!
 //! The engine's limit service, per queue with `adaptive: {min, max}` (or per pool), keeps one
 //! `P50Gradient` (`P50GradientConfig::bounded(min, max)`) and feeds it every run that ends:
-//! 1. Finished jobs: `Store::recent_runs(queue, since, limit)` every few hundred milliseconds,
+//! 1. Finished jobs: `Store::recent_runs(queue, since, limit)` every 100 ms, up to 50 ms ago,
 //!    each as a `Sample` with `rtt = finished_at - started_at`, `now = finished_at`, `outcome =
 //!    Success` (a failure of the job's own is still a latency sample). `inflight` is the number
 //!    of the queue's (or pool's) running jobs when the run started; the store does not record it
@@ -44,9 +44,10 @@
 //!    timeouts with attempts left, throttled outcomes, releases): fed by the in-process
 //!    completer and the reaper when they commit them. Timeouts and throttled outcomes (a 429
 //!    from a handler, exit 75 from a `drove worker` child, `/fail` with `throttled`) are
-//!    `Overload`: they cut the limit by a tenth; a throttled outcome also holds the scope until
-//!    Retry-After in the store (`gcra::hold_until`) and uses no attempt. Cancelled runs and lost
-//!    leases are `Ignore`.
+//!    `Overload`: a window with any of them cuts the limit by a tenth, once; a throttled outcome
+//!    also holds its scope in the store (`learned::hold_until`: one interval of the cut rate under
+//!    a learning rate, the whole Retry-After under `learn: false`, nothing without a rate) and
+//!    uses no attempt. Cancelled runs and lost leases are `Ignore`.
 //! 3. The limit is written with `Store::set_limit(LimitScope::Queue(name) |
 //!    LimitScope::Pool(name), Some(limit))` when it changed, and a pool's offline limit
 //!    (`Algorithm::offline_limit`) with `Store::set_offline_limit`. The claim transaction
@@ -55,7 +56,7 @@
 //!    limits, and the last writer wins).
 //!
 //! Rates are learned in the store itself: a throttled outcome under a `rate` holds the scope
-//! (`gcra::hold_until`) and cuts the rate in force (`drove_core::learned::on_throttled`) in the
+//! (`learned::hold_until`) and cuts the rate in force (`drove_core::learned::on_throttled`) in the
 //! same transaction, and claims pace at `learned::interval_in_force`; this benchmark runs the
 //! same functions.
 

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod summary;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;

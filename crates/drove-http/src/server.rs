@@ -11,6 +11,8 @@
 //!   and the node says so in its log.
 //! - hyper's own answers to unparseable requests (400, 414, 431 with an empty body) are given
 //!   the API's JSON error body.
+//! - With a TLS configuration ([`crate::tls`]) every connection is TLS: the handshake runs in the
+//!   connection's own task (a slow handshake never holds up `accept`) within the idle timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -23,7 +25,7 @@ use axum::http::{HeaderValue, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,8 @@ pub struct ServeConfig {
     /// How long a connection may take to send a request's head, and how long an idle
     /// keep-alive connection is kept (bodies: see [`crate::HttpConfig::body_stall`]).
     pub idle_timeout: Duration,
+    /// Serve HTTPS with this configuration (`drove serve --tls-cert --tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeConfig {
@@ -49,6 +53,7 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             idle_timeout: IDLE_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -106,15 +111,42 @@ pub async fn serve(listener: TcpListener, app: Router, cfg: ServeConfig, shutdow
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(JsonErrors::new(stream));
-        let conn = builder.serve_connection(io, TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let service = TowerToHyperService::new(app.clone());
+        match &cfg.tls {
+            None => {
+                let conn =
+                    graceful.watch(builder.serve_connection(TokioIo::new(JsonErrors::new(stream)), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                let (builder, watcher, idle) = (builder.clone(), graceful.watcher(), cfg.idle_timeout);
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher
+                        .watch(builder.serve_connection(TokioIo::new(JsonErrors::new(stream)), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown()).await.is_err() {
@@ -137,15 +169,15 @@ fn keep_alive_hint(
 /// could not parse (`HTTP/1.1 400 Bad Request` + `content-length: 0`, no content type; the API
 /// itself never answers an error without a JSON body), which is replaced by the same status
 /// with the API's JSON error body. The connection closes after it either way.
-struct JsonErrors {
-    inner: TcpStream,
+struct JsonErrors<S> {
+    inner: S,
     /// Bytes still to send of a replaced answer.
     pending: Vec<u8>,
     sent: usize,
 }
 
-impl JsonErrors {
-    fn new(inner: TcpStream) -> JsonErrors {
+impl<S: AsyncWrite + Unpin> JsonErrors<S> {
+    fn new(inner: S) -> JsonErrors<S> {
         JsonErrors { inner, pending: Vec::new(), sent: 0 }
     }
 
@@ -196,7 +228,7 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
-impl AsyncRead for JsonErrors {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonErrors<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -206,7 +238,7 @@ impl AsyncRead for JsonErrors {
     }
 }
 
-impl AsyncWrite for JsonErrors {
+impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         std::task::ready!(self.flush_pending(cx))?;
         if buf.starts_with(b"HTTP/1.")

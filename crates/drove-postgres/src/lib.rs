@@ -38,6 +38,7 @@ mod row;
 mod schema;
 #[cfg(test)]
 mod testdb;
+pub mod tls;
 mod tx;
 
 use std::sync::{Arc, Mutex};
@@ -54,7 +55,7 @@ use drove_store::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Shared, TxFuture};
@@ -152,10 +153,12 @@ impl PostgresOptions {
             )
             .into());
         }
-        let mut config: tokio_postgres::Config = self
-            .url
+        let settings = tls::split(&self.url).map_err(|m| ValidationError::new("database_url", m))?;
+        let mut config: tokio_postgres::Config = settings
+            .rest
             .parse()
             .map_err(|e| ValidationError::new("database_url", format!("is not a PostgreSQL URL: {e}")))?;
+        config.ssl_mode(settings.mode.ssl_mode());
         // Every connection resolves names in the store's schema, and runs READ COMMITTED
         // whatever the server's default: the locking design relies on each statement seeing
         // what committed before it started (a lock waited for, then a fresh read). A session
@@ -177,6 +180,15 @@ impl PostgresOptions {
     }
 }
 
+impl PostgresOptions {
+    /// The TLS connector every connection uses, from the URL's `sslmode` and `sslrootcert`
+    /// (see [`tls`]).
+    fn connector(&self) -> Result<MakeRustlsConnect, StoreError> {
+        let settings = tls::split(&self.url).map_err(|m| ValidationError::new("database_url", m))?;
+        Ok(tls::connector(&settings).map_err(|m| ValidationError::new("database_url", m))?)
+    }
+}
+
 fn migrate_error(e: MigrateError) -> StoreError {
     match e {
         MigrateError::Db(e) => match db_verdict(&e) {
@@ -192,14 +204,16 @@ fn migrate_error(e: MigrateError) -> StoreError {
 /// Returns the versions this call applied.
 pub async fn migrate(opts: &PostgresOptions) -> Result<Vec<i32>, StoreError> {
     let config = opts.pg_config("drove-migrate")?;
-    schema::migrate(&config, &opts.schema).await.map_err(migrate_error)
+    schema::migrate(&config, opts.connector()?, &opts.schema).await.map_err(migrate_error)
 }
 
 /// Drops the schema of `opts` and everything in it (benchmarks and tests use a schema per run).
 pub async fn drop_schema(opts: &PostgresOptions) -> Result<(), StoreError> {
     let config = opts.pg_config("drove-drop")?;
-    let (client, conn) =
-        config.connect(NoTls).await.map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+    let (client, conn) = config
+        .connect(opts.connector()?)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
     let task = tokio::spawn(conn);
     let sql = format!("SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE", opts.schema);
     let result = client.batch_execute(&sql).await.map_err(|e| StoreError::Unavailable(e.to_string()));
@@ -221,9 +235,10 @@ impl PostgresStore {
         if opts.migrate {
             migrate(&opts).await?;
         }
+        let connector = opts.connector()?;
         let manager = Manager::from_config(
             opts.pg_config("drove")?,
-            NoTls,
+            connector.clone(),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -240,6 +255,7 @@ impl PostgresStore {
         let (ready_tx, ready_rx) = oneshot::channel();
         let listener = notify::Listener {
             config: opts.pg_config("drove-listener")?,
+            tls: connector,
             channel: format!("drove:{}", opts.schema),
             instance: format!("{:016x}", fastrand::u64(..)),
             shared: Arc::clone(&shared),

@@ -25,8 +25,9 @@ use std::time::Duration;
 use drove_core::{JobId, JobState, Millis};
 use drove_store::{Event, Hub};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Shared, TxFuture, backoff};
@@ -183,7 +184,10 @@ async fn wake_watchers(shared: Arc<Shared>, ids: Vec<i64>) {
 }
 
 /// Forwards the connection's notifications until it fails or closes.
-async fn drive(mut conn: Connection<Socket, NoTlsStream>, tx: mpsc::UnboundedSender<String>) {
+/// The listener connection's stream: plain or TLS, as the store's `sslmode` says.
+type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+async fn drive(mut conn: Connection<Socket, Stream>, tx: mpsc::UnboundedSender<String>) {
     loop {
         match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
             Some(Ok(AsyncMessage::Notification(n))) => {
@@ -204,6 +208,7 @@ async fn drive(mut conn: Connection<Socket, NoTlsStream>, tx: mpsc::UnboundedSen
 /// The listener task of one store instance.
 pub(crate) struct Listener {
     pub config: tokio_postgres::Config,
+    pub tls: MakeRustlsConnect,
     pub channel: String,
     pub instance: String,
     pub shared: Arc<Shared>,
@@ -220,7 +225,7 @@ impl Listener {
         let mut failures = 0;
         loop {
             let connected = tokio::select! {
-                c = self.config.connect(NoTls) => c,
+                c = self.config.connect(self.tls.clone()) => c,
                 _ = self.shutdown.cancelled() => return,
             };
             let (client, connection) = match connected {

@@ -4,7 +4,8 @@
 //! Nodes starting together take turns: the whole run holds a session advisory lock keyed by the
 //! schema's name, so a second node waits for the first, then finds every version applied.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::describe;
 
@@ -38,8 +39,12 @@ pub(crate) enum MigrateError {
 }
 
 /// Connects once and brings `schema` up to date; returns the versions it applied.
-pub(crate) async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<Vec<i32>, MigrateError> {
-    let (mut client, connection) = config.connect(NoTls).await?;
+pub(crate) async fn migrate(
+    config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    schema: &str,
+) -> Result<Vec<i32>, MigrateError> {
+    let (mut client, connection) = config.connect(tls).await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection ended");

@@ -87,9 +87,36 @@ impl Gate {
     }
 }
 
+/// Makes rustls's ring provider the process's default unless one is set already: HTTPS in
+/// every HTTP client of the process (ours, and reqwest's in tests) uses it.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
+        Client::with_ca(base, token, None)
+    }
+
+    /// A client that also trusts the certificates in `ca_file` (PEM) for `https://` servers,
+    /// besides the system's roots (which `SSL_CERT_FILE` and `SSL_CERT_DIR` may name).
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Protocol(format!("cannot read the CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Protocol(format!("the CA file {} holds no PEM certificate: {e}", path.display()))
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .pool_max_idle_per_host(64)
             // Under the server's idle timeout (60 s), so a pooled socket is never reused just as
             // the server closes it.

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, install_crypto_provider};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     /// descendant of it outlives its job or the worker (see [`supervise`]). `None`: the
     /// command is run directly (its process group and direct child are still covered).
     pub supervisor: Option<std::path::PathBuf>,
+    /// A PEM file of certificates to trust for an `https://` server, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), W
     if cfg.command.is_empty() {
         return Err(WorkerError::NoCommand);
     }
-    let client = Client::new(&cfg.server, cfg.token.clone())?;
+    let client = Client::with_ca(&cfg.server, cfg.token.clone(), cfg.ca_file.as_deref())?;
     let cfg = Arc::new(cfg);
     let stops = Arc::new(Stops { hard: CancellationToken::new(), refused: CancellationToken::new() });
     let mut refusal: Option<String> = None;

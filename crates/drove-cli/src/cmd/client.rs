@@ -16,11 +16,18 @@ pub struct ServerArgs {
     pub server: String,
     #[arg(long, env = "DROVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also trust these certificates (PEM) for an https:// server (besides the system's roots).
+    #[arg(long, env = "DROVE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.server, self.token.clone().filter(|t| !t.is_empty()))?)
+        Ok(Client::with_ca(
+            &self.server,
+            self.token.clone().filter(|t| !t.is_empty()),
+            self.ca_file.as_deref(),
+        )?)
     }
 }
 

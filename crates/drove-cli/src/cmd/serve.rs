@@ -66,6 +66,12 @@ pub struct Args {
     /// Delete finished jobs this many days after they ended.
     #[arg(long, default_value_t = 7.0)]
     pub retention_days: f64,
+    /// Serve HTTPS: the certificate chain, PEM (the server's certificate first). Needs --tls-key.
+    #[arg(long, env = "DROVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: the certificate's private key, PEM. Needs --tls-cert.
+    #[arg(long, env = "DROVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How long in-flight requests may take to finish after SIGTERM (long polls answer at once).
@@ -166,11 +172,16 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         ips: vec![args.bind.ip()],
     };
     let app = drove_http::app(AppState::new(engine.clone(), http));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(drove_http::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = listen(args.bind).with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store.backend(), max_connections, "listening");
     // One line on stdout for scripts and tests that start the server on port 0.
-    println!("drove listening on http://{addr}");
+    println!("drove listening on {scheme}://{addr}");
 
     let stop = super::shutdown_on_signal();
     let engine_stop = engine.clone();
@@ -184,6 +195,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         max_connections,
         shutdown_grace: SHUTDOWN_HTTP_GRACE,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        tls,
     };
     drove_http::server::serve(listener, app, serve, stop.clone()).await;
     // Everything after the signal is bounded: a store that is down or hung must not keep the

@@ -11,6 +11,9 @@ pub struct Args {
     pub server: String,
     #[arg(long, env = "DROVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also trust these certificates (PEM) for an https:// server (besides the system's roots).
+    #[arg(long, env = "DROVE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The queue to work.
     #[arg(long)]
     pub queue: String,
@@ -48,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         kill_grace: Duration::from_millis(args.kill_grace_ms),
         name: args.name.unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         supervisor: std::env::current_exe().ok(),
+        ca_file: args.ca_file,
     };
     drove_worker::run(cfg, super::shutdown_on_signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -59,7 +59,7 @@ async fn idle_slow_and_garbled_connections_are_closed_and_answered_in_json() {
     assert!(answer.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
     assert!(answer.contains(r#""code":"malformed_request""#), "{answer}");
     // Keep-alive clients are told how long an idle socket is kept.
-    let resp = reqwest::get(format!("{}/healthz", server.url)).await.unwrap();
+    let resp = Http::new(&server.url).client.get(format!("{}/healthz", server.url)).send().await.unwrap();
     assert_eq!(resp.headers().get("keep-alive").and_then(|v| v.to_str().ok()), Some("timeout=1"));
 }
 
@@ -257,7 +257,7 @@ async fn postgres_reads_of_names_with_nul_bytes_are_not_found_or_invalid() {
         assert_eq!(status, 422, "{q}: {v}");
     }
     for q in ["queue=a%00b", "key=a%00b"] {
-        let resp = reqwest::get(format!("{}/jobs?{q}", server.url)).await.unwrap();
+        let resp = http.client.get(format!("{}/jobs?{q}", server.url)).send().await.unwrap();
         assert!(resp.status().is_client_error(), "dashboard {q}: {}", resp.status());
     }
 }

@@ -9,6 +9,7 @@ mod lineage;
 mod multinode;
 mod resilience;
 mod support;
+mod tls;
 
 use std::collections::HashMap;
 use std::time::Duration;

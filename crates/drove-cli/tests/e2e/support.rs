@@ -156,7 +156,10 @@ pub struct Http {
 impl Http {
     pub fn new(base: &str) -> Http {
         Http {
-            client: reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap(),
+            client: {
+                drove_worker::install_crypto_provider();
+                reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap()
+            },
             base: base.to_owned(),
             token: None,
         }

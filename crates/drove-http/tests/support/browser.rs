@@ -81,6 +81,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let driver_url = format!("http://127.0.0.1:{port}");
         let mut browser = Browser { http, driver_url, session: String::new(), driver, _profile: profile };

@@ -126,7 +126,13 @@ pub fn json(text: &str) -> RawJson {
 }
 
 /// An HTTP client that shows redirects instead of following them.
+/// rustls's ring provider as the process default (reqwest is built without one of its own).
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn http() -> reqwest::Client {
+    tls_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
