@@ -191,6 +191,8 @@ pub struct P50Gradient {
     probe: Option<Probe>,
     last_p50_us: Option<f64>,
     capacity: Option<f64>,
+    /// Whether a window has queued since the estimate began: only then does it bound offline work.
+    capacity_shown: bool,
     probe_p50_us: Option<f64>,
     /// Still in slow start (see [`P50GradientConfig::slow_start`]).
     starting: bool,
@@ -209,6 +211,7 @@ impl P50Gradient {
             probe: None,
             last_p50_us: None,
             capacity: None,
+            capacity_shown: false,
             probe_p50_us: None,
             starting: cfg.slow_start,
         }
@@ -277,6 +280,7 @@ impl P50Gradient {
             if b < 4.0 * resolution {
                 // Run times of a few clock ticks: their ratios are rounding, not queueing.
                 self.capacity = None;
+                self.capacity_shown = false;
             } else {
                 // Little's law: the window's mean in-flight is its summed run time over its
                 // length. Scaled by reference / p50 it counts the calls being served, not
@@ -285,6 +289,13 @@ impl P50Gradient {
                 let estimate = in_flight * b / p.max(resolution);
                 let w = self.cfg.capacity_weight;
                 self.capacity = Some(self.capacity.map_or(estimate, |c| (1.0 - w) * c + w * estimate));
+                // Only a window that queued shows the downstream's limit; until one has, the
+                // estimate is the load it was offered (an online trickle's, say), and holding
+                // offline work to it made a backlog arriving after a quiet spell climb for
+                // seconds (A, c = 8: 3-4 s to saturate through the product).
+                if p > self.cfg.tolerance * b {
+                    self.capacity_shown = true;
+                }
             }
         }
 
@@ -411,7 +422,10 @@ impl Algorithm for P50Gradient {
         let limit = self.limit();
         // Until a probe has measured the reference, the estimate rests on the lowest window
         // p50, biased low at high variance: it would hold offline work far below capacity.
-        let (Some(c), Some(_)) = (self.capacity, self.probe_p50_us) else { return limit };
+        // Nor before a window has queued: until then the estimate is only the load offered.
+        let (Some(c), Some(_), true) = (self.capacity, self.probe_p50_us, self.capacity_shown) else {
+            return limit;
+        };
         let mut offline = c + c.sqrt();
         if self.probe.is_some() {
             // The probe measures an unqueued baseline: offline work must drain with the limit.
@@ -674,6 +688,37 @@ mod tests {
         closed_loop(&mut g, t, 5_000_000, 16.0, 10_000.0);
         let c16 = g.capacity().unwrap_or_default();
         assert!((13.0..=17.0).contains(&c16), "c=16: estimate {c16}");
+    }
+
+    /// Offline work arriving after an online trickle alone (scenario A through the product):
+    /// the capacity estimate measured at the trickle's load must not hold the backlog there.
+    #[test]
+    fn p50_gradient_lets_a_backlog_after_a_trickle_reach_capacity_in_about_a_second() {
+        let mut g = P50Gradient::new(P50GradientConfig::default());
+        // 10 s of a trickle: one call in flight at a time, 50 ms each, nothing queues.
+        let mut now = feed(&mut g, 0, 200, 50_000, 1, |_| 50_000);
+        assert!(g.capacity().is_some_and(|c| c < 2.0), "{:?}", g.capacity());
+        // Then a backlog that runs as many calls as the offline limit allows, against c = 8
+        // slots of 50 ms (queueing beyond 8).
+        let start = now;
+        let mut reached = None;
+        while now < start + 5_000_000 {
+            let l = g.offline_limit().max(1) as f64;
+            let rtt = 50_000.0 * (l / 8.0).max(1.0);
+            now += (rtt / l) as i64;
+            g.on_sample(&Sample {
+                now_us: now,
+                rtt_us: rtt as i64,
+                inflight: l as i64,
+                outcome: Outcome::Success,
+                rand: 0.5,
+            });
+            if reached.is_none() && g.offline_limit() >= 8 {
+                reached = Some(now - start);
+            }
+        }
+        let reached = reached.expect("the offline limit never reached the 8 slots");
+        assert!(reached <= 1_500_000, "8 slots in use after {} ms", reached / 1_000);
     }
 
     #[test]
