@@ -14,16 +14,11 @@
 // - worker_requests_per_job: the worker's requests (claims, finishes, anything else) from its
 //   start until then, per job.
 
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 
 import { Drove } from '../dist/index.js';
+import { median, serve } from './server.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -37,43 +32,8 @@ const { values: opt } = parseArgs({
 const JOBS = Number(opt.jobs);
 const CONCURRENCY = Number(opt.concurrency);
 const RUNS = Number(opt.runs);
-const here = dirname(fileURLToPath(import.meta.url));
-const bin = process.env.DROVE_BIN || resolve(here, '..', '..', '..', 'target', 'release', 'drove');
-if (!existsSync(bin)) {
-  console.error(`no drove binary at ${bin}: cargo build --release -p drove-cli, or set DROVE_BIN`);
-  process.exit(1);
-}
-
-async function serve() {
-  const dir = await mkdtemp(join(tmpdir(), 'drove-node-bench-'));
-  const args = ['serve', '--db', join(dir, 'drove.db'), '--bind', '127.0.0.1:0'];
-  if (opt.relaxed) args.push('--relaxed-durability');
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
-  const url = await new Promise((res, rej) => {
-    createInterface({ input: proc.stdout }).on('line', (l) => {
-      const m = /^drove listening on (\S+)$/.exec(l);
-      if (m) res(m[1]);
-    });
-    proc.once('exit', (c) => rej(new Error(`drove serve exited (${c})`)));
-  });
-  return {
-    url,
-    /** CPU time (user + system, ms) the server process has used so far. */
-    cpuMs() {
-      const f = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime in clock ticks (100 Hz)
-    },
-    async stop() {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 async function once(run) {
-  const server = await serve();
+  const server = await serve({ relaxed: opt.relaxed });
   try {
     // Requests per endpoint (ids folded), to see what the worker costs the server.
     const requests = new Map();
@@ -151,7 +111,6 @@ async function once(run) {
 
 const lines = [];
 for (let r = 1; r <= RUNS; r++) lines.push(await once(r));
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log(
   JSON.stringify({
     summary: 'median',

@@ -51,6 +51,33 @@ pub(crate) async fn unless_shutdown<T>(
     }
 }
 
+/// What one round of a service's loop came to.
+enum Round<T> {
+    /// The step answered.
+    Done(T),
+    /// The store failed and the pause after it is over: try again.
+    Again,
+    /// Shutdown came first.
+    Stop,
+}
+
+/// Runs `step` unless shutdown comes first; after a store error, pauses (the pause also gives
+/// way to shutdown) so that the loop tries again.
+async fn round<T>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    service: &str,
+    step: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Round<T> {
+    match unless_shutdown(shutdown, step).await {
+        None => Round::Stop,
+        Some(Ok(out)) => Round::Done(out),
+        Some(Err(e)) => match unless_shutdown(shutdown, pause_after(&e, service)).await {
+            None => Round::Stop,
+            Some(()) => Round::Again,
+        },
+    }
+}
+
 /// Moves scheduled jobs whose `run_at` has come to queued.
 pub struct Promoter {
     pub engine: Engine,
@@ -77,15 +104,10 @@ impl Promoter {
         loop {
             let now = crate::now();
             let step = async { Self::tick(&**store, now).await.and(store.next_due().await) };
-            let next = match unless_shutdown(shutdown, step).await {
-                None => return,
-                Some(Ok((next, _))) => next,
-                Some(Err(e)) => {
-                    if unless_shutdown(shutdown, pause_after(&e, "promoter")).await.is_none() {
-                        return;
-                    }
-                    continue;
-                }
+            let next = match round(shutdown, "promoter", step).await {
+                Round::Stop => return,
+                Round::Again => continue,
+                Round::Done((next, _)) => next,
             };
             let mut wake_at = Instant::now() + until(next, now, cap);
             loop {
@@ -133,15 +155,10 @@ impl Scheduler {
         loop {
             let now = crate::now();
             let step = async { Self::tick(&**store, now).await.and(store.next_tick().await) };
-            let next = match unless_shutdown(shutdown, step).await {
-                None => return,
-                Some(Ok(next)) => next,
-                Some(Err(e)) => {
-                    if unless_shutdown(shutdown, pause_after(&e, "scheduler")).await.is_none() {
-                        return;
-                    }
-                    continue;
-                }
+            let next = match round(shutdown, "scheduler", step).await {
+                Round::Stop => return,
+                Round::Again => continue,
+                Round::Done(next) => next,
             };
             // Past the tick by a millisecond: the pass at the tick's own instant finds it due.
             let wait = until(next.map(|t| t.plus_ms(1)), now, cap);
@@ -185,15 +202,10 @@ impl Reaper {
                 }
                 reaped.and(store.next_due().await)
             };
-            let next = match unless_shutdown(shutdown, step).await {
-                None => return,
-                Some(Ok((_, next))) => next,
-                Some(Err(e)) => {
-                    if unless_shutdown(shutdown, pause_after(&e, "reaper")).await.is_none() {
-                        return;
-                    }
-                    continue;
-                }
+            let next = match round(shutdown, "reaper", step).await {
+                Round::Stop => return,
+                Round::Again => continue,
+                Round::Done((_, next)) => next,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -229,15 +241,10 @@ impl Pruner {
         let shutdown = self.engine.shutdown_token();
         let config = self.engine.config().clone();
         loop {
-            match unless_shutdown(shutdown, Self::tick(&**store, crate::now(), config.retention)).await {
-                None => return,
-                Some(Ok(0)) => {}
-                Some(Ok(n)) => tracing::info!(jobs = n, "pruned finished jobs"),
-                Some(Err(e)) => {
-                    if unless_shutdown(shutdown, pause_after(&e, "pruner")).await.is_none() {
-                        return;
-                    }
-                }
+            match round(shutdown, "pruner", Self::tick(&**store, crate::now(), config.retention)).await {
+                Round::Stop => return,
+                Round::Done(0) | Round::Again => {}
+                Round::Done(n) => tracing::info!(jobs = n, "pruned finished jobs"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
