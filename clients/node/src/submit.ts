@@ -9,6 +9,7 @@
 import { DroveError } from './errors.js';
 import { RawBody, type Transport } from './http.js';
 import type { Requester } from './link.js';
+import { activeTraceparent } from './otel.js';
 import type { Job, SubmitOptions } from './types.js';
 
 /** Jobs per batch request (the server's limit), and the limit of servers that predate it. */
@@ -39,6 +40,12 @@ export function submitBody(queue: string, payload: unknown, o: SubmitOptions): R
   if (o.parent !== undefined) body.parent = o.parent;
   if (o.dependsOn !== undefined) body.depends_on = o.dependsOn;
   if (o.onDependencyFailure !== undefined) body.on_dependency_failure = o.onDependencyFailure;
+  // The caller's trace: given, else the active span's (with @opentelemetry/api).
+  const trace = o.traceparent !== undefined ? { traceparent: o.traceparent, tracestate: o.tracestate } : activeTraceparent();
+  if (trace) {
+    body.traceparent = trace.traceparent;
+    if (trace.tracestate !== undefined) body.tracestate = trace.tracestate;
+  }
   return body;
 }
 

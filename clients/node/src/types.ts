@@ -98,6 +98,9 @@ export interface Job<P = unknown, R = unknown> {
   on_dependency_failure?: 'run';
   /** What a `waiting` job waits for (present only while it waits). */
   waiting_for?: WaitingFor;
+  /** The W3C trace context the job's runs descend from (docs/API.md "Traces"). */
+  traceparent?: string;
+  tracestate?: string;
   /** Its children, once it has any (present only then). */
   children?: Children;
   /** This run is the fan-in: the job completed with `awaitChildren` and every child has ended
@@ -192,6 +195,11 @@ export interface SubmitOptions {
   dependsOn?: string[];
   /** See OnDependencyFailure (default `'fail'`). */
   onDependencyFailure?: OnDependencyFailure;
+  /** The W3C trace context the job's runs descend from. Default: the active span's, when
+   * `@opentelemetry/api` is installed and a span is active. */
+  traceparent?: string;
+  /** The W3C `tracestate` that goes with `traceparent`. */
+  tracestate?: string;
 }
 
 /** One entry of `submitMany`. */

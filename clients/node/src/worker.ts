@@ -65,6 +65,7 @@ import {
 import { Finisher, type Carried, type Ending, type FinishRow, type Settled } from './finisher.js';
 import { RawBody, Transport, delay } from './http.js';
 import { Link, backoffMs, isAuthError } from './link.js';
+import { startRun } from './otel.js';
 import { submitBatches, submitBody } from './submit.js';
 import type { ClaimedJob, Job, JobSpec, QueueInfo } from './types.js';
 
@@ -584,12 +585,15 @@ export class Worker<P = unknown, R = unknown> extends EventEmitter {
 
   private async execute(run: Run): Promise<void> {
     const startedAt = performance.now();
+    const trace = startRun(this.queue, run.job);
     let outcome: Outcome;
     try {
-      outcome = this.outcome(await this.handler(run.context as JobContext<P>), false);
+      const ctx = run.context as JobContext<P>;
+      outcome = this.outcome(await (trace ? trace.within(() => this.handler(ctx)) : this.handler(ctx)), false);
     } catch (err) {
       outcome = { ending: this.failure(err), result: undefined, thrown: err };
     }
+    trace?.end(outcomeLabel(outcome.ending), outcome.thrown);
     this.observe(performance.now() - startedAt);
     run.handlerSettled();
     this.handling.delete(run);
@@ -783,6 +787,13 @@ export class BatchWorker<P = unknown, R = unknown> extends Worker<P, R> {
 }
 
 /** How a run ends, with what the worker's events report. */
+/** How a run ended, in a word (its span's `drove.outcome`). */
+function outcomeLabel(e: Ending): string {
+  if (e.kind === 'complete') return 'succeeded';
+  if (e.kind === 'fail') return e.error.kind;
+  return 'released';
+}
+
 interface Outcome {
   ending: Ending;
   result: unknown;

@@ -43,6 +43,18 @@ def test_submit_get_and_dedupe_by_key(server: Server) -> None:
     assert replaced["id"] == job["id"] and replaced["payload"] == {"n": 4}
 
 
+def test_a_trace_context_is_kept_and_handed_to_the_worker(server: Server) -> None:
+    drove = server.drove
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job = drove.submit("rt-trace", {"n": 1}, traceparent=tp, tracestate="vendor=1")
+    assert (job["traceparent"], job["tracestate"]) == (tp, "vendor=1")
+    many = drove.submit_many([{"queue": "rt-trace", "traceparent": tp}, {"queue": "rt-trace"}])
+    assert many[0]["traceparent"] == tp and "traceparent" not in many[1]
+    with pytest.raises(Invalid) as bad:
+        drove.submit("rt-trace", traceparent="00-not-a-trace-01")
+    assert bad.value.field == "traceparent"
+
+
 def test_delayed_submit_is_scheduled(server: Server) -> None:
     drove = server.drove
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)

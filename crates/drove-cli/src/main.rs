@@ -2,6 +2,7 @@
 //! `cmd/` and gets ready-built objects. `anyhow` is used only at this edge.
 
 mod cmd;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -54,20 +55,6 @@ struct SuperviseArgs {
     command: Vec<String>,
 }
 
-fn init_logs() {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    let filter: Targets = std::env::var("DROVE_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| "info".parse().expect("valid filter"));
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::Supervise(a) = &cli.command {
@@ -79,7 +66,18 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    init_logs();
+    let (otlp, service) = match &cli.command {
+        Command::Serve(a) => (Some(&a.otlp), "drove"),
+        Command::Worker(a) => (Some(&a.otlp), "drove-worker"),
+        _ => (None, "drove"),
+    };
+    let telemetry = match telemetry::init(otlp, service) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("drove: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,6 +100,9 @@ fn main() -> std::process::ExitCode {
             Command::Supervise(_) => unreachable!("handled before the runtime starts"),
         }
     });
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

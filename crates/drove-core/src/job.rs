@@ -417,6 +417,10 @@ pub struct Job {
     /// all ended since.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fan_in: bool,
+    /// The trace its runs descend from (`traceparent`, `tracestate`), as given at submit or
+    /// as the server's submit span made it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::TraceContext>,
     #[serde(skip)]
     pub links: Links,
 }
@@ -461,6 +465,7 @@ impl PartialEq for Job {
             && self.waiting_for == other.waiting_for
             && self.children == other.children
             && self.fan_in == other.fan_in
+            && self.trace == other.trace
             && self.links == other.links
     }
 }

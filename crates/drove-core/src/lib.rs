@@ -15,6 +15,7 @@ pub mod name;
 pub mod queue;
 pub mod schedule;
 pub mod time;
+pub mod trace;
 pub mod validation;
 
 pub use job::{
@@ -23,6 +24,7 @@ pub use job::{
 };
 pub use queue::{Adaptive, Backoff, Lane, PoolConfig, QueueConfig, RateLimit, Transient};
 pub use time::Millis;
+pub use trace::TraceContext;
 pub use validation::ValidationError;
 
 /// A JSON document kept as the text it arrived in: payloads, results and checkpoints are stored

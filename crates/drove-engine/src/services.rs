@@ -68,7 +68,10 @@ async fn round<T>(
     service: &str,
     step: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Round<T> {
-    match unless_shutdown(shutdown, step).await {
+    // One span per pass (`drove.promoter`, ...), for traces only (see drove-trace).
+    let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.service",
+        otel.name = format!("drove.{service}"), drove.service = service);
+    match unless_shutdown(shutdown, tracing::Instrument::instrument(step, span)).await {
         None => Round::Stop,
         Some(Ok(out)) => Round::Done(out),
         Some(Err(e)) => match unless_shutdown(shutdown, pause_after(&e, service)).await {

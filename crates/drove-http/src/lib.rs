@@ -16,6 +16,7 @@ pub mod routes;
 pub mod server;
 pub mod summary;
 pub mod tls;
+mod trace;
 pub mod wire;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The JSON shapes of the v1 API: request bodies (parsed strictly: unknown fields are refused,
 //! so a typo never passes silently) and documented response shapes for the OpenAPI document.
 
+use drove_core::TraceContext;
 use drove_core::queue::MAX_LEASE_MS;
 use drove_core::validation::{duration_ms, within};
 use drove_core::{
@@ -99,6 +100,15 @@ pub struct SubmitBody {
     pub depends_on: Option<Vec<String>>,
     #[serde(default)]
     pub on_dependency_failure: Option<OnDependencyFailureWire>,
+    /// The W3C trace context the job's runs descend from (default: the request's `traceparent`
+    /// header). `00-<32 hex>-<16 hex>-<2 hex>`, lower case.
+    #[serde(default)]
+    #[schema(pattern = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with `traceparent` (at most 512 printable ASCII characters).
+    #[serde(default)]
+    #[schema(max_length = 512)]
+    pub tracestate: Option<String>,
 }
 
 /// A job id given in a body: canonical decimal text (a bare number is refused, as ids are
@@ -158,6 +168,11 @@ impl SubmitBody {
             on_dependency_failure: match self.on_dependency_failure.unwrap_or_default() {
                 OnDependencyFailureWire::Fail => OnDependencyFailure::Fail,
                 OnDependencyFailureWire::Run => OnDependencyFailure::Run,
+            },
+            trace: match (self.traceparent, self.tracestate) {
+                (Some(tp), ts) => Some(TraceContext::parse("traceparent", &tp, "tracestate", ts.as_deref())?),
+                (None, Some(_)) => return Err(ApiError::invalid("tracestate", "needs a traceparent")),
+                (None, None) => None,
             },
         })
     }
@@ -565,6 +580,11 @@ pub struct JobDoc {
     pub deduplicated: Option<bool>,
     /// Claim responses: the run's fencing token.
     pub lease: Option<String>,
+    /// The W3C trace context the job's runs descend from (absent when none was given and the server
+    /// exports no spans).
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 #[derive(ToSchema)]

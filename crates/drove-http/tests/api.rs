@@ -171,6 +171,19 @@ async fn invalid_values_are_422_naming_the_field() {
         (json!({"queue": "q", "on_conflict": "merge"}), "on_conflict"),
         (json!({"queue": "q", "colour": "red"}), "colour"),
         (json!({"queue": "q", "delay_ms": 1, "run_at": "2030-01-01T00:00:00Z"}), "delay_ms"),
+        (
+            json!({"queue": "q", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"}),
+            "traceparent",
+        ),
+        (
+            json!({"queue": "q", "traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}),
+            "traceparent",
+        ),
+        (json!({"queue": "q", "tracestate": "a=b"}), "tracestate"),
+        (
+            json!({"queue": "q", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "x".repeat(513)}),
+            "tracestate",
+        ),
     ];
     for (body, field) in cases {
         let (s, v) = a.call(Method::POST, "/v1/jobs", Some(body.clone())).await;
@@ -215,6 +228,15 @@ async fn invalid_values_are_422_naming_the_field() {
         .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     assert_eq!(v["error"]["field"], "jobs[1].max_attempts");
+    let (s, v) = a
+        .call(
+            Method::POST,
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [{"queue": "q"}, {"queue": "q", "traceparent": "01"}]})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    assert_eq!(v["error"]["field"], "jobs[1].traceparent");
     let (s, page) = a.call(Method::GET, "/v1/jobs", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(page["jobs"], json!([]), "the rejected batch wrote nothing");
@@ -494,7 +516,9 @@ async fn the_documented_job_shape_matches_the_served_one() {
         doc["components"]["schemas"]["JobDoc"]["properties"].as_object().unwrap().keys().cloned().collect();
     // A job that failed once and holds a lease: every optional part is present.
     a.call(Method::PUT, "/v1/queues/shape", Some(json!({"backoff": {"base_ms": 0, "max_ms": 0}}))).await;
-    a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "shape", "key": "k"}))).await;
+    let trace = json!({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=b"});
+    let (_, j) = a.call(Method::POST, "/v1/jobs", Some(json!({"queue": "shape", "key": "k", "traceparent": trace["traceparent"], "tracestate": trace["tracestate"]}))).await;
+    assert_eq!((&j["traceparent"], &j["tracestate"]), (&trace["traceparent"], &trace["tracestate"]), "{j}");
     let (_, c) = a.call(Method::POST, "/v1/queues/shape/claim", Some(json!({"max": 1}))).await;
     let id = c["jobs"][0]["id"].as_str().unwrap().to_owned();
     let body = json!({"lease": c["jobs"][0]["lease"], "error": {"message": "boom"}});

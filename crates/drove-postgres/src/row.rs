@@ -52,6 +52,8 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job, TxError> {
         links: i64::from(row.try_get::<_, i16>(32)?),
         children: [row.try_get(33)?, row.try_get(34)?, row.try_get(35)?, row.try_get(36)?, row.try_get(37)?],
         fan_in: row.try_get(38)?,
+        traceparent: row.try_get(39)?,
+        tracestate: row.try_get(40)?,
     };
     Ok(jr.into_job()?)
 }

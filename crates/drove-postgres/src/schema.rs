@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "transient_outcomes", include_str!("../migrations/0004_transient_outcomes.sql")),
     (5, "learned_rates", include_str!("../migrations/0005_learned_rates.sql")),
     (6, "lineage_schedules", include_str!("../migrations/0006_lineage_schedules.sql")),
+    (7, "trace_context", include_str!("../migrations/0007_trace_context.sql")),
 ];
 
 /// The advisory lock key of a schema's migrations: a stable hash (FNV-1a) of its name, so

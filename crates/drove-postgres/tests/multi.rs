@@ -200,7 +200,9 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
     // failure from a minute ago.
     client
         .batch_execute(&format!(
-            "DROP TABLE \"{schema}\".schedules; DROP TABLE \"{schema}\".job_deps; \
+            "ALTER TABLE \"{schema}\".jobs DROP COLUMN traceparent, DROP COLUMN tracestate; \
+             DELETE FROM \"{schema}\".schema_migrations WHERE version = 7; \
+             DROP TABLE \"{schema}\".schedules; DROP TABLE \"{schema}\".job_deps; \
              ALTER TABLE \"{schema}\".jobs DROP COLUMN parent_id, DROP COLUMN depth, DROP COLUMN deps, \
                  DROP COLUMN deps_pending, DROP COLUMN dep_failure, DROP COLUMN wait_for, DROP COLUMN follow_key, \
                  DROP COLUMN links, DROP COLUMN children_total, DROP COLUMN children_succeeded, \
@@ -222,14 +224,14 @@ async fn the_latest_migration_upgrades_a_populated_schema_of_the_version_before(
         ))
         .await
         .unwrap();
-    assert_eq!(SCHEMA_VERSION, 6, "this test undoes versions 4 to 6; a newer migration needs its own");
-    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5, 6]);
+    assert_eq!(SCHEMA_VERSION, 7, "this test undoes versions 4 to 7; a newer migration needs its own");
+    assert_eq!(migrate(&opts).await.expect("upgrade"), vec![4, 5, 6, 7]);
     let store = PostgresStore::open(opts).await.expect("open");
     let q = store.get_queue("q", T0).await.unwrap().expect("the queue's jobs survived");
     assert_eq!((q.counts.succeeded, q.counts.partial, q.counts.failed), (1, 1, 1));
     let job = store.get_job(drove_core::JobId(2)).await.unwrap().expect("the failed job survived");
     assert_eq!(job.transient_retries, 0);
-    assert_eq!((job.parent, job.children, job.depends_on.len()), (None, None, 0));
+    assert_eq!((job.parent, job.children, job.depends_on.len(), job.trace), (None, None, 0, None));
     let outcomes = store.outcomes(drove_core::Millis(1_799_999_000_000)).await.unwrap();
     let n: i64 = outcomes.iter().map(|o| o.n).sum();
     assert_eq!(n, 2, "the jobs already finished are counted in the windows: {outcomes:?}");

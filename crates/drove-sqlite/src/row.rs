@@ -45,6 +45,8 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         links: row.get(32)?,
         children: [row.get(33)?, row.get(34)?, row.get(35)?, row.get(36)?, row.get(37)?],
         fan_in: row.get::<_, i64>(38)? != 0,
+        traceparent: row.get(39)?,
+        tracestate: row.get(40)?,
     };
     // A row that does not decode is a bug or damage: an internal error (see `db_err`).
     jr.into_job()

@@ -213,6 +213,11 @@ CREATE TABLE schedules (
 ) WITHOUT ROWID;
 CREATE INDEX schedules_due ON schedules (next_at) WHERE paused = 0;
 "#,
+    // 7: the W3C trace context a job's runs descend from (docs/API.md "Traces").
+    r#"
+ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+ALTER TABLE jobs ADD COLUMN tracestate TEXT;
+"#,
 ];
 
 /// Brings the schema up to date. Safe to call on every open.

@@ -50,6 +50,8 @@ pub struct NewJob {
     /// Jobs that must succeed before this one may start.
     pub depends_on: Vec<JobId>,
     pub on_dependency_failure: OnDependencyFailure,
+    /// The W3C trace context its runs descend from.
+    pub trace: Option<drove_core::TraceContext>,
 }
 
 impl NewJob {
@@ -71,6 +73,7 @@ impl NewJob {
             parent: None,
             depends_on: Vec::new(),
             on_dependency_failure: OnDependencyFailure::Fail,
+            trace: None,
         }
     }
 
@@ -120,6 +123,7 @@ impl NewJob {
             waiting_for: None,
             children: None,
             fan_in: false,
+            trace: self.trace,
             links: Links::default(),
         }
     }
@@ -127,6 +131,14 @@ impl NewJob {
     /// Checks every field (docs/API.md "POST /v1/jobs", "Bounds").
     pub fn validate(&self, max_payload: usize) -> Result<(), ValidationError> {
         check_queue_name("queue", &self.queue)?;
+        if let Some(t) = &self.trace {
+            drove_core::TraceContext::parse(
+                "traceparent",
+                &t.traceparent,
+                "tracestate",
+                t.tracestate.as_deref(),
+            )?;
+        }
         if let Some(kind) = &self.kind {
             check_label("kind", kind)?;
         }
@@ -304,6 +316,22 @@ pub enum Outcome {
     AwaitChildren {
         result: Option<RawJson>,
     },
+}
+
+impl Outcome {
+    /// How the run ended, in a word (a span's `drove.outcome`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Complete { .. } => "succeeded",
+            Outcome::Fail { kind: FailKind::Retryable, .. } => "retryable",
+            Outcome::Fail { kind: FailKind::Permanent, .. } => "permanent",
+            Outcome::Fail { kind: FailKind::Throttled, .. } => "throttled",
+            Outcome::Fail { kind: FailKind::Snooze, .. } => "snoozed",
+            Outcome::Fail { kind: FailKind::Transient, .. } => "transient",
+            Outcome::Release => "released",
+            Outcome::AwaitChildren { .. } => "awaiting_children",
+        }
+    }
 }
 
 /// The end of one run, fenced by its lease.

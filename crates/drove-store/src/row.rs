@@ -19,10 +19,10 @@ pub const JOB_COLS: &str = "id, queue, kind, payload, key, grp, priority, state,
     error_kind, error_message, error_at, cancel_requested, partial, timeout_ms, worker, \
     lease_expires_at, errors, transient_retries, parent_id, deps, dep_failure, wait_for, follow_key, \
     links, children_total, children_succeeded, children_partial, children_failed, children_cancelled, \
-    fan_in";
+    fan_in, traceparent, tracestate";
 
 /// How many columns [`JOB_COLS`] names (a statement may return more after them).
-pub const JOB_COL_COUNT: usize = 39;
+pub const JOB_COL_COUNT: usize = 41;
 
 /// A job's row, column by column as [`JOB_COLS`] names them.
 #[derive(Debug, Clone)]
@@ -64,6 +64,8 @@ pub struct JobRow {
     pub links: i64,
     pub children: [i64; 5],
     pub fan_in: bool,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// How the stores keep an entry of the error history: `{"attempt", "kind" (the code),
@@ -177,6 +179,9 @@ impl JobRow {
             waiting_for,
             children,
             fan_in: self.fan_in,
+            trace: self
+                .traceparent
+                .map(|traceparent| drove_core::TraceContext { traceparent, tracestate: self.tracestate }),
             links: Links::from_bits(self.links),
         })
     }
@@ -223,6 +228,8 @@ mod tests {
             links: 1,
             children: [4, 2, 1, 1, 0],
             fan_in: false,
+            traceparent: None,
+            tracestate: None,
         }
     }
 

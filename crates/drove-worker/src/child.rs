@@ -1,7 +1,8 @@
 //! One job, one child process: the protocol of the contract's "CLI" section (docs/API.md).
 //!
 //! stdin: the payload, then closed. Environment: DROVE_JOB_ID, DROVE_ATTEMPT,
-//! DROVE_CHECKPOINT (JSON or empty), DROVE_LEASE, DROVE_QUEUE, DROVE_ACK_FD. stdout lines:
+//! DROVE_CHECKPOINT (JSON or empty), DROVE_LEASE, DROVE_QUEUE, DROVE_ACK_FD, and TRACEPARENT /
+//! TRACESTATE (the run's span, or the job's trace context) when there is one. stdout lines:
 //! `@progress DONE TOTAL [message]`, `@checkpoint JSON` (no further line is read until the
 //! server stored it; then `ok` is written to the child's descriptor DROVE_ACK_FD (3), or `lost`
 //! when the run is over, so a child may wait for its checkpoint to be durable), `@retry-after
@@ -19,7 +20,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drove_core::Millis;
+use drove_core::{Millis, TraceContext};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -28,6 +29,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::client::{Client, ClientError};
 use crate::{ClaimedJob, Stops, WorkerConfig};
@@ -100,7 +102,7 @@ fn pass_ack_fd(cmd: &mut Command, ack: std::os::fd::RawFd) {
 }
 
 /// The command for a job: under the supervisor when there is one.
-fn command(cfg: &WorkerConfig, job: &ClaimedJob) -> Command {
+fn command(cfg: &WorkerConfig, job: &ClaimedJob, trace: Option<&TraceContext>) -> Command {
     let mut cmd = match &cfg.supervisor {
         Some(exe) => {
             let mut c = Command::new(exe);
@@ -125,11 +127,19 @@ fn command(cfg: &WorkerConfig, job: &ClaimedJob) -> Command {
         .env("DROVE_LEASE", &job.lease)
         .env("DROVE_QUEUE", &cfg.queue)
         .env("DROVE_ACK_FD", ACK_FD.to_string())
+        .env_remove("TRACEPARENT")
+        .env_remove("TRACESTATE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    if let Some(t) = trace {
+        cmd.env("TRACEPARENT", &t.traceparent);
+        if let Some(ts) = &t.tracestate {
+            cmd.env("TRACESTATE", ts);
+        }
+    }
     die_with_parent(&mut cmd, if cfg.supervisor.is_some() { Signal::SIGTERM } else { Signal::SIGKILL });
     cmd
 }
@@ -152,12 +162,12 @@ impl Running {
     }
 }
 
-fn start(cfg: &WorkerConfig, job: &ClaimedJob) -> std::io::Result<Running> {
+fn start(cfg: &WorkerConfig, job: &ClaimedJob, trace: Option<&TraceContext>) -> std::io::Result<Running> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let (ack_read, ack) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     // Only our end is non-blocking: the child's reads wait for the word.
     fcntl(&ack, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(std::io::Error::from)?;
-    let mut cmd = command(cfg, job);
+    let mut cmd = command(cfg, job, trace);
     pass_ack_fd(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&ack_read));
     let mut child = cmd.spawn()?;
     drop(ack_read);
@@ -197,15 +207,38 @@ struct Said {
 }
 
 pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, job: ClaimedJob) {
+    let trace = job.trace();
+    let span = drove_trace::run_span(
+        &cfg.queue,
+        &job.id,
+        job.attempt,
+        job.key.as_deref(),
+        job.group.as_deref(),
+        trace.as_ref(),
+    );
+    // The child continues the run's span when this worker exports it, else the job's context.
+    let child_trace = drove_trace::context_of(&span).or(trace);
+    let outcome = run_traced(client, cfg, stops, job, child_trace.as_ref()).instrument(span.clone()).await;
+    drove_trace::record_outcome(&span, outcome);
+}
+
+/// One run; returns how it ended, for its span.
+async fn run_traced(
+    client: &Client,
+    cfg: &WorkerConfig,
+    stops: &Stops,
+    job: ClaimedJob,
+    trace: Option<&TraceContext>,
+) -> &'static str {
     let base = format!("/v1/jobs/{}", job.id);
-    let mut running = match start(cfg, &job) {
+    let mut running = match start(cfg, &job, trace) {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("could not start {}: {e}", cfg.command[0]);
             tracing::error!(job = %job.id, "{msg}");
             report(client, &base, json!({ "lease": job.lease, "error": { "message": msg } }), "fail", stops)
                 .await;
-            return;
+            return "retryable";
         }
     };
     let keeper = LeaseKeeper::start(client.clone(), &job, cfg.lease_ms);
@@ -225,9 +258,14 @@ pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, 
         None => String::new(),
     };
     let lease = &job.lease;
-    match stop {
-        Some(Stop::LeaseLost | Stop::Timeout | Stop::Refused) => {} // the server has moved on, or will not hear us
-        Some(Stop::Shutdown) => report(client, &base, json!({ "lease": lease }), "release", stops).await,
+    let outcome = match stop {
+        // The server has moved on, or will not hear us.
+        Some(Stop::LeaseLost | Stop::Refused) => "lost",
+        Some(Stop::Timeout) => "timeout",
+        Some(Stop::Shutdown) => {
+            report(client, &base, json!({ "lease": lease }), "release", stops).await;
+            "released"
+        }
         Some(Stop::Cancelled) => {
             report(
                 client,
@@ -236,17 +274,26 @@ pub(crate) async fn run_job(client: &Client, cfg: &WorkerConfig, stops: &Stops, 
                 "fail",
                 stops,
             )
-            .await
+            .await;
+            "cancelled"
         }
         None => {
             let (what, body) = end_of(status, said, tail, lease);
+            let outcome = match (what, body["error"]["kind"].as_str()) {
+                ("complete", _) => "succeeded",
+                (_, Some("throttled")) => "throttled",
+                (_, Some("transient")) => "transient",
+                _ => "retryable",
+            };
             report(client, &base, body, what, stops).await;
+            outcome
         }
-    }
+    };
     keeper.finish().await;
     if stop == Some(Stop::Refused) {
         stops.refused.cancel();
     }
+    outcome
 }
 
 /// Reads the child's output until it closes it (the child is exiting: `None`) or the run must

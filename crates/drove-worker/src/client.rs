@@ -182,6 +182,13 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
+        // Within an exported span (a run's end), the server's span of the request is its child.
+        if let Some(tc) = drove_trace::context_of(&tracing::Span::current()) {
+            req = req.header("traceparent", tc.traceparent);
+            if let Some(ts) = tc.tracestate {
+                req = req.header("tracestate", ts);
+            }
+        }
         if let Some(b) = body {
             req = req.json(b);
         }

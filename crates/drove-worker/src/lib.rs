@@ -72,6 +72,22 @@ pub(crate) struct ClaimedJob {
     pub started_at: Option<String>,
     #[serde(default)]
     pub timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    #[serde(default)]
+    pub tracestate: Option<String>,
+}
+
+impl ClaimedJob {
+    /// The trace context the job carries, if the server gave a valid one.
+    pub fn trace(&self) -> Option<drove_core::TraceContext> {
+        let tp = self.traceparent.as_deref()?;
+        drove_core::TraceContext::parse("traceparent", tp, "tracestate", self.tracestate.as_deref()).ok()
+    }
 }
 
 #[derive(Deserialize)]

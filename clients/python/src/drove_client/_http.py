@@ -220,6 +220,8 @@ SUBMIT_OPTIONS = (
     "timeout_ms",
     "reuse_for_ms",
     "on_conflict",
+    "traceparent",
+    "tracestate",
 )
 
 

@@ -95,12 +95,14 @@ class AsyncDrove:
         reuse_for_ms: Optional[int] = None,
         on_conflict: Optional[str] = None,
         kind: Optional[str] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> Job:
         """As :meth:`Drove.submit`."""
         body = submit_body(queue, payload, dict(
             key=key, group=group, priority=priority, delay_ms=delay_ms, run_at=run_at,
             max_attempts=max_attempts, timeout_ms=timeout_ms, reuse_for_ms=reuse_for_ms,
-            on_conflict=on_conflict, kind=kind,
+            on_conflict=on_conflict, kind=kind, traceparent=traceparent, tracestate=tracestate,
         ))
         return (await self._http.request("POST", "/v1/jobs", body))[1]  # type: ignore[no-any-return]
 

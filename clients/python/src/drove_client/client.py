@@ -108,15 +108,19 @@ class Drove:
         reuse_for_ms: Optional[int] = None,
         on_conflict: Optional[str] = None,
         kind: Optional[str] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> Job:
         """Stores a job; returns it once durably stored: a new job (``deduplicated: False``) or
         the active job with the same key that this submit joined (``deduplicated: True``).
         ``run_at`` is a timezone-aware datetime or an RFC 3339 string; ``on_conflict`` is
-        ``"join"`` (default), ``"replace"`` or ``"reject"`` (:class:`KeyConflict`)."""
+        ``"join"`` (default), ``"replace"`` or ``"reject"`` (:class:`KeyConflict`).
+        ``traceparent`` (and ``tracestate``): the W3C trace context the job's runs descend from
+        (docs/API.md "Traces"); the job keeps it and workers get it with the job."""
         body = submit_body(queue, payload, dict(
             key=key, group=group, priority=priority, delay_ms=delay_ms, run_at=run_at,
             max_attempts=max_attempts, timeout_ms=timeout_ms, reuse_for_ms=reuse_for_ms,
-            on_conflict=on_conflict, kind=kind,
+            on_conflict=on_conflict, kind=kind, traceparent=traceparent, tracestate=tracestate,
         ))
         return self._http.request("POST", "/v1/jobs", body)[1]  # type: ignore[no-any-return]
 

@@ -79,6 +79,9 @@ class Job(_JobRequired, total=False):
     deduplicated: bool
     #: Claim answers only: the run's fencing token.
     lease: str
+    #: The W3C trace context the job's runs descend from (present when it has one).
+    traceparent: str
+    tracestate: str
 
 
 class ClaimedJob(Job, total=False):
@@ -133,3 +136,5 @@ class JobSpec(_JobSpecRequired, total=False):
     timeout_ms: int
     reuse_for_ms: int
     on_conflict: str
+    traceparent: str
+    tracestate: str

@@ -52,6 +52,8 @@ pub struct Args {
     /// past it new connections wait until one closes.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    #[command(flatten)]
+    pub otlp: crate::telemetry::OtlpArgs,
     /// Largest payload, result or checkpoint, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_payload: usize,

@@ -33,6 +33,8 @@ pub struct Args {
     /// Shown on running jobs (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub otlp: crate::telemetry::OtlpArgs,
     /// The command to run per job, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

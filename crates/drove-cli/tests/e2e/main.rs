@@ -10,6 +10,7 @@ mod multinode;
 mod resilience;
 mod support;
 mod tls;
+mod traces;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -17,9 +17,24 @@ use super::{HandlerResult, QueueWorker, Shared};
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claimed) {
+    let job = &claimed.job;
+    let span = drove_trace::run_span(
+        &job.queue,
+        &job.id.to_string(),
+        job.attempt,
+        job.key.as_deref(),
+        job.group.as_deref(),
+        job.trace.as_ref(),
+    );
+    let outcome = tracing::Instrument::instrument(run_traced(shared, q, claimed), span.clone()).await;
+    drove_trace::record_outcome(&span, outcome);
+}
+
+/// A run; returns how it ended, for its span.
+async fn run_traced(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claimed) -> &'static str {
     let interval = beat_interval(&claimed);
     let timeout = claimed.job.timeout_ms;
-    let Some(handler) = q.handler() else { return };
+    let Some(handler) = q.handler() else { return "no handler" };
     let link = link_for(&shared, claimed);
     let handler =
         std::panic::AssertUnwindSafe(handler.call(JobContext { link: Arc::clone(&link) })).catch_unwind();
@@ -46,9 +61,9 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
         () = shared.hard.cancelled() => {
             link.cancel.cancel();
             shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome: Outcome::Release });
-            return;
+            return "released";
         }
-        () = shared.kill.cancelled() => return,
+        () = shared.kill.cancelled() => return "abandoned",
     };
     // Second phase (cancelled or timed out): the handler gets its grace to stop.
     let result = match first {
@@ -58,12 +73,12 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
             () = heartbeats(&link, interval) => None,
             () = tokio::time::sleep(q.opts.cancel_grace) => Some(Err(Fail::retry("cancelled"))),
             () = shared.hard.cancelled() => Some(Err(Fail::retry("cancelled"))),
-            () = shared.kill.cancelled() => return,
+            () = shared.kill.cancelled() => return "abandoned",
         },
     };
-    let Some(result) = result else { return };
+    let Some(result) = result else { return "lost" };
     if link.lost.load(Ordering::Acquire) {
-        return; // the store would refuse this run's end
+        return "lost"; // the store would refuse this run's end
     }
     let mut outcome = outcome_of(result, link.partial.load(Ordering::Acquire));
     if link.await_children.load(Ordering::Acquire)
@@ -71,7 +86,9 @@ pub(crate) async fn run(shared: Arc<Shared>, q: Arc<QueueWorker>, claimed: Claim
     {
         outcome = Outcome::AwaitChildren { result };
     }
+    let label = outcome.label();
     shared.completer.send(Finish { id: link.job.id, lease: link.lease, outcome });
+    label
 }
 
 /// The end of a run as the store takes it, from what the handler returned.

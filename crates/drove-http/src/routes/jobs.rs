@@ -1,16 +1,18 @@
 //! Submitting and reading jobs.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use drove_core::{JobId, JobState};
 use drove_store::{JobFilter, MAX_SUBMIT_BATCH};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::{Segment, WaitQuery, job_response, still_running};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, BatchJson};
+use crate::trace;
 use crate::wire::{BatchBody, JobOut, SubmitBody};
 
 /// Submit a job; with `?wait=` hold the answer until it is terminal.
@@ -25,12 +27,20 @@ use crate::wire::{BatchBody, JobOut, SubmitBody};
         (status = 422, description = "Invalid value", body = crate::wire::ErrorBodyDoc)))]
 pub async fn submit(
     State(st): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
     let wait = q.duration()?.map(|w| w.min(st.config.max_wait));
-    let job = body.into_new_job(drove_engine::now())?;
-    let sub = st.engine.submit(vec![job]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))?;
+    let mut job = body.into_new_job(drove_engine::now())?;
+    let given = job.trace.take().or_else(|| trace::from_headers(&headers));
+    let span = trace::submit_span(&job.queue, 1, given.as_ref());
+    // The job's runs descend from the submit span when it is exported, else from the caller.
+    job.trace = drove_trace::context_of(&span).or(given);
+    let sub = st.engine.submit(vec![job]).instrument(span.clone()).await?;
+    let sub = sub.into_iter().next().ok_or_else(|| ApiError::internal("no answer"))?;
+    span.record("drove.job.id", sub.job.id.to_string()).record("drove.deduplicated", !sub.created);
+    drop(span);
     let dedup = Some(!sub.created);
     let status = if sub.created { StatusCode::CREATED } else { StatusCode::OK };
     if sub.refresh.is_some() {
@@ -53,6 +63,7 @@ pub async fn submit(
         (status = 422, description = "An entry is invalid (the field names its index)", body = crate::wire::ErrorBodyDoc)))]
 pub async fn batch(
     State(st): State<AppState>,
+    headers: HeaderMap,
     BatchJson(body): BatchJson<BatchBody>,
 ) -> Result<Response, ApiError> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_SUBMIT_BATCH {
@@ -67,8 +78,16 @@ pub async fn batch(
         jobs.push(entry.into_new_job(now).map_err(|e| e.within_entry(i))?);
     }
     let one = jobs.len() == 1;
+    let given = trace::from_headers(&headers);
+    let span = trace::submit_span(&jobs[0].queue, jobs.len(), given.as_ref());
+    // An entry's own traceparent wins; the others descend from the request's.
+    if let Some(tc) = drove_trace::context_of(&span).or(given) {
+        for job in jobs.iter_mut().filter(|j| j.trace.is_none()) {
+            job.trace = Some(tc.clone());
+        }
+    }
     // The store names a batch's entries (`jobs[3].key`), except the one entry of a batch of one.
-    let subs = st.engine.submit(jobs).await.map_err(|e| {
+    let subs = st.engine.submit(jobs).instrument(span).await.map_err(|e| {
         let e = ApiError::from(e);
         if one && e.field.as_deref().is_some_and(|f| !f.starts_with("jobs[")) { e.within_entry(0) } else { e }
     })?;

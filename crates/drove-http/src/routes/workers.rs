@@ -14,10 +14,13 @@ use super::{Segment, job_response};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BatchJson, OptionalBatchJson};
+use crate::trace;
 use crate::wire::{
     ClaimBody, CompleteBody, FailBody, FinishBody, FinishEntry, HeartbeatBody, JobOut, ReleaseBody,
     complete_outcome, fail_outcome, lease_ms,
 };
+use axum::http::HeaderMap;
+use tracing::Instrument;
 
 /// Lease up to `max` jobs; long-polls up to `wait_ms` when nothing may start.
 #[utoipa::path(operation_id = "claim_jobs", post, path = "/v1/queues/{name}/claim", tag = "workers", params(("name" = String, Path)),
@@ -44,7 +47,16 @@ pub async fn claim(
         Some(entries) if !entries.is_empty() => Some(end_runs(&st, "finish", entries).await?),
         _ => None,
     };
+    let (queue, worker) = (req.queue.clone(), req.worker.clone());
     let out = st.engine.claim_batch(req, wait, linger).await?;
+    if !out.jobs.is_empty() {
+        // The hand-off: linked to the jobs it hands out (their runs are their children).
+        let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.claim",
+            otel.kind = "server", drove.queue = queue, drove.worker = worker, drove.jobs = out.jobs.len());
+        for c in out.jobs.iter().take(drove_trace::MAX_CLAIM_LINKS) {
+            drove_trace::link(&span, c.job.trace.as_ref());
+        }
+    }
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,
@@ -88,9 +100,18 @@ fn check_message(field: &str, m: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn finish_one(st: &AppState, id: JobId, f: Finish) -> Result<Response, ApiError> {
+async fn finish_one(
+    st: &AppState,
+    headers: &HeaderMap,
+    what: &str,
+    id: JobId,
+    f: Finish,
+) -> Result<Response, ApiError> {
     f.validate(st.engine.store().max_payload())?;
-    let job = st.engine.finish(vec![f]).await?.pop().ok_or_else(|| ApiError::internal("no answer"))??;
+    let span = trace::finish_span(&id.to_string(), what, trace::from_headers(headers).as_ref());
+    let job = st.engine.finish(vec![f]).instrument(span.clone()).await?;
+    let job = job.into_iter().next().ok_or_else(|| ApiError::internal("no answer"))??;
+    span.record("drove.state", job.state.as_str());
     debug_assert_eq!(job.id, id);
     Ok(job_response(axum::http::StatusCode::OK, &job, None))
 }
@@ -102,12 +123,13 @@ async fn finish_one(st: &AppState, id: JobId, f: Finish) -> Result<Response, Api
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
 pub async fn complete(
     State(st): State<AppState>,
+    headers: HeaderMap,
     id: Segment,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<Response, ApiError> {
     let id = id.job_id()?;
     let outcome = complete_outcome(body.result, body.partial, body.await_children)?;
-    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
+    finish_one(&st, &headers, "complete", id, Finish { id, lease: body.lease.token(), outcome }).await
 }
 
 /// Fail a run: retryable (default), transient, permanent, throttled or snooze.
@@ -117,12 +139,13 @@ pub async fn complete(
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
 pub async fn fail(
     State(st): State<AppState>,
+    headers: HeaderMap,
     id: Segment,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<Response, ApiError> {
     let id = id.job_id()?;
     let outcome = fail_outcome(body.error, body.retry_after_ms);
-    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome }).await
+    finish_one(&st, &headers, "fail", id, Finish { id, lease: body.lease.token(), outcome }).await
 }
 
 /// Hand a run back unrun: queued again at once, no attempt used, checkpoint kept.
@@ -132,11 +155,19 @@ pub async fn fail(
         (status = 409, description = "Not the job's current lease: nothing changed", body = crate::wire::ErrorBodyDoc)))]
 pub async fn release(
     State(st): State<AppState>,
+    headers: HeaderMap,
     id: Segment,
     ApiJson(body): ApiJson<ReleaseBody>,
 ) -> Result<Response, ApiError> {
     let id = id.job_id()?;
-    finish_one(&st, id, Finish { id, lease: body.lease.token(), outcome: Outcome::Release }).await
+    finish_one(
+        &st,
+        &headers,
+        "release",
+        id,
+        Finish { id, lease: body.lease.token(), outcome: Outcome::Release },
+    )
+    .await
 }
 
 /// `POST /v1/jobs/finish` as read: its entries are parsed one by one (see [`FinishBody`] for
@@ -240,7 +271,13 @@ async fn end_runs(
             })),
         }
     }
-    let results = if finishes.is_empty() { Vec::new() } else { st.engine.finish(finishes).await? };
+    let results = if finishes.is_empty() {
+        Vec::new()
+    } else {
+        let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.finish",
+            otel.kind = "server", drove.jobs = finishes.len());
+        st.engine.finish(finishes).instrument(span).await?
+    };
     let mut results = ids.into_iter().zip(results);
     Ok(entries
         .into_iter()

@@ -43,6 +43,8 @@ struct Rows<'j> {
     timeout_ms: Vec<Option<i64>>,
     parent_id: Vec<Option<i64>>,
     depth: Vec<i64>,
+    traceparent: Vec<Option<&'j str>>,
+    tracestate: Vec<Option<&'j str>>,
 }
 
 fn plain(new: &NewJob) -> bool {
@@ -116,12 +118,14 @@ pub(crate) async fn submit(tx: &mut Tx<'_>, jobs: &[NewJob]) -> Result<Vec<Submi
     if !rows.id.is_empty() {
         tx.execute(
             "INSERT INTO jobs (id, queue, kind, payload, grp, priority, state, max_attempts, run_at, \
-             created_at, timeout_ms, parent_id, depth) \
+             created_at, timeout_ms, parent_id, depth, traceparent, tracestate) \
              SELECT id, queue, kind, payload, grp, priority, state, max_attempts, run_at, $11, timeout_ms, \
-             parent_id, depth \
+             parent_id, depth, traceparent, tracestate \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-             $7::smallint[], $8::bigint[], $9::bigint[], $10::bigint[], $12::bigint[], $13::bigint[]) \
-             AS u(id, queue, kind, payload, grp, priority, state, max_attempts, run_at, timeout_ms, parent_id, depth)",
+             $7::smallint[], $8::bigint[], $9::bigint[], $10::bigint[], $12::bigint[], $13::bigint[], \
+             $14::text[], $15::text[]) \
+             AS u(id, queue, kind, payload, grp, priority, state, max_attempts, run_at, timeout_ms, parent_id, depth, \
+             traceparent, tracestate)",
             &[
                 &rows.id,
                 &rows.queue,
@@ -136,6 +140,8 @@ pub(crate) async fn submit(tx: &mut Tx<'_>, jobs: &[NewJob]) -> Result<Vec<Submi
                 &tx.now.0,
                 &rows.parent_id,
                 &rows.depth,
+                &rows.traceparent,
+                &rows.tracestate,
             ],
         )
         .await?;
@@ -157,6 +163,8 @@ impl<'j> Rows<'j> {
         self.timeout_ms.push(job.timeout_ms);
         self.parent_id.push(new.parent.map(|p| p.0));
         self.depth.push(depth);
+        self.traceparent.push(new.trace.as_ref().map(|t| t.traceparent.as_str()));
+        self.tracestate.push(new.trace.as_ref().and_then(|t| t.tracestate.as_deref()));
     }
 }
 
@@ -309,9 +317,9 @@ async fn insert(
     let sql = format!(
         "INSERT INTO jobs (id, queue, kind, payload, key, grp, priority, state, max_attempts, run_at, created_at, \
          timeout_ms, parent_id, depth, deps, deps_pending, dep_failure, wait_for, follow_key, finished_at, \
-         error_kind, error_message, error_at) \
+         error_kind, error_message, error_at, traceparent, tracestate) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23) {conflict} RETURNING id"
+         $22, $23, $24, $25) {conflict} RETURNING id"
     );
     let row = tx
         .query_opt(
@@ -340,6 +348,8 @@ async fn insert(
                 &error_kind,
                 &error_message,
                 &error_at,
+                &job.trace.as_ref().map(|t| t.traceparent.as_str()),
+                &job.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             ],
         )
         .await?;

@@ -155,9 +155,9 @@ fn insert(
         .prepare_cached(
             "INSERT INTO jobs (id, queue, kind, payload, key, grp, priority, state, max_attempts, \
              run_at, created_at, timeout_ms, parent_id, depth, deps, deps_pending, dep_failure, wait_for, \
-             follow_key, finished_at, error_kind, error_message, error_at) \
+             follow_key, finished_at, error_kind, error_message, error_at, traceparent, tracestate) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-             ?20, ?21, ?22, ?23)",
+             ?20, ?21, ?22, ?23, ?24, ?25)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -184,6 +184,8 @@ fn insert(
                 error_kind,
                 error_message,
                 error_at,
+                job.trace.as_ref().map(|t| t.traceparent.as_str()),
+                job.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
             ])
         })
         .map_err(db_err)?;

@@ -24,6 +24,38 @@ pub async fn submit_creates_queued_job_with_defaults(s: Arc<dyn Store>) {
     assert_eq!(get(&*s, job.id).await, job, "stored as returned");
 }
 
+/// The trace context is kept on every insert path (a plain batch, a keyed job, one with
+/// dependencies) and handed out with the claim; a job without one has none.
+pub async fn the_trace_context_is_kept_and_claimed_with_the_job(s: Arc<dyn Store>) {
+    let tc = |span: &str| drove_core::TraceContext {
+        traceparent: format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01"),
+        tracestate: (span == "00f067aa0ba902b7").then(|| "vendor=1".to_owned()),
+    };
+    let plain = NewJob { trace: Some(tc("00f067aa0ba902b7")), ..job("q") };
+    let keyed = NewJob { trace: Some(tc("00f067aa0ba902b8")), ..job("q").with_key("k") };
+    let bare = job("q");
+    let subs = s.submit(vec![plain, keyed, bare], T0).await.unwrap();
+    let after = NewJob { trace: Some(tc("00f067aa0ba902b9")), depends_on: vec![subs[2].job.id], ..job("q") };
+    let dep = submit(&*s, after, T0).await.job.id;
+    assert_eq!(subs[0].job.trace, Some(tc("00f067aa0ba902b7")));
+    assert_eq!(get(&*s, subs[0].job.id).await.trace, Some(tc("00f067aa0ba902b7")));
+    assert_eq!(get(&*s, subs[1].job.id).await.trace, Some(tc("00f067aa0ba902b8")));
+    assert_eq!(get(&*s, subs[2].job.id).await.trace, None);
+    assert_eq!(get(&*s, dep).await.trace, Some(tc("00f067aa0ba902b9")));
+    let claimed = claim(&*s, "q", 3, T0).await;
+    let traces: Vec<_> = claimed.iter().map(|c| c.job.trace.clone()).collect();
+    assert_eq!(traces, vec![Some(tc("00f067aa0ba902b7")), Some(tc("00f067aa0ba902b8")), None]);
+    // A malformed context never reaches the store.
+    let bad = NewJob {
+        trace: Some(drove_core::TraceContext { traceparent: "00-zz".into(), tracestate: None }),
+        ..job("q")
+    };
+    match s.submit(vec![bad], T0).await {
+        Err(StoreError::Invalid(v)) => assert_eq!(v.field, "traceparent"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
 pub async fn submit_with_future_run_at_is_scheduled_until_promoted(s: Arc<dyn Store>) {
     let mut j = job("q");
     j.run_at = Some(at(5_000));

@@ -114,6 +114,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $factory;
             submit_creates_queued_job_with_defaults,
             submit_with_future_run_at_is_scheduled_until_promoted,
+            the_trace_context_is_kept_and_claimed_with_the_job,
             invalid_entry_rejects_the_whole_batch_and_writes_nothing,
             oversized_payload_is_rejected,
             job_ids_increase,

@@ -1,0 +1,48 @@
+//! The W3C trace context of requests, and the server's spans for traces (see drove-trace).
+
+use axum::http::HeaderMap;
+use drove_core::TraceContext;
+use drove_trace::{Span, TARGET};
+
+/// The request's `traceparent` (and `tracestate`) headers. A malformed header is ignored, as
+/// the W3C asks of a receiver: the request then starts a trace of its own.
+pub(crate) fn from_headers(headers: &HeaderMap) -> Option<TraceContext> {
+    let tp = headers.get("traceparent")?.to_str().ok()?.trim();
+    let ts = headers.get("tracestate").and_then(|v| v.to_str().ok());
+    match TraceContext::parse("traceparent", tp, "tracestate", ts) {
+        Ok(t) => Some(t),
+        // A bad tracestate alone does not cost the traceparent.
+        Err(_) => TraceContext::parse("traceparent", tp, "tracestate", None).ok(),
+    }
+}
+
+/// `drove.submit`: a child of the caller's context.
+pub(crate) fn submit_span(queue: &str, jobs: usize, parent: Option<&TraceContext>) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "drove.submit",
+        otel.kind = "producer",
+        drove.queue = queue,
+        drove.jobs = jobs,
+        drove.job.id = tracing::field::Empty,
+        drove.deduplicated = tracing::field::Empty,
+    );
+    drove_trace::set_parent(&span, parent);
+    span
+}
+
+/// `drove.finish`: the end of a run, a child of the run's span when the worker sent its context.
+pub(crate) fn finish_span(job: &str, outcome: &str, parent: Option<&TraceContext>) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "drove.finish",
+        otel.kind = "server",
+        drove.job.id = job,
+        drove.outcome = outcome,
+        drove.state = tracing::field::Empty,
+    );
+    drove_trace::set_parent(&span, parent);
+    span
+}
