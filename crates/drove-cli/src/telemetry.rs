@@ -92,6 +92,8 @@ pub fn init(otlp: Option<&OtlpArgs>, service: &str) -> anyhow::Result<Option<Tel
         .with_tracer(provider.tracer("drove"))
         .with_filter(Targets::new().with_target(drove_trace::TARGET, LevelFilter::INFO));
     tracing_subscriber::registry().with(logs).with(spans).init();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    drove_trace::set_exporting();
     tracing::info!(
         endpoint = endpoint.as_deref().unwrap_or("from OTEL_EXPORTER_OTLP_*"),
         "exporting traces over OTLP/HTTP"

@@ -1,7 +1,7 @@
 //! The services that keep time moving. Each has a `tick(now)` that does one round of work
 //! through the store (what tests call, with any `now`), and a loop that decides when to tick.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use drove_core::Millis;
 use drove_store::{Store, StoreError};
@@ -68,10 +68,7 @@ async fn round<T>(
     service: &str,
     step: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Round<T> {
-    // One span per pass (`drove.promoter`, ...), for traces only (see drove-trace).
-    let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.service",
-        otel.name = format!("drove.{service}"), drove.service = service);
-    match unless_shutdown(shutdown, tracing::Instrument::instrument(step, span)).await {
+    match unless_shutdown(shutdown, step).await {
         None => Round::Stop,
         Some(Ok(out)) => Round::Done(out),
         Some(Err(e)) => match unless_shutdown(shutdown, pause_after(&e, service)).await {
@@ -105,12 +102,15 @@ impl Promoter {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let now = crate::now();
-            let step = async { Self::tick(&**store, now).await.and(store.next_due().await) };
+            let (now, started) = (crate::now(), SystemTime::now());
+            let step = async { Ok((Self::tick(&**store, now).await?, store.next_due().await?)) };
             let next = match round(shutdown, "promoter", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done((next, _)) => next,
+                Round::Done((n, (next, _))) => {
+                    drove_trace::service_pass("promoter", started, n);
+                    next
+                }
             };
             let mut wake_at = Instant::now() + until(next, now, cap);
             loop {
@@ -156,12 +156,15 @@ impl Scheduler {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let now = crate::now();
-            let step = async { Self::tick(&**store, now).await.and(store.next_tick().await) };
+            let (now, started) = (crate::now(), SystemTime::now());
+            let step = async { Ok((Self::tick(&**store, now).await?, store.next_tick().await?)) };
             let next = match round(shutdown, "scheduler", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done(next) => next,
+                Round::Done((n, next)) => {
+                    drove_trace::service_pass("scheduler", started, n);
+                    next
+                }
             };
             // Past the tick by a millisecond: the pass at the tick's own instant finds it due.
             let wait = until(next.map(|t| t.plus_ms(1)), now, cap);
@@ -196,19 +199,22 @@ impl Reaper {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let now = crate::now();
+            let (now, started) = (crate::now(), SystemTime::now());
             let step = async {
-                let reaped = Self::tick(&**store, now).await;
-                if let Ok(n @ 1..) = reaped {
-                    metrics::counter!("drove_runs_reaped_total").increment(n as u64);
-                    tracing::info!(runs = n, "reaped runs whose lease or deadline passed");
+                let reaped = Self::tick(&**store, now).await?;
+                if reaped > 0 {
+                    metrics::counter!("drove_runs_reaped_total").increment(reaped as u64);
+                    tracing::info!(runs = reaped, "reaped runs whose lease or deadline passed");
                 }
-                reaped.and(store.next_due().await)
+                Ok((reaped, store.next_due().await?))
             };
             let next = match round(shutdown, "reaper", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done((_, next)) => next,
+                Round::Done((n, (_, next))) => {
+                    drove_trace::service_pass("reaper", started, n);
+                    next
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -244,10 +250,14 @@ impl Pruner {
         let shutdown = self.engine.shutdown_token();
         let config = self.engine.config().clone();
         loop {
+            let started = SystemTime::now();
             match round(shutdown, "pruner", Self::tick(&**store, crate::now(), config.retention)).await {
                 Round::Stop => return,
                 Round::Done(0) | Round::Again => {}
-                Round::Done(n) => tracing::info!(jobs = n, "pruned finished jobs"),
+                Round::Done(n) => {
+                    drove_trace::service_pass("pruner", started, n);
+                    tracing::info!(jobs = n, "pruned finished jobs");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

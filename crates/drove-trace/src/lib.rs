@@ -11,10 +11,17 @@
 //! - `drove.run` (worker) of attempt 1 is a child of the job's context; a later attempt starts a
 //!   trace of its own with a link to it, so retries never grow one endless trace.
 //! - `drove.finish` (server) is a child of the run that sent it, `drove.claim` links the jobs
-//!   it hands out, and the maintenance services make one `drove.<service>` span per pass.
+//!   it hands out, and the maintenance services make one `drove.<service>` span per pass that
+//!   did work ([`service_pass`]: made after the fact, so idle passes make no trace at all).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use drove_core::TraceContext;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use tracing::Span;
@@ -24,6 +31,34 @@ pub const TARGET: &str = "drove::trace";
 
 /// How many jobs a claim span links at most.
 pub const MAX_CLAIM_LINKS: usize = 32;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Says that spans are exported: the binary calls it once it has installed its OpenTelemetry
+/// layer and set the global tracer provider (which [`service_pass`] uses).
+pub fn set_exporting() {
+    EXPORTING.store(true, Ordering::Release);
+}
+
+/// The span of a maintenance pass that did something (`drove.promoter`, `drove.scheduler`,
+/// `drove.reaper`, `drove.pruner`, with `drove.jobs`), from `started` to now; nothing for an
+/// idle pass, or when spans are not exported.
+pub fn service_pass(service: &'static str, started: SystemTime, jobs: usize) {
+    if jobs == 0 || !EXPORTING.load(Ordering::Acquire) {
+        return;
+    }
+    let tracer = opentelemetry::global::tracer("drove");
+    let mut span = tracer
+        .span_builder(format!("drove.{service}"))
+        .with_kind(SpanKind::Internal)
+        .with_start_time(started)
+        .with_attributes([
+            KeyValue::new("drove.service", service),
+            KeyValue::new("drove.jobs", i64::try_from(jobs).unwrap_or(i64::MAX)),
+        ])
+        .start(&tracer);
+    span.end();
+}
 
 /// The OpenTelemetry form of a job's trace context (a remote parent).
 pub fn span_context(tc: &TraceContext) -> Option<SpanContext> {

@@ -140,17 +140,21 @@ async fn a_retried_job_makes_one_trace_from_its_caller_and_a_linked_one_for_its_
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempt"], 2);
 
+    // A delayed job gives the promoter a pass with work to do.
+    let (_, later) = http.post("/v1/jobs", json!({"queue": "later", "delay_ms": 200})).await;
+    let later = later["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http.get(&format!("/v1/jobs/{later}")).await.1["state"] != "queued" {
+        assert!(std::time::Instant::now() < deadline, "the delayed job was never promoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // A graceful stop flushes what each process still buffers.
     assert!(worker.terminate().success());
     assert!(server.terminate().success());
     let spans = got.lock().unwrap().clone();
     // The job's spans as the receiver recorded them (shown with --nocapture).
-    for s in spans.iter().filter(|s| {
-        s.name != "drove.promoter"
-            && s.name != "drove.reaper"
-            && s.name != "drove.scheduler"
-            && s.name != "drove.pruner"
-    }) {
+    for s in &spans {
         let mut attrs: Vec<_> = s.attrs.iter().filter(|(k, _)| k.starts_with("drove.")).collect();
         attrs.sort();
         println!(
@@ -218,8 +222,18 @@ async fn a_retried_job_makes_one_trace_from_its_caller_and_a_linked_one_for_its_
         assert_eq!(c.links, vec![(CALLER_TRACE.to_owned(), submit.id.clone())]);
         assert_eq!(c.attrs["drove.queue"], "traced");
     }
-    // The maintenance services show their passes.
-    assert!(spans.iter().any(|s| s.name == "drove.promoter" && s.service == "drove"), "no promoter span");
+    // The maintenance services show the passes that did work, and only those.
+    let services = ["drove.promoter", "drove.scheduler", "drove.reaper", "drove.pruner"];
+    let passes: Vec<&Got> = spans.iter().filter(|s| services.contains(&s.name.as_str())).collect();
+    assert!(
+        passes.iter().any(|s| s.name == "drove.promoter" && s.service == "drove"),
+        "no promoter span: {passes:#?}"
+    );
+    for p in &passes {
+        let jobs: i64 = p.attrs["drove.jobs"].parse().unwrap();
+        assert!(jobs >= 1, "an idle pass made a span: {p:#?}");
+        assert_eq!(p.parent, "", "a pass is a trace of its own");
+    }
 
     // The child processes continue their run's span.
     let lines = read_lines(&log);
