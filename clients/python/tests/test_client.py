@@ -55,6 +55,25 @@ def test_a_trace_context_is_kept_and_handed_to_the_worker(server: Server) -> Non
     assert bad.value.field == "traceparent"
 
 
+def test_a_submit_inside_an_opentelemetry_span_carries_its_context(server: Server) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("GET /report") as span:
+        sc = span.get_span_context()
+        job = server.drove.submit("rt-trace", {"n": 2})
+        many = server.drove.submit_many([{"queue": "rt-trace"}])
+        given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        own = server.drove.submit("rt-trace", traceparent=given)
+    assert own["traceparent"] == given
+    assert job["traceparent"] == f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+    assert many[0]["traceparent"] == job["traceparent"]
+    # Outside a span nothing is sent.
+    assert "traceparent" not in server.drove.submit("rt-trace")
+    assert trace.get_current_span().get_span_context().is_valid is False
+
+
 def test_delayed_submit_is_scheduled(server: Server) -> None:
     drove = server.drove
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)

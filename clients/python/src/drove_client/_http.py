@@ -225,6 +225,18 @@ SUBMIT_OPTIONS = (
 )
 
 
+def active_trace() -> Dict[str, str]:
+    """The active OpenTelemetry span's W3C context (``traceparent``, ``tracestate``), when the
+    ``opentelemetry-api`` package is installed and a span is active; else nothing."""
+    try:
+        from opentelemetry import propagate  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return {}
+    carrier: Dict[str, str] = {}
+    propagate.inject(carrier)
+    return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}
+
+
 def submit_body(queue: str, payload: Any, options: Mapping[str, Any]) -> Dict[str, Any]:
     if not isinstance(queue, str) or not queue:
         raise TypeError("submit needs a queue name")
@@ -235,6 +247,11 @@ def submit_body(queue: str, payload: Any, options: Mapping[str, Any]) -> Dict[st
         if name not in SUBMIT_OPTIONS:
             raise TypeError(f"unknown submit option {name!r} (one of {', '.join(SUBMIT_OPTIONS)})")
         body[name] = rfc3339(value) if name == "run_at" else value
+    # The caller's trace: given, else the active span's (with OpenTelemetry installed).
+    if "traceparent" not in body:
+        trace = active_trace()
+        if "traceparent" in trace:
+            body.update(trace)
     return body
 
 
