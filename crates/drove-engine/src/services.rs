@@ -61,16 +61,21 @@ enum Round<T> {
     Stop,
 }
 
-/// Runs `step` unless shutdown comes first; after a store error, pauses (the pause also gives
-/// way to shutdown) so that the loop tries again.
+/// Runs `step` (a pass: how many jobs it handled, and what the loop needs next) unless shutdown
+/// comes first; a pass that handled jobs gets its span ([`drove_trace::service_pass`]). After a
+/// store error, pauses (the pause also gives way to shutdown) so that the loop tries again.
 async fn round<T>(
     shutdown: &tokio_util::sync::CancellationToken,
-    service: &str,
-    step: impl std::future::Future<Output = Result<T, StoreError>>,
+    service: &'static str,
+    step: impl std::future::Future<Output = Result<(usize, T), StoreError>>,
 ) -> Round<T> {
+    let started = SystemTime::now();
     match unless_shutdown(shutdown, step).await {
         None => Round::Stop,
-        Some(Ok(out)) => Round::Done(out),
+        Some(Ok((jobs, out))) => {
+            drove_trace::service_pass(service, started, jobs);
+            Round::Done(out)
+        }
         Some(Err(e)) => match unless_shutdown(shutdown, pause_after(&e, service)).await {
             None => Round::Stop,
             Some(()) => Round::Again,
@@ -102,15 +107,12 @@ impl Promoter {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let (now, started) = (crate::now(), SystemTime::now());
+            let now = crate::now();
             let step = async { Ok((Self::tick(&**store, now).await?, store.next_due().await?)) };
             let next = match round(shutdown, "promoter", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done((n, (next, _))) => {
-                    drove_trace::service_pass("promoter", started, n);
-                    next
-                }
+                Round::Done((next, _)) => next,
             };
             let mut wake_at = Instant::now() + until(next, now, cap);
             loop {
@@ -156,15 +158,12 @@ impl Scheduler {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let (now, started) = (crate::now(), SystemTime::now());
+            let now = crate::now();
             let step = async { Ok((Self::tick(&**store, now).await?, store.next_tick().await?)) };
             let next = match round(shutdown, "scheduler", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done((n, next)) => {
-                    drove_trace::service_pass("scheduler", started, n);
-                    next
-                }
+                Round::Done(next) => next,
             };
             // Past the tick by a millisecond: the pass at the tick's own instant finds it due.
             let wait = until(next.map(|t| t.plus_ms(1)), now, cap);
@@ -199,7 +198,7 @@ impl Reaper {
         let shutdown = self.engine.shutdown_token();
         let cap = self.engine.config().max_idle;
         loop {
-            let (now, started) = (crate::now(), SystemTime::now());
+            let now = crate::now();
             let step = async {
                 let reaped = Self::tick(&**store, now).await?;
                 if reaped > 0 {
@@ -211,10 +210,7 @@ impl Reaper {
             let next = match round(shutdown, "reaper", step).await {
                 Round::Stop => return,
                 Round::Again => continue,
-                Round::Done((n, (_, next))) => {
-                    drove_trace::service_pass("reaper", started, n);
-                    next
-                }
+                Round::Done((_, next)) => next,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -250,14 +246,14 @@ impl Pruner {
         let shutdown = self.engine.shutdown_token();
         let config = self.engine.config().clone();
         loop {
-            let started = SystemTime::now();
-            match round(shutdown, "pruner", Self::tick(&**store, crate::now(), config.retention)).await {
+            let step = async {
+                let n = Self::tick(&**store, crate::now(), config.retention).await?;
+                Ok((n, n))
+            };
+            match round(shutdown, "pruner", step).await {
                 Round::Stop => return,
                 Round::Done(0) | Round::Again => {}
-                Round::Done(n) => {
-                    drove_trace::service_pass("pruner", started, n);
-                    tracing::info!(jobs = n, "pruned finished jobs");
-                }
+                Round::Done(n) => tracing::info!(jobs = n, "pruned finished jobs"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -32,6 +32,31 @@ pub(crate) fn submit_span(queue: &str, jobs: usize, parent: Option<&TraceContext
     span
 }
 
+/// `drove.claim`, the hand-off of jobs a claim took (none for a claim that took nothing): linked
+/// to the jobs (their runs are their children).
+pub(crate) fn claimed(queue: &str, worker: &str, jobs: &[drove_store::Claimed]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "drove.claim",
+        otel.kind = "server",
+        drove.queue = queue,
+        drove.worker = worker,
+        drove.jobs = jobs.len(),
+    );
+    for c in jobs.iter().take(drove_trace::MAX_CLAIM_LINKS) {
+        drove_trace::link(&span, c.job.trace.as_ref());
+    }
+}
+
+/// `drove.finish` of a batch of ends (`POST /v1/jobs/finish`, a claim's `finish`).
+pub(crate) fn finish_batch_span(jobs: usize) -> Span {
+    tracing::info_span!(target: TARGET, parent: None, "drove.finish", otel.kind = "server", drove.jobs = jobs)
+}
+
 /// `drove.finish`: the end of a run, a child of the run's span when the worker sent its context.
 pub(crate) fn finish_span(job: &str, outcome: &str, parent: Option<&TraceContext>) -> Span {
     let span = tracing::info_span!(

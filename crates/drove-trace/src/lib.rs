@@ -108,7 +108,7 @@ pub fn context_of(span: &Span) -> Option<TraceContext> {
     if span.is_disabled() {
         return None;
     }
-    trace_context(&span.context().span().span_context().clone())
+    trace_context(span.context().span().span_context())
 }
 
 /// The span of one run of a job, on the worker that runs it: attempt 1 is a child of the job's

@@ -49,14 +49,7 @@ pub async fn claim(
     };
     let (queue, worker) = (req.queue.clone(), req.worker.clone());
     let out = st.engine.claim_batch(req, wait, linger).await?;
-    if !out.jobs.is_empty() {
-        // The hand-off: linked to the jobs it hands out (their runs are their children).
-        let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.claim",
-            otel.kind = "server", drove.queue = queue, drove.worker = worker, drove.jobs = out.jobs.len());
-        for c in out.jobs.iter().take(drove_trace::MAX_CLAIM_LINKS) {
-            drove_trace::link(&span, c.job.trace.as_ref());
-        }
-    }
+    trace::claimed(&queue, &worker, &out.jobs);
     #[derive(Serialize)]
     struct Out<'a> {
         jobs: Vec<JobOut<'a>>,
@@ -274,8 +267,7 @@ async fn end_runs(
     let results = if finishes.is_empty() {
         Vec::new()
     } else {
-        let span = tracing::info_span!(target: drove_trace::TARGET, parent: None, "drove.finish",
-            otel.kind = "server", drove.jobs = finishes.len());
+        let span = trace::finish_batch_span(finishes.len());
         st.engine.finish(finishes).instrument(span).await?
     };
     let mut results = ids.into_iter().zip(results);
